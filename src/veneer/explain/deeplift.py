@@ -1,0 +1,109 @@
+"""DeepLift with the Rescale rule (Shrikumar et al. 2017), exactly differentiable.
+
+Multipliers ``m = d_delta(f_target) / d_delta(a)`` flow from the output to the input (Sec. 3.3, the chain rule
+for multipliers, Eq. 3); the attribution is ``(x - x0) * m`` at the input (summation-to-delta, Eq. 1).
+Linear-type modules pass multipliers through their transposed Jacobian (Sec. 3.5.1, the Linear rule);
+element-wise nonlinearities use the Rescale rule (Sec. 3.5.2), ``m_in = m_out * delta_y / delta_x``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import nn
+
+from veneer.checks import check_tensor
+from veneer.explain.base import Explainer
+from veneer.explain.chain import Step, lookup, one_hot_like, reshape_to_input, sweep, trace_chain, vjp
+
+RESCALE_EPS = 1e-10  # below this |x - x0| the local derivative replaces delta_y / delta_x (as Captum)
+
+
+def linear(step: Step, ref: Step, multiplier: torch.Tensor) -> torch.Tensor:
+    """Linear rule: ``m_in = J^T m_out`` (the map's Jacobian does not depend on the input)."""
+    return vjp(step.output, step.input, multiplier)
+
+
+def shape_only(step: Step, ref: Step, multiplier: torch.Tensor) -> torch.Tensor:
+    return reshape_to_input(step, multiplier)
+
+
+def _safe_ratio(numerator: torch.Tensor, delta_in: torch.Tensor, small: torch.Tensor) -> torch.Tensor:
+    return numerator / torch.where(small, torch.ones_like(delta_in), delta_in)
+
+
+def rescale(step: Step, ref: Step, multiplier: torch.Tensor) -> torch.Tensor:
+    """Rescale rule (Shrikumar et al. 2017, Sec. 3.5.2): ``m_in = m_out (f(x) - f(x0)) / (x - x0)``, and the
+    local derivative ``f'(x) m_out`` where ``|x - x0| < 1e-10`` (Captum's ``nonlinear``)."""
+    delta_in = step.input - ref.input
+    small = delta_in.abs() < RESCALE_EPS
+    result = _safe_ratio(multiplier * (step.output - ref.output), delta_in, small)
+    if small.any():
+        result = torch.where(small, vjp(step.output, step.input, multiplier), result)
+    return result
+
+
+def maxpool(step: Step, ref: Step, multiplier: torch.Tensor) -> torch.Tensor:
+    """Captum's DeepLift max-pooling rule. With ``m = max(y, y0)`` the cross-maximum of the pooled outputs,
+    ``g (m - y0)`` is routed to the maxima of ``x`` and ``g (y - m)`` to the maxima of ``x0``; the sum divided by
+    ``x - x0`` is the multiplier (so contributions per window sum to ``g (y - y0)``), and the ordinary
+    gradient is used where ``|x - x0| < 1e-10``."""
+    cross = torch.maximum(step.output, ref.output)
+    routed = (vjp(step.output, step.input, multiplier * (cross - ref.output))
+              + vjp(ref.output, ref.input, multiplier * (step.output - cross)))
+    delta_in = step.input - ref.input
+    small = delta_in.abs() < RESCALE_EPS
+    result = _safe_ratio(routed, delta_in, small)
+    if small.any():
+        result = torch.where(small, vjp(step.output, step.input, multiplier), result)
+    return result
+
+
+RULES = {
+    nn.Conv2d: linear, nn.Linear: linear, nn.BatchNorm2d: linear, nn.AvgPool2d: linear,
+    nn.AdaptiveAvgPool2d: linear,
+    nn.Flatten: shape_only, nn.Dropout: shape_only, nn.Identity: shape_only,
+    nn.ReLU: rescale, nn.Softplus: rescale, nn.Sigmoid: rescale, nn.Tanh: rescale,
+    nn.MaxPool2d: maxpool,
+}
+
+
+class DeepLift(Explainer):
+    """DeepLift, Rescale rule (Shrikumar et al. 2017, Sec. 3.5.2), for chains of modules; ``(x - x0) * m``.
+
+    ``baseline``: ``"zero"`` or a tensor broadcastable to ``x``. The model runs once on ``x`` and once on the
+    baseline; multipliers flow backward through Conv2d, Linear, BatchNorm2d (eval), AvgPool2d,
+    AdaptiveAvgPool2d (transposed Jacobian), Flatten, Dropout, Identity (reshape), ReLU, Softplus, Sigmoid, Tanh
+    (Rescale) and MaxPool2d (Captum's cross-maximum rule), so the result equals Captum's DeepLift and sums to
+    ``f_target(x) - f_target(x0)``. With ``create_graph=True`` it is exactly differentiable with respect to the
+    parameters and ``x``.
+    """
+
+    name = "deeplift"
+
+    def __init__(self, model, baseline="zero"):
+        super().__init__(model)
+        if isinstance(baseline, str):
+            if baseline != "zero":
+                raise ValueError(f"baseline must be 'zero' or a tensor, got {baseline!r}")
+        else:
+            check_tensor("baseline", baseline)
+        self.baseline = baseline
+
+    def baseline_for(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.baseline, str):
+            return torch.zeros_like(x)
+        try:
+            return torch.broadcast_to(self.baseline.to(x), x.shape)
+        except RuntimeError:
+            raise ValueError(f"baseline of shape {tuple(self.baseline.shape)} does not broadcast to x's shape "
+                             f"{tuple(x.shape)}") from None
+
+    def attribute(self, x, target, create_graph):
+        trace = trace_chain(self.model, x, "DeepLift", tuple(RULES))
+        ref = trace_chain(self.model, self.baseline_for(x), "DeepLift", tuple(RULES))
+        rules = [partial(lookup(RULES, step.module), step, ref_step) for step, ref_step in zip(trace.steps, ref.steps)]
+        multiplier = sweep(rules, one_hot_like(trace.output, target))
+        attribution = (trace.input - ref.input) * multiplier
+        return attribution if create_graph else attribution.detach()

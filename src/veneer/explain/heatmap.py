@@ -1,0 +1,44 @@
+"""From attributions (B, C, H, W) to heatmaps (B, H, W)."""
+
+from __future__ import annotations
+
+import torch
+
+from veneer.checks import check_tensor
+
+REDUCTIONS = ("sum", "abs_sum", "l2")
+NORMALIZATIONS = (None, "sum", "abs_sum", "max")
+
+
+def heatmap(attr: torch.Tensor, reduce: str = "sum", normalize: str | None = None,
+            eps: float = 1e-12) -> torch.Tensor:
+    """Reduce the channel axis and optionally normalise each map; differentiable.
+
+    ``reduce``: ``"sum"`` (signed relevance, LRP's convention), ``"abs_sum"`` (Ghorbani et al.'s saliency
+    map), ``"l2"`` (channel-wise Euclidean norm). ``normalize``: ``None``, ``"sum"`` (maps sum to 1, as the
+    thesis' normalised heatmaps), ``"abs_sum"`` (absolute values sum to 1) or ``"max"`` (max |h| is 1).
+    """
+    check_tensor("attr", attr, ndim=(3, 4), finite=False)
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    if attr.ndim == 4:
+        if reduce == "sum":
+            h = attr.sum(1)
+        elif reduce == "abs_sum":
+            h = attr.abs().sum(1)
+        else:
+            h = attr.pow(2).sum(1).clamp_min(eps).sqrt()
+    else:
+        h = attr.abs() if reduce == "abs_sum" else attr
+    if normalize is None:
+        return h
+    if normalize == "sum":
+        denom = h.sum(dim=(1, 2), keepdim=True)
+        denom = torch.where(denom.abs() < eps, torch.full_like(denom, eps), denom)
+    elif normalize == "abs_sum":
+        denom = h.abs().sum(dim=(1, 2), keepdim=True).clamp_min(eps)
+    else:
+        denom = h.abs().amax(dim=(1, 2), keepdim=True).clamp_min(eps)
+    return h / denom

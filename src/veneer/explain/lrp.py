@@ -1,0 +1,252 @@
+"""Layer-wise relevance propagation (Bach et al. 2015; Montavon et al. 2019), exactly differentiable.
+
+Rules map the relevance at a module's output to the relevance at its input. Notation of Montavon et al.,
+"Layer-wise relevance propagation: an overview" (2019, Sec. 10.2): input activations ``a_j``, weights
+``w_jk``, relevance ``R_k`` of output ``k``, ``z_k`` the output the rule uses as denominator. Every rule is
+"``s_k = R_k / z_k``, ``c_j = sum_k w'_jk s_k`` (a vector-Jacobian product), ``R_j = a'_j c_j``" for a
+modified layer ``(a', w')``; the modified weights are computed from the *live* parameters
+(``module.weight.clamp(min=0)``, never ``.data``), so a loss on the relevance back-propagates exactly to the
+parameters and to the input (second order), unlike Zennit (rebuilds weights from ``param.data``) and Captum
+(backward hooks, no usable graph).
+
+Denominators are stabilised as Captum and Zennit do: ``z + eps * sign(z)`` with ``sign(0) = +1``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from veneer.explain.base import Explainer
+from veneer.explain.chain import Step, lookup, one_hot_like, reshape_to_input, sweep, trace_chain, vjp
+
+COMPOSITES = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "alpha_beta")
+STABILIZER = 1e-9  # denominators of the rules other than Epsilon (Captum's PropagationRule default)
+
+
+def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """``z + epsilon * sign(z)`` with ``sign(0) = +1`` (Captum's ``PropagationRule`` and Zennit's ``stabilize``)."""
+    return z + epsilon * torch.where(z >= 0, 1.0, -1.0).to(z)
+
+
+def affine(module: nn.Module, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``module``'s map (Conv2d or Linear, same stride/padding/...) with the given weight and bias."""
+    if isinstance(module, nn.Conv2d):
+        return module._conv_forward(a, weight, bias)
+    if isinstance(module, nn.Linear):
+        return F.linear(a, weight, bias)
+    raise TypeError(f"{type(module).__name__} has no weight-modified LRP rule")
+
+
+class Rule:
+    """Maps the relevance at ``step.output`` to the relevance at ``step.input``."""
+
+    def __call__(self, step: Step, relevance: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+class PassThrough(Rule):
+    """Identity on relevance (element-wise activations, Dropout in eval mode, Flatten, Identity): the
+    activation's output is the next layer's ``a_j``, so relevance is already attributed to it
+    (Montavon et al. 2019, Sec. 10.2.1)."""
+
+    def __call__(self, step, relevance):
+        return reshape_to_input(step, relevance)
+
+
+class WinnerTakesAll(Rule):
+    """Max pooling: each window's relevance goes entirely to its maximum. Equals Captum's epsilon rule on
+    max-pooling (``a_max * R / (a_max + eps)``) up to that rule's ``eps``, but conserves relevance exactly."""
+
+    def __call__(self, step, relevance):
+        return vjp(step.output, step.input, relevance)
+
+
+class Epsilon(Rule):
+    """LRP-epsilon (Montavon et al. 2019, Eq. 10.3; Bach et al. 2015, Eq. 58):
+    ``R_j = sum_k a_j w_jk / (z_k + eps sign(z_k)) R_k`` with ``z_k = sum_j a_j w_jk + b_k`` the module's
+    actual output. ``epsilon = 0`` is LRP-0 (Eq. 10.1). Applies to any map that is linear in its input up to a
+    bias: Conv2d, Linear, AvgPool2d, AdaptiveAvgPool2d, BatchNorm2d in eval mode (as Captum's EpsilonRule)."""
+
+    def __init__(self, epsilon: float = 1e-6):
+        if not epsilon >= 0:
+            raise ValueError(f"epsilon must be >= 0, got {epsilon!r}")
+        self.epsilon = epsilon
+
+    def __call__(self, step, relevance):
+        s = relevance / stabilize(step.output, self.epsilon)
+        return step.input * vjp(step.output, step.input, s)
+
+
+class AlphaBeta(Rule):
+    """LRP-alpha-beta (Bach et al. 2015, Eq. 60; Montavon et al. 2019, Sec. 10.2.3):
+    ``R_j = sum_k (alpha (a_j w_jk)^+ / sum_{0,j} (a_j w_jk)^+ - beta (a_j w_jk)^- / sum_{0,j} (a_j w_jk)^-) R_k``.
+
+    Positive contributions are ``a+ w+`` and ``a- w-`` plus the positive part of the bias (the ``j = 0`` term),
+    negative ones ``a+ w-`` and ``a- w+`` plus the negative part of the bias (as Zennit's AlphaBeta).
+    Requires ``alpha - beta = 1`` (conservation) and ``beta >= 0``.
+    """
+
+    def __init__(self, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = STABILIZER):
+        if not beta >= 0 or abs(alpha - beta - 1) > 1e-12:
+            raise ValueError(f"alpha and beta must satisfy alpha - beta = 1 with beta >= 0, got alpha={alpha!r}, "
+                             f"beta={beta!r}")
+        self.alpha, self.beta, self.stabilizer = alpha, beta, stabilizer
+
+    def __call__(self, step, relevance):
+        module, a = step.module, step.input
+        a_pos, a_neg = a.clamp(min=0), a.clamp(max=0)
+        w_pos, w_neg = module.weight.clamp(min=0), module.weight.clamp(max=0)
+        b = module.bias
+        b_pos, b_neg = (None, None) if b is None else (b.clamp(min=0), b.clamp(max=0))
+        outputs = [affine(module, a_pos, w_pos, b_pos) + affine(module, a_neg, w_neg, None)]
+        grads = [self.alpha * relevance / stabilize(outputs[0], self.stabilizer)]
+        if self.beta:
+            outputs.append(affine(module, a_pos, w_neg, b_neg) + affine(module, a_neg, w_pos, None))
+            grads.append(-self.beta * relevance / stabilize(outputs[1], self.stabilizer))
+        c_pos, c_neg = vjp(outputs, [a_pos, a_neg], grads)
+        return a_pos * c_pos + a_neg * c_neg
+
+
+class ZPlus(AlphaBeta):
+    """LRP-z+ = LRP-alpha1-beta0 (Montavon et al. 2019, Sec. 10.2.3; the gamma -> infinity limit of LRP-gamma,
+    Eq. 10.4): only positive contributions are propagated. On non-negative inputs and non-negative biases this
+    is exactly Captum's ``Alpha1_Beta0_Rule`` (which clamps the weights but keeps the inputs' sign and the raw
+    bias)."""
+
+    def __init__(self, stabilizer: float = STABILIZER):
+        super().__init__(1.0, 0.0, stabilizer)
+
+
+class ZBox(Rule):
+    """LRP-z^B for the first layer on bounded inputs ``low <= x <= high`` (Montavon et al. 2017 / 2019,
+    Table 10.1): ``R_i = sum_j (x_i w_ij - l_i w_ij^+ - h_i w_ij^-) / sum_i (...) R_j``. Biases cancel
+    (as in Zennit's ZBox). ``low``/``high`` are floats or tensors broadcastable to the layer's input."""
+
+    def __init__(self, low, high, stabilizer: float = STABILIZER):
+        self.low, self.high, self.stabilizer = low, high, stabilizer
+
+    def bound(self, value, like: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(value).to(like).broadcast_to(like.shape).detach().requires_grad_(True)
+
+    def __call__(self, step, relevance):
+        module, x = step.module, step.input
+        low, high = self.bound(self.low, x), self.bound(self.high, x)
+        weight = module.weight
+        z = (affine(module, x, weight, None) - affine(module, low, weight.clamp(min=0), None)
+             - affine(module, high, weight.clamp(max=0), None))
+        c_x, c_low, c_high = vjp(z, [x, low, high], relevance / stabilize(z, self.stabilizer))
+        return x * c_x + low * c_low + high * c_high
+
+
+class Flat(Rule):
+    """LRP-flat: all weights 1, no bias, all inputs 1 -- a layer's relevance is spread uniformly over each
+    output's receptive field (Lapuschkin et al. 2019; Zennit's Flat). Independent of the layer's parameters."""
+
+    def __init__(self, stabilizer: float = STABILIZER):
+        self.stabilizer = stabilizer
+
+    def __call__(self, step, relevance):
+        ones = torch.ones_like(step.input).requires_grad_(True)
+        z = affine(step.module, ones, torch.ones_like(step.module.weight), None)
+        return vjp(z, ones, relevance / stabilize(z, self.stabilizer))
+
+
+WEIGHTED = (nn.Conv2d, nn.Linear)
+PASS_THROUGH = (nn.ReLU, nn.Softplus, nn.Dropout, nn.Flatten, nn.Identity)
+EPSILON_ONLY = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm2d)
+SUPPORTED = WEIGHTED + (nn.MaxPool2d,) + EPSILON_ONLY + PASS_THROUGH
+RESHAPES = (nn.Flatten, nn.Identity, nn.Dropout)
+
+
+class LRP(Explainer):
+    """Layer-wise relevance propagation (Bach et al. 2015; Montavon et al. 2019) for chains of modules.
+
+    The relevance starts as the target logit (one-hot times the output) and is propagated back, module by
+    module, to the input; the result has ``x``'s shape. Rules per ``composite`` (``Conv2d``/``Linear`` are the
+    weighted layers):
+
+    ==================== ======================== ========== =======================================
+    composite            Conv2d                   Linear     first weighted layer
+    ==================== ======================== ========== =======================================
+    ``"epsilon"``        Epsilon                  Epsilon    as the others
+    ``"epsilon_plus"``   ZPlus                    Epsilon    as the others
+    ``"epsilon_plus_flat"`` ZPlus                 Epsilon    Flat
+    ``"alpha_beta"``     AlphaBeta(alpha, beta)   Epsilon    as the others
+    ==================== ======================== ========== =======================================
+
+    With ``low`` and ``high`` (floats or tensors broadcastable to ``x``, the input's bounds) the first weighted
+    layer uses ZBox (z^beta) in any composite except ``"epsilon_plus_flat"`` (an error); that layer must
+    receive ``x`` itself, up to Flatten/Identity/Dropout. In every composite MaxPool2d is winner-take-all,
+    AvgPool2d, AdaptiveAvgPool2d and BatchNorm2d (eval) are Epsilon (element-wise affine maps, as Captum),
+    ReLU, Softplus, Dropout, Flatten and Identity pass relevance through. ``epsilon`` is Epsilon's stabiliser
+    (other rules use 1e-9 only against 0/0); ``alpha - beta = 1`` with ``beta >= 0`` is enforced.
+
+    Compared with Captum's LRP: Epsilon and (on non-negative inputs with non-negative conv biases) ZPlus give
+    the same relevance; max-pooling differs by Captum's stabiliser only. With ``create_graph=True`` the result
+    is exactly differentiable with respect to the parameters and ``x``.
+    """
+
+    name = "lrp"
+
+    def __init__(self, model, composite: str = "epsilon", epsilon: float = 1e-6, alpha: float = 1.0,
+                 beta: float = 0.0, low=None, high=None):
+        super().__init__(model)
+        if composite not in COMPOSITES:
+            raise ValueError(f"composite must be one of {COMPOSITES}, got {composite!r}")
+        if (low is None) != (high is None):
+            raise ValueError("low and high must be given together (the input's bounds for the z^beta rule)")
+        if low is not None and composite == "epsilon_plus_flat":
+            raise ValueError("low/high (z^beta on the first layer) cannot be combined with composite="
+                             "'epsilon_plus_flat', whose first layer is flat")
+        for bound_name, bound in (("low", low), ("high", high)):
+            if bound is not None and not isinstance(bound, (int, float, torch.Tensor)):
+                raise TypeError(f"{bound_name} must be a float or a tensor, got {type(bound).__name__}")
+        if composite == "alpha_beta":
+            AlphaBeta(alpha, beta)  # validates alpha - beta = 1
+        Epsilon(epsilon)  # validates epsilon
+        self.composite, self.epsilon, self.alpha, self.beta, self.low, self.high = (
+            composite, epsilon, alpha, beta, low, high)
+
+    def rules(self, steps: tuple[Step, ...], x: torch.Tensor) -> list[Rule]:
+        """The rule of each step (forward order) under this composite."""
+        epsilon = Epsilon(self.epsilon)
+        conv_rule = {"epsilon": epsilon, "epsilon_plus": ZPlus(), "epsilon_plus_flat": ZPlus(),
+                     "alpha_beta": AlphaBeta(self.alpha, self.beta) if self.composite == "alpha_beta" else None}
+        table = {nn.Conv2d: conv_rule[self.composite], nn.Linear: epsilon, nn.MaxPool2d: WinnerTakesAll(),
+                 **{cls: epsilon for cls in EPSILON_ONLY}, **{cls: PassThrough() for cls in PASS_THROUGH}}
+        rules = [lookup(table, step.module) for step in steps]
+        first = next((i for i, step in enumerate(steps) if isinstance(step.module, WEIGHTED)), None)
+        if first is not None and self.low is not None:
+            before = [step for step in steps[:first] if not isinstance(step.module, RESHAPES)]
+            if before:
+                raise ValueError(f"low/high (z^beta) bound x, but the first weighted layer {steps[first].describe()}"
+                                 f" receives the output of {before[-1].describe()}")
+            rules[first] = ZBox(self._bound(self.low, x, steps[first].input),
+                                self._bound(self.high, x, steps[first].input))
+        elif first is not None and self.composite == "epsilon_plus_flat":
+            rules[first] = Flat()
+        return rules
+
+    @staticmethod
+    def _bound(value, x: torch.Tensor, layer_input: torch.Tensor) -> torch.Tensor:
+        value = torch.as_tensor(value).to(x)
+        try:
+            value = torch.broadcast_to(value, x.shape)
+        except RuntimeError:
+            raise ValueError(f"low/high of shape {tuple(value.shape)} does not broadcast to x's shape "
+                             f"{tuple(x.shape)}") from None
+        return value.reshape(layer_input.shape)
+
+    def attribute(self, x, target, create_graph):
+        trace = trace_chain(self.model, x, "LRP", SUPPORTED)
+        rules = self.rules(trace.steps, x)
+        relevance = one_hot_like(trace.output, target) * trace.output
+        relevance = sweep([partial(rule, step) for rule, step in zip(rules, trace.steps)], relevance)
+        return relevance if create_graph else relevance.detach()

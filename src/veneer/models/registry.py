@@ -1,0 +1,126 @@
+"""Bundled models: trained once on bundled data, cached, and loaded by name; and user models by factory."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from veneer.data import load_dataset
+from veneer.models.architectures import digits_mlp, mnist_cnn, tabular_mlp
+from veneer.models.training import accuracy, load_state, save, train
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a bundled model is built and trained: the architecture, its dataset and the training options."""
+
+    build: Callable[[tuple[int, ...]], nn.Module]  # from the shape of one input
+    dataset: str
+    train_options: dict[str, Any] = field(default_factory=dict)
+
+
+RECIPES: dict[str, Recipe] = {
+    "mnist-cnn": Recipe(lambda shape: mnist_cnn(), "mnist", {"epochs": 12, "lr": 2e-3, "batch_size": 64, "max_shift": 2}),
+    "digits-mlp": Recipe(lambda shape: digits_mlp(), "digits", {"epochs": 60, "lr": 3e-3, "batch_size": 64}),
+    "adult-mlp": Recipe(lambda shape: tabular_mlp(shape[0], (64, 32), 2), "adult",
+                        {"epochs": 8, "lr": 1e-3, "batch_size": 256}),
+}
+
+
+def cache_dir() -> Path:
+    """``$VENEER_CACHE`` if set, else ``$XDG_CACHE_HOME/veneer`` or ``~/.cache/veneer``."""
+    if os.environ.get("VENEER_CACHE"):
+        return Path(os.environ["VENEER_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "veneer"
+
+
+def train_bundled(name: str, out: str | os.PathLike, seed: int = 0, progress: bool = True,
+                  **overrides: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """Train the bundled model ``name`` on its bundled dataset; write ``out``.safetensors and ``out``.json."""
+    if name not in RECIPES:
+        raise ValueError(f"model must be one of {sorted(RECIPES)}, got {name!r}")
+    recipe = RECIPES[name]
+    train_data, test_data = load_dataset(recipe.dataset, "train"), load_dataset(recipe.dataset, "test")
+    torch.manual_seed(seed)
+    model = recipe.build(tuple(train_data.x.shape[1:]))
+    options = {**recipe.train_options, **overrides}
+    result = train(model, train_data.x, train_data.y, seed=seed, progress=progress, **options)
+    metadata = {
+        "name": name, "dataset": recipe.dataset, "architecture": repr(model), "seed": seed,
+        "train_options": options, "train_seconds": round(result.seconds, 2),
+        "train_accuracy": accuracy(model, train_data.x, train_data.y),
+        "test_accuracy": accuracy(model, test_data.x, test_data.y),
+        "input_shape": list(train_data.x.shape[1:]),
+        "history": result.history,
+    }
+    save(model, out, metadata)
+    return model.eval(), metadata
+
+
+def pretrained(name: str, cache: str | os.PathLike | None = None, progress: bool = True) -> nn.Module:
+    """The bundled model ``name`` ("mnist-cnn", "digits-mlp", "adult-mlp") in eval mode.
+
+    Trained on first use (the MNIST CNN takes about a minute on 2 CPU cores) and cached as safetensors
+    in :func:`cache_dir` (or ``cache``); later calls load the cached weights.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"model must be one of {sorted(RECIPES)}, got {name!r}")
+    path = Path(cache or cache_dir()) / f"{name}.safetensors"
+    if not path.is_file():
+        model, _ = train_bundled(name, path, seed=0, progress=progress)
+        return model
+    metadata = json.loads(path.with_suffix(".json").read_text())
+    return load_state(RECIPES[name].build(tuple(metadata["input_shape"])), path).eval()
+
+
+def pretrained_metadata(name: str, cache: str | os.PathLike | None = None) -> dict[str, Any]:
+    pretrained(name, cache, progress=False)
+    return json.loads((Path(cache or cache_dir()) / f"{name}.json").read_text())
+
+
+def load(factory: str | None = None, weights: str | os.PathLike | None = None,
+         torchscript: str | os.PathLike | None = None, **factory_kwargs: Any) -> nn.Module:
+    """A user model in eval mode: ``factory="package.module:function"`` builds it (``factory_kwargs`` are passed
+    on) and ``weights`` (.safetensors, or a torch state dict read with ``weights_only=True``) fills it; or a
+    TorchScript file via ``torchscript``.
+    """
+    if torchscript is not None:
+        if factory is not None or weights is not None:
+            raise ValueError("pass either torchscript or factory/weights, not both")
+        if not Path(torchscript).is_file():
+            raise FileNotFoundError(f"torchscript file not found: {torchscript}")
+        return torch.jit.load(str(torchscript), map_location="cpu").eval()
+    if factory is None or ":" not in factory:
+        raise ValueError(f"factory must look like 'package.module:function', got {factory!r}")
+    module_name, _, attr = factory.partition(":")
+    try:
+        build = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"factory={factory!r} cannot be imported: {error}") from None
+    model = build(**factory_kwargs)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"factory={factory!r} returned {type(model).__name__}, expected a torch.nn.Module")
+    if weights is not None:
+        load_state(model, weights)
+    return model.eval()
+
+
+def resolve_model(spec: str, weights: str | None = None) -> nn.Module:
+    """A CLI model spec: a bundled name, ``module:function`` (with ``weights``) or a TorchScript ``.pt`` path."""
+    if spec in RECIPES:
+        if weights is not None:
+            shape = tuple(load_dataset(RECIPES[spec].dataset, "test").x.shape[1:])
+            return load_state(RECIPES[spec].build(shape), weights).eval()
+        return pretrained(spec)
+    if ":" in spec:
+        return load(factory=spec, weights=weights)
+    if Path(spec).suffix in (".pt", ".pth", ".ts") and weights is None:
+        return load(torchscript=spec)
+    raise ValueError(f"model must be one of {sorted(RECIPES)}, 'module:function' or a TorchScript file, got {spec!r}")

@@ -25,6 +25,10 @@ from veneer.models.architectures import cifar_vgg, mnist_cnn, tabular_mlp
 BATCH = 4
 DTYPE = torch.float64
 
+# The test models are tiny: intra-op threading only adds synchronisation cost, which on a small shared
+# machine (2 cores, other processes running) makes each call up to 100x slower. One thread is fastest.
+torch.set_num_threads(1)
+
 
 def _build(factory, seed: int):
     torch.manual_seed(seed)

@@ -27,6 +27,9 @@ from veneer.explain.heatmap import heatmap
 from veneer.explain.occlusion import Occlusion
 from veneer.models.activations import with_softplus
 
+# Captum warns that it had to set requires_grad on the inputs itself: expected, not a problem
+pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients:UserWarning")
+
 CAPTUM_RTOL = 1e-5
 MAX_REL_ERR: dict[str, float] = {}
 
@@ -152,11 +155,11 @@ def test_gradcam_matches_captum(request, case_name, layer, mode, relu):
 # windows whose stride divides (image - window): every pixel is covered by a full window
 OCCLUSION_TILING = [
     ("cnn", 4, 4, 0.0, 2048),
-    ("cnn", 5, 1, 0.0, 2048),
+    ("cnn", 4, 2, 0.0, 2048),
     ("cnn", 7, 3, 0.5, 2048),
     ("cnn", (3, 6), (1, 2), 0.0, 7),  # batch_size < B: one window per pass
     ("vgg", 4, 4, 0.0, 2048),
-    ("vgg", 8, 2, -0.25, 50),
+    ("vgg", 8, 4, -0.25, 50),
     ("vgg", 5, 3, 0.0, 2048),
 ]
 
@@ -295,8 +298,10 @@ FD_STEP = 1e-6
 FD_RTOL = 1e-4
 
 
-def central_difference(loss, tensor: torch.Tensor, index: int, h: float = FD_STEP) -> float:
-    """(loss(t + h e_i) - loss(t - h e_i)) / 2h, perturbing ``tensor`` in place and restoring it."""
+def finite_differences(loss, tensor: torch.Tensor, index: int, h: float = FD_STEP) -> tuple[float, bool]:
+    """Central difference (loss(t + h e_i) - loss(t - h e_i)) / 2h, perturbing ``tensor`` in place and restoring
+    it, and whether the point looks like a kink (the one-sided differences disagree: with ReLU, the
+    attribution is only piecewise smooth and an entry can lie within h of an activation-pattern change)."""
     flat = tensor.data.view(-1)
     original = flat[index].item()
     flat[index] = original + h
@@ -304,26 +309,40 @@ def central_difference(loss, tensor: torch.Tensor, index: int, h: float = FD_STE
     flat[index] = original - h
     down = loss()
     flat[index] = original
-    return (up - down) / (2 * h)
+    mid = loss()
+    forward, backward = (up - mid) / h, (mid - down) / h
+    kink = abs(forward - backward) > 1e-2 * (abs(forward) + abs(backward)) + 1e-3
+    return (up - down) / (2 * h), kink
 
 
-def sample_entries(grad: torch.Tensor, seed: int, largest: int = 2, random: int = 3) -> torch.Tensor:
-    """The ``largest`` entries of |grad| and ``random`` random ones (without repetition)."""
+def candidate_entries(grad: torch.Tensor, seed: int, largest: int = 2) -> list[int]:
+    """Indices of the ``largest`` entries of |grad|, then all others in a seeded random order."""
     flat = grad.reshape(-1).abs()
     chosen = flat.topk(min(largest, flat.numel())).indices.tolist()
-    for i in torch.randperm(flat.numel(), generator=_gen(seed)).tolist():
-        if len(chosen) >= min(largest + random, flat.numel()):
-            break
-        if i not in chosen:
-            chosen.append(i)
-    return torch.tensor(chosen)
+    rest = [i for i in torch.randperm(flat.numel(), generator=_gen(seed)).tolist() if i not in chosen]
+    return chosen + rest
 
 
 def check_against_finite_differences(name: str, analytic: torch.Tensor, tensor: torch.Tensor, loss, seed: int,
-                                     expect_zero: bool, global_scale: float) -> None:
-    entries = sample_entries(analytic, seed)
-    numeric = torch.tensor([central_difference(loss, tensor, int(i)) for i in entries], dtype=torch.float64)
-    picked = analytic.reshape(-1)[entries]
+                                     expect_zero: bool, global_scale: float, smooth: bool,
+                                     entries: int = 5) -> None:
+    """Compare ``entries`` entries of ``analytic`` (the 2 largest and random ones) with central differences.
+
+    For a piecewise smooth loss (``smooth=False``, ReLU models) entries at a kink are replaced by others."""
+    picked, numeric, kinks = [], [], 0
+    for i in candidate_entries(analytic, seed):
+        if len(picked) == entries or kinks > 2 * entries:
+            break
+        value, kink = finite_differences(loss, tensor, i)
+        if kink:
+            kinks += 1
+            continue
+        picked.append(analytic.reshape(-1)[i].item())
+        numeric.append(value)
+    assert picked, f"{name}: every finite difference hit a kink"
+    if smooth:
+        assert kinks == 0, f"{name}: {kinks} finite difference(s) not smooth on a smooth model"
+    picked, numeric = torch.tensor(picked), torch.tensor(numeric)
     if expect_zero:
         assert torch.all(analytic == 0), f"{name}: gradient should be exactly zero, max {analytic.abs().max():.3g}"
         assert numeric.abs().max() <= 1e-7 * global_scale, f"{name}: finite differences {numeric.tolist()}"
@@ -378,7 +397,8 @@ def test_parameter_gradient_of_attribution_matches_finite_differences(request, m
     zero = expected_zero_parameters(method, case_name, activation, model)
     for k, (name, p, g) in enumerate(zip(names, params, grads)):
         check_against_finite_differences(f"{method}/{activation}/{name}", g, p, loss, seed=k,
-                                         expect_zero=name in zero, global_scale=global_scale)
+                                         expect_zero=name in zero, global_scale=global_scale,
+                                         smooth=activation == "softplus")
 
 
 INPUT_GRADIENT_CASES = [(m, c) for c in ("cnn", "mlp") for m in VECTOR_METHODS] + [("gradcam", "cnn")]
@@ -401,7 +421,7 @@ def test_input_gradient_of_attribution_matches_finite_differences(request, metho
         return (explainer(x, t, **kwargs) * w).sum().item()
 
     check_against_finite_differences(f"{method}/x", grad, x, loss, seed=5, expect_zero=False,
-                                     global_scale=grad.abs().max().item())
+                                     global_scale=grad.abs().max().item(), smooth=True, entries=8)
 
 
 # ====================================================================== 3. create_graph
@@ -518,8 +538,8 @@ def test_heatmap_three_dim_input_is_a_single_channel(known_attr, reduce):
 
 
 def test_heatmap_accepts_gradcam_shape_and_is_differentiable():
-    attr = torch.randn(2, 1, 5, 6, generator=_gen(3), dtype=torch.float64) + 3.0
-    assert heatmap(attr).shape == (2, 5, 6)
+    attr = torch.randn(2, 1, 3, 4, generator=_gen(3), dtype=torch.float64) + 3.0
+    assert heatmap(attr).shape == (2, 3, 4)
     for reduce in ("sum", "abs_sum", "l2"):
         for normalize in (None, "sum", "abs_sum", "max"):
             assert torch.autograd.gradcheck(lambda a: heatmap(a, reduce, normalize), (attr.requires_grad_(True),))

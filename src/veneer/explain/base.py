@@ -41,7 +41,8 @@ class Explainer:
         else:
             logits = torch.empty(x.shape[0], self._num_classes(x), device=x.device)
         target = resolve_target(target, logits)
-        return self.attribute(x, target, create_graph)
+        attr = self.attribute(x, target, create_graph)
+        return attr if create_graph else attr.detach()
 
     def _num_classes(self, x: torch.Tensor) -> int:
         with torch.no_grad():

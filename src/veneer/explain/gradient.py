@@ -70,7 +70,8 @@ class IntegratedGradients(Explainer):
 
     attr = (x - x') * sum_k w_k grad f(x' + alpha_k (x - x')). ``baseline``: ``"zero"``, ``"mean"`` (each
     image's per-channel mean as a constant image) or a tensor broadcastable to ``x``. All ``steps``
-    interpolated batches go through the model together, at most ``chunk_size`` samples per forward pass.
+    interpolated batches go through the model together, at most ``max(chunk_size, B)`` samples per forward pass
+    (whole copies of the batch).
     """
 
     name = "integrated_gradients"

@@ -31,7 +31,7 @@ def heatmap(attr: torch.Tensor, reduce: str = "sum", normalize: str | None = Non
         else:
             h = attr.pow(2).sum(1).clamp_min(eps).sqrt()
     else:
-        h = attr.abs() if reduce == "abs_sum" else attr
+        h = attr.abs() if reduce in ("abs_sum", "l2") else attr
     if normalize is None:
         return h
     if normalize == "sum":

@@ -71,12 +71,13 @@ class WinnerTakesAll(Rule):
 class Epsilon(Rule):
     """LRP-epsilon (Montavon et al. 2019, Eq. 10.3; Bach et al. 2015, Eq. 58):
     ``R_j = sum_k a_j w_jk / (z_k + eps sign(z_k)) R_k`` with ``z_k = sum_j a_j w_jk + b_k`` the module's
-    actual output. ``epsilon = 0`` is LRP-0 (Eq. 10.1). Applies to any map that is linear in its input up to a
+    actual output; ``epsilon > 0`` is required (LRP-0, Eq. 10.1, divides 0 by 0 wherever an output is exactly
+    0, e.g. after ReLU and pooling: use a tiny epsilon instead). Applies to any map that is linear in its input up to a
     bias: Conv2d, Linear, AvgPool2d, AdaptiveAvgPool2d, BatchNorm2d in eval mode (as Captum's EpsilonRule)."""
 
     def __init__(self, epsilon: float = 1e-6):
-        if not epsilon >= 0:
-            raise ValueError(f"epsilon must be >= 0, got {epsilon!r}")
+        if not epsilon > 0:
+            raise ValueError(f"epsilon must be > 0 (use a tiny value for LRP-0), got {epsilon!r}")
         self.epsilon = epsilon
 
     def __call__(self, step, relevance):

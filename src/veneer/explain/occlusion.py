@@ -18,7 +18,8 @@ def _pair(value, name: str) -> tuple[int, int]:
 class Occlusion(Explainer):
     """f_target(x) - f_target(x with a window set to ``baseline``), averaged over the windows covering each pixel.
 
-    Windows of size ``window`` slide with ``stride`` over (H, W) and cover all channels. ``batch_size`` bounds
+    Windows of size ``window`` slide with ``stride`` over (H, W) and cover all channels (as Captum, a last
+    window cut at the border is added where the stride does not tile the image). ``batch_size`` bounds
     the number of occluded images per forward pass; many windows of the whole batch share one pass.
     A finite-difference method: not differentiable through ``create_graph``.
     """
@@ -37,8 +38,9 @@ class Occlusion(Explainer):
         (wh, ww), (sh, sw) = self.window, self.stride
         if wh > height or ww > width:
             raise ValueError(f"window {self.window} is larger than the image ({height}, {width})")
-        rows = torch.arange(0, height - wh + 1, sh, device=device)
-        cols = torch.arange(0, width - ww + 1, sw, device=device)
+        # ceil((H - h) / s) + 1 positions: the last window is cut at the border so every pixel is covered
+        rows = torch.arange(0, height - wh + sh, sh, device=device)
+        cols = torch.arange(0, width - ww + sw, sw, device=device)
         r = torch.arange(height, device=device)
         c = torch.arange(width, device=device)
         in_rows = (r[None, :] >= rows[:, None]) & (r[None, :] < rows[:, None] + wh)  # (Pr, H)

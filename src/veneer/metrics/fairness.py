@@ -30,8 +30,6 @@ def _binary(name: str, x: object, n: int | None = None) -> torch.Tensor:
 
 def _per_sample(name: str, x: object) -> torch.Tensor:
     x = check_tensor(name, x, ndim=(1, 2), floating=False)
-    if x.dtype == torch.bool:
-        return x
     if x.is_complex():
         raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
     if x.shape[0] == 0:
@@ -61,10 +59,12 @@ def ks_distance(values: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
     Not differentiable (the statistic is piecewise constant).
     """
     values = _per_sample("values", values)
-    group = _binary("group", group, values.shape[0])
+    group = _binary("group", group, values.shape[0]).to(values.device)
     n0, n1 = _require_both(group)
     squeeze = values.ndim == 1
     v = values[:, None] if squeeze else values
+    if v.dtype == torch.bool:
+        v = v.to(torch.get_default_dtype())
     dtype = v.dtype if v.is_floating_point() else torch.get_default_dtype()
     sorted_v, order = v.sort(dim=0)
     g = group[order]  # (N, C): group of each sorted value

@@ -67,7 +67,9 @@ def _centered_correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     yc = y - y.mean(dim=1, keepdim=True)
     num = (xc * yc).sum(dim=1)
     den2 = xc.pow(2).sum(dim=1) * yc.pow(2).sum(dim=1)
-    ok = den2 > 0
+    # Exact constancy test: the centred values of a constant row may be rounding noise, not 0.
+    varies = (x != x[:, :1]).any(dim=1) & (y != y[:, :1]).any(dim=1)
+    ok = varies & (den2 > 0)
     # Keep sqrt away from 0 where the result is replaced, so gradients stay finite there.
     den = torch.where(ok, den2, torch.ones_like(den2)).sqrt()
     r = torch.where(ok, num / den, torch.zeros_like(num))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -74,10 +76,24 @@ def pretrained(name: str, cache: str | os.PathLike | None = None, progress: bool
         raise ValueError(f"model must be one of {sorted(RECIPES)}, got {name!r}")
     path = Path(cache or cache_dir()) / f"{name}.safetensors"
     if not path.is_file():
-        model, _ = train_bundled(name, path, seed=0, progress=progress)
-        return model
+        with _exclusive(path.with_suffix(".lock")):  # concurrent callers (DDP ranks, tests) train only once
+            if not path.is_file():
+                model, _ = train_bundled(name, path, seed=0, progress=progress)
+                return model
     metadata = json.loads(path.with_suffix(".json").read_text())
     return load_state(RECIPES[name].build(tuple(metadata["input_shape"])), path).eval()
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``lock_path`` (held until the block ends)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def pretrained_metadata(name: str, cache: str | os.PathLike | None = None) -> dict[str, Any]:

@@ -1,0 +1,302 @@
+"""How much an attack changed the interpretation of each neuron (Nanfack et al. 2024, Sec. 3.3 and 4).
+
+Nanfack et al. (2024), "Adversarial Attacks on the Interpretation of Neuron Activation Maximization"
+(AAAI) measure, per channel, the Kendall-tau between the initial and final rankings of a held-out set
+(rank change), CLIP-delta (semantic change of the top-k images) and, against the "whack-a-mole"
+objection that an attack could move an interpretation to another channel of the layer, the *-W
+versions that compare each initial channel with its best-matching final channel (Sec. 3.3).
+
+Conventions: activations are ``(N, C)`` (N samples, C channels, e.g. from
+:func:`veneer.neurons.activations`); top-k sets are ``(C, k)`` sample indices; every per-channel
+metric returns ``(C,)``.  Embeddings come from a pluggable encoder, any module mapping inputs to
+``(B, D)`` vectors: a CLIP image tower when one is available; here, by default, the penultimate layer of
+an independently trained model (:func:`independent_encoder`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from veneer.checks import check_positive, check_tensor
+from veneer.metrics import balance, kendall, ks_distance, topk_intersection
+from veneer.neurons.record import iterate_inputs, resolve_layers
+from veneer.neurons.topk import activations
+
+__all__ = ["ranking_tau", "tau_matrix", "whack_a_mole_tau", "embedding_delta", "embedding_delta_matrix",
+           "whack_a_mole_embedding", "topk_indices", "topk_overlap", "label_overlap", "label_share",
+           "LayerEncoder", "penultimate_encoder", "independent_encoder", "embed", "NeuronComparison",
+           "compare_activations", "compare_models", "group_fairness"]
+
+
+def _pair(before: object, after: object, same_channels: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    before = check_tensor("before", before, ndim=2)
+    after = check_tensor("after", after, ndim=2)
+    if before.shape[0] != after.shape[0]:
+        raise ValueError(f"before and after must rank the same samples, got {before.shape[0]} and {after.shape[0]} rows")
+    if same_channels and before.shape[1] != after.shape[1]:
+        raise ValueError(f"before and after must have the same channels, got {before.shape[1]} and {after.shape[1]}")
+    if before.shape[0] < 2:
+        raise ValueError(f"rankings need at least 2 samples, got {before.shape[0]}")
+    return before, after
+
+
+def ranking_tau(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """Kendall-tau (tau-b, :func:`veneer.metrics.kendall`) between each channel's initial and final
+    ranking of the same samples: ``(N, C)`` x ``(N, C)`` -> ``(C,)`` (Nanfack et al. 2024, Sec. 4,
+    "Kendall-tau"; 1 = unchanged ranking, about 0 = unrelated)."""
+    before, after = _pair(before, after)
+    return kendall(before.T.contiguous(), after.T.contiguous())
+
+
+def tau_matrix(before: torch.Tensor, after: torch.Tensor, channels_per_call: int = 16) -> torch.Tensor:
+    """Kendall-tau between every initial channel ``i`` and every final channel ``j``: ``(C, C')``.
+
+    Computed with :func:`veneer.metrics.kendall` on ``channels_per_call`` rows of initial channels at a
+    time (memory stays bounded for wide layers)."""
+    before, after = _pair(before, after, same_channels=False)
+    check_positive("channels_per_call", channels_per_call, integer=True)
+    c, c2 = before.shape[1], after.shape[1]
+    rows = []
+    for block in before.T.split(channels_per_call):
+        b = block[:, None, :].expand(-1, c2, -1).reshape(-1, before.shape[0])
+        a = after.T[None].expand(len(block), -1, -1).reshape(-1, before.shape[0])
+        rows.append(kendall(b, a).view(len(block), c2))
+    return torch.cat(rows).view(c, c2)
+
+
+def whack_a_mole_tau(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """Kendall-tau-W (Nanfack et al. 2024, Sec. 3.3): for each initial channel, the largest Kendall-tau
+    between its ranking and the ranking of *any* final channel of the layer, ``(C,)``.  A low tau with a
+    high tau-W means the interpretation was moved to another channel rather than removed."""
+    return tau_matrix(before, after).amax(dim=1)
+
+
+def _check_embeddings(name: str, x: object) -> torch.Tensor:
+    return check_tensor(name, x, ndim=3)
+
+
+def _mean_direction(embeddings: torch.Tensor) -> torch.Tensor:
+    """``(C, k, D)`` -> ``(C, D)``: the unit-norm mean embedding of each top-k set."""
+    return nn.functional.normalize(embeddings.mean(dim=1), dim=1)
+
+
+def embedding_delta_matrix(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """``1 - cos(mean embedding of initial top-k of channel i, mean embedding of final top-k of j)``,
+    ``(C, C')``, from ``(C, k, D)`` and ``(C', k', D)`` embeddings of the top-k images."""
+    before, after = _check_embeddings("before", before), _check_embeddings("after", after)
+    if before.shape[2] != after.shape[2]:
+        raise ValueError(f"before and after embeddings must have the same size, got {before.shape[2]} and {after.shape[2]}")
+    return 1.0 - _mean_direction(before) @ _mean_direction(after).T
+
+
+def embedding_delta(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """Embedding-delta per channel, the CLIP-delta of Nanfack et al. (2024), Sec. 4, with a pluggable
+    encoder: ``1 - cos`` between the mean embeddings of a channel's initial and final top-k images,
+    ``(C,)`` in [0, 2]; 0 = the same semantics, larger = the interpretation changed."""
+    if before.shape[0] != after.shape[0]:
+        raise ValueError(f"before and after must have the same channels, got {before.shape[0]} and {after.shape[0]}")
+    return embedding_delta_matrix(before, after).diagonal()
+
+
+def whack_a_mole_embedding(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """Embedding-W (CLIP-W, Nanfack et al. 2024, Sec. 3.3): for each initial channel, the smallest
+    embedding-delta to the final top-k of *any* channel of the layer, ``(C,)``."""
+    return embedding_delta_matrix(before, after).amin(dim=1)
+
+
+def topk_indices(acts: torch.Tensor, k: int) -> torch.Tensor:
+    """``(C, k)`` indices of each channel's k largest activations in ``(N, C)`` ``acts``."""
+    acts = check_tensor("acts", acts, ndim=2)
+    check_positive("k", k, integer=True)
+    if k > acts.shape[0]:
+        raise ValueError(f"k={k} is larger than the number of samples ({acts.shape[0]})")
+    return acts.topk(k, dim=0).indices.T.contiguous()
+
+
+def _check_indices(name: str, x: object) -> torch.Tensor:
+    x = check_tensor(name, x, ndim=2, floating=False)
+    if x.is_floating_point() or x.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer sample indices, got dtype {x.dtype}")
+    return x.long()
+
+
+def topk_overlap(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """Fraction of each channel's initial top-k samples still in its final top-k, ``(C,)``, from
+    ``(C, k)`` index sets (1 = same set, 0 = all replaced)."""
+    before, after = _check_indices("before", before), _check_indices("after", after)
+    if before.shape != after.shape:
+        raise ValueError(f"before and after must have the same shape, got {tuple(before.shape)} and {tuple(after.shape)}")
+    return (before[:, :, None] == after[:, None, :]).any(dim=2).float().mean(dim=1)
+
+
+def _label_counts(labels: torch.Tensor, top: torch.Tensor, classes: int) -> torch.Tensor:
+    counts = torch.zeros(top.shape[0], classes)
+    return counts.scatter_add_(1, labels[top], torch.ones(top.shape))
+
+
+def _check_labels(labels: object, top: torch.Tensor) -> torch.Tensor:
+    labels = check_tensor("labels", labels, ndim=1, floating=False).long()
+    if top.numel() and (top.max() >= len(labels) or top.min() < 0):
+        raise ValueError(f"top-k indices must lie in [0, {len(labels) - 1}] (indices into labels)")
+    return labels
+
+
+def label_overlap(labels: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """Overlap of the class labels of each channel's initial and final top-k: the histogram
+    intersection ``sum_y min(n_y^before, n_y^after) / k``, ``(C,)`` (1 = same label mix)."""
+    before, after = _check_indices("before", before), _check_indices("after", after)
+    if before.shape != after.shape:
+        raise ValueError(f"before and after must have the same shape, got {tuple(before.shape)} and {tuple(after.shape)}")
+    labels = _check_labels(labels, torch.cat([before, after]))
+    classes = int(labels.max()) + 1
+    shared = torch.minimum(_label_counts(labels, before, classes), _label_counts(labels, after, classes))
+    return shared.sum(dim=1) / before.shape[1]
+
+
+def label_share(labels: torch.Tensor, top: torch.Tensor, label: int) -> torch.Tensor:
+    """Fraction of each channel's top-k samples whose label is ``label`` (e.g. the decoy class of a
+    push-up attack, Nanfack et al. 2024, Eq. 4), ``(C,)``."""
+    top = _check_indices("top", top)
+    labels = _check_labels(labels, top)
+    return (labels[top] == label).float().mean(dim=1)
+
+
+class LayerEncoder(nn.Module):
+    """An image encoder made of a model's named layer: inputs -> the flattened output (or, with
+    ``use_input=True``, input) of ``layer``, ``(B, D)``.  The model is frozen and kept in eval mode."""
+
+    def __init__(self, model: nn.Module, layer: str, use_input: bool = False):
+        super().__init__()
+        resolve_layers(model, layer)
+        self.model = model.eval().requires_grad_(False)
+        self.layer, self.use_input = layer, use_input
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        captured: list[torch.Tensor] = []
+
+        def hook(module, inputs, output):
+            captured.append(inputs[0] if self.use_input else output)
+
+        handle = dict(self.model.named_modules())[self.layer].register_forward_hook(hook)
+        try:
+            self.model(x)
+        finally:
+            handle.remove()
+        return captured[0].flatten(1)
+
+
+def penultimate_encoder(model: nn.Module) -> LayerEncoder:
+    """The representation a classifier's last ``Linear`` layer reads (its input), as an encoder."""
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise ValueError("model has no nn.Linear layer to take the penultimate representation from")
+    return LayerEncoder(model, names[-1], use_input=True)
+
+
+def independent_encoder(name: str = "mnist-cnn", seed: int = 1, cache: str | os.PathLike | None = None,
+                        progress: bool = True) -> LayerEncoder:
+    """The default embedding encoder of veneer (no CLIP weights can be downloaded): the penultimate layer
+    of the bundled model ``name`` trained again with another ``seed`` (independent of the attacked
+    model, same recipe), cached as ``{name}-seed{seed}.safetensors`` in :func:`veneer.models.cache_dir`.
+    Training the MNIST CNN takes about a minute on 2 CPU cores, once."""
+    from veneer.models import RECIPES, cache_dir, load_state, train_bundled
+
+    if name not in RECIPES:
+        raise ValueError(f"name must be one of {sorted(RECIPES)}, got {name!r}")
+    path = Path(cache or cache_dir()) / f"{name}-seed{seed}.safetensors"
+    if path.is_file():
+        shape = tuple(json.loads(path.with_suffix(".json").read_text())["input_shape"])
+        model = load_state(RECIPES[name].build(shape), path)
+    else:
+        model, _ = train_bundled(name, path, seed=seed, progress=progress)
+    return penultimate_encoder(model.eval())
+
+
+@torch.no_grad()
+def embed(encoder: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """``(N, D)`` embeddings of the inputs ``x`` by ``encoder``, batched, on the CPU."""
+    if not isinstance(encoder, nn.Module):
+        raise TypeError(f"encoder must be a torch.nn.Module mapping inputs to vectors, got {type(encoder).__name__}")
+    parameter = next(encoder.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    return torch.cat([encoder(chunk.to(device)).flatten(1).float().cpu() for chunk in iterate_inputs(x, batch_size)])
+
+
+@dataclass
+class NeuronComparison:
+    """Per-channel comparison of an original and an attacked model on one data set (each ``(C,)``):
+    Kendall-tau and tau-W of the rankings, top-k overlap, label overlap (with labels), embedding-delta
+    and embedding-W (with an encoder); and the top-k index sets before/after ``(C, k)``."""
+
+    tau: torch.Tensor
+    tau_w: torch.Tensor
+    topk_overlap: torch.Tensor
+    top_before: torch.Tensor
+    top_after: torch.Tensor
+    label_overlap: torch.Tensor | None = None
+    embedding_delta: torch.Tensor | None = None
+    embedding_w: torch.Tensor | None = None
+
+    PER_CHANNEL = ("tau", "tau_w", "topk_overlap", "label_overlap", "embedding_delta", "embedding_w")
+
+    def per_channel(self) -> dict[str, list[float]]:
+        """Every per-channel metric that was computed, as lists (JSON-ready)."""
+        return {name: getattr(self, name).tolist() for name in self.PER_CHANNEL if getattr(self, name) is not None}
+
+    def summary(self) -> dict[str, float]:
+        """Mean over channels of every per-channel metric."""
+        return {name: sum(values) / len(values) for name, values in self.per_channel().items()}
+
+
+def compare_activations(before: torch.Tensor, after: torch.Tensor, k: int = 10, *,
+                        labels: torch.Tensor | None = None, x: torch.Tensor | None = None,
+                        encoder: nn.Module | None = None) -> NeuronComparison:
+    """Compare the ``(N, C)`` activations of the same samples before and after an attack (Nanfack et al.
+    2024, Sec. 3.3 and Table 1).  ``labels`` (N,) adds the label overlap; ``x`` (N, ...) with an
+    ``encoder`` adds embedding-delta and embedding-W of the top-k inputs."""
+    before, after = _pair(before, after)
+    top_before, top_after = topk_indices(before, k), topk_indices(after, k)
+    result = NeuronComparison(
+        tau=ranking_tau(before, after), tau_w=whack_a_mole_tau(before, after),
+        topk_overlap=topk_intersection(before.T, after.T, k).float(),
+        top_before=top_before, top_after=top_after)
+    if labels is not None:
+        result.label_overlap = label_overlap(labels, top_before, top_after)
+    if encoder is not None:
+        if x is None:
+            raise ValueError("x (the inputs) is needed to embed the top-k with encoder")
+        if len(x) != before.shape[0]:
+            raise ValueError(f"x must hold the {before.shape[0]} ranked samples, got {len(x)}")
+        rows = torch.cat([top_before, top_after]).unique()
+        vectors = embed(encoder, x[rows])
+        table = torch.zeros(before.shape[0], vectors.shape[1])
+        table[rows] = vectors
+        emb_before, emb_after = table[top_before], table[top_after]
+        result.embedding_delta = embedding_delta(emb_before, emb_after)
+        result.embedding_w = whack_a_mole_embedding(emb_before, emb_after)
+    return result
+
+
+def compare_models(original: nn.Module, attacked: nn.Module, layer: str, x: torch.Tensor, k: int = 10, *,
+                   labels: torch.Tensor | None = None, encoder: nn.Module | None = None,
+                   pre_activation: bool = False, batch_size: int = 256) -> NeuronComparison:
+    """:func:`compare_activations` of ``layer`` of two models on the inputs ``x`` (a held-out set for the
+    paper's Kendall-tau)."""
+    before = activations(original, layer, x, batch_size=batch_size, pre_activation=pre_activation)
+    after = activations(attacked, layer, x, batch_size=batch_size, pre_activation=pre_activation)
+    return compare_activations(before, after, k, labels=labels, x=x, encoder=encoder)
+
+
+def group_fairness(acts: torch.Tensor, group: torch.Tensor, k: int = 10) -> dict[str, torch.Tensor]:
+    """Per neuron of ``(N, C)`` ``acts``: the KS distance between the two groups' activation
+    distributions (:func:`veneer.metrics.ks_distance`) and the balance (minority/majority count) of its
+    top-k samples (:func:`veneer.metrics.balance`); Nanfack et al. (2024), Sec. 4, "Fairwashing"."""
+    acts = check_tensor("acts", acts, ndim=2)
+    top = topk_indices(acts, k)
+    return {"ks": ks_distance(acts, group), "balance": balance(top, group), "top": top}

@@ -1,0 +1,96 @@
+"""Figures and tables of a model manipulation (thesis Fig. 3.3, Figs. 3.14/3.15, Tables 3.1/3.2)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from veneer.manipulate import Evaluation
+from veneer.report.figures import explanation_grid, save_figure
+from veneer.runs import atomic_write_bytes
+
+
+def manipulation_figure(evaluation: Evaluation, path: str | os.PathLike) -> Path:
+    """Original vs manipulated normalised heatmaps per method (thesis Fig. 3.3): one row per example input,
+    then two columns per method (original, manipulated)."""
+    if "inputs" not in evaluation.examples:
+        raise ValueError("the evaluation holds no example heatmaps (tabular data, or examples=0)")
+    maps = {}
+    for method, (original, manipulated) in evaluation.examples.items():
+        if method != "inputs":
+            maps[f"{method}\noriginal"] = original
+            maps[f"{method}\nmanipulated"] = manipulated
+    return explanation_grid(evaluation.examples["inputs"], maps, path)
+
+
+def feature_attribution_chart(evaluation: Evaluation, path: str | os.PathLike) -> Path:
+    """Mean |attribution| per feature before and after the manipulation, one panel per method
+    (thesis Figs. 3.14/3.15)."""
+    if not evaluation.features:
+        raise ValueError("the evaluation holds no per-feature attributions (image data)")
+    names = evaluation.features["names"]
+    methods = [m for m in evaluation.features if m != "names"]
+    fig, axes = plt.subplots(len(methods), 1, figsize=(max(6.0, 0.45 * len(names)), 2.6 * len(methods)),
+                             squeeze=False)
+    positions = np.arange(len(names))
+    for ax, method in zip(axes[:, 0], methods):
+        for shift, model in ((-0.2, "original"), (0.2, "manipulated")):
+            ax.bar(positions + shift, evaluation.features[method][model], width=0.4, label=model)
+        ax.set_title(method, fontsize=9)
+        ax.set_ylabel("mean |attribution|", fontsize=8)
+        ax.set_xticks(positions, names, rotation=45, ha="right", fontsize=8)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """A GitHub markdown table with the keys of the first row as columns (floats to 4 significant digits)."""
+    if not rows:
+        return ""
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(rows: list[dict[str, Any]], stem: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``rows`` as ``stem.md`` (markdown) and ``stem.csv``, atomically; return both paths."""
+    stem = Path(stem)
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    md, csv_path = stem.with_suffix(".md"), stem.with_suffix(".csv")
+    atomic_write_bytes(md, markdown_table(rows).encode())
+    atomic_write_bytes(csv_path, buffer.getvalue().encode())
+    return md, csv_path
+
+
+def write_evaluation(evaluation: Evaluation, directory: str | os.PathLike) -> dict[str, Path]:
+    """Every table and figure of ``evaluation`` into ``directory``: ``transfer.md/.csv`` (data),
+    ``transfer_noise.md/.csv`` (Gaussian noise, when measured), ``heatmaps.png`` (images) or
+    ``feature_attribution.png`` and ``fairness.md/.csv`` (tabular)."""
+    directory = Path(directory)
+    written = {"transfer": write_table(evaluation.table("data"), directory / "transfer")[0]}
+    if evaluation.noise:
+        written["transfer_noise"] = write_table(evaluation.table("noise"), directory / "transfer_noise")[0]
+    if "inputs" in evaluation.examples:
+        written["heatmaps"] = manipulation_figure(evaluation, directory / "heatmaps.png")
+    if evaluation.features:
+        written["feature_attribution"] = feature_attribution_chart(evaluation, directory / "feature_attribution.png")
+    if evaluation.fairness:
+        rows = [{"attribute": attribute, **values} for attribute, values in evaluation.fairness.items()]
+        written["fairness"] = write_table(rows, directory / "fairness")[0]
+    return written

@@ -173,14 +173,14 @@ class LRP(Explainer):
     module, to the input; the result has ``x``'s shape. Rules per ``composite`` (``Conv2d``/``Linear`` are the
     weighted layers):
 
-    ==================== ======================== ========== =======================================
-    composite            Conv2d                   Linear     first weighted layer
-    ==================== ======================== ========== =======================================
-    ``"epsilon"``        Epsilon                  Epsilon    as the others
-    ``"epsilon_plus"``   ZPlus                    Epsilon    as the others
-    ``"epsilon_plus_flat"`` ZPlus                 Epsilon    Flat
-    ``"alpha_beta"``     AlphaBeta(alpha, beta)   Epsilon    as the others
-    ==================== ======================== ========== =======================================
+    ======================= ====================== ======= ====================
+    composite               Conv2d                 Linear  first Conv2d/Linear
+    ======================= ====================== ======= ====================
+    ``"epsilon"``           Epsilon                Epsilon (as the others)
+    ``"epsilon_plus"``      ZPlus                  Epsilon (as the others)
+    ``"epsilon_plus_flat"`` ZPlus                  Epsilon Flat
+    ``"alpha_beta"``        AlphaBeta(alpha, beta) Epsilon (as the others)
+    ======================= ====================== ======= ====================
 
     With ``low`` and ``high`` (floats or tensors broadcastable to ``x``, the input's bounds) the first weighted
     layer uses ZBox (z^beta) in any composite except ``"epsilon_plus_flat"`` (an error); that layer must
@@ -218,9 +218,13 @@ class LRP(Explainer):
     def rules(self, steps: tuple[Step, ...], x: torch.Tensor) -> list[Rule]:
         """The rule of each step (forward order) under this composite."""
         epsilon = Epsilon(self.epsilon)
-        conv_rule = {"epsilon": epsilon, "epsilon_plus": ZPlus(), "epsilon_plus_flat": ZPlus(),
-                     "alpha_beta": AlphaBeta(self.alpha, self.beta) if self.composite == "alpha_beta" else None}
-        table = {nn.Conv2d: conv_rule[self.composite], nn.Linear: epsilon, nn.MaxPool2d: WinnerTakesAll(),
+        if self.composite == "epsilon":
+            conv_rule = epsilon
+        elif self.composite == "alpha_beta":
+            conv_rule = AlphaBeta(self.alpha, self.beta)
+        else:
+            conv_rule = ZPlus()
+        table = {nn.Conv2d: conv_rule, nn.Linear: epsilon, nn.MaxPool2d: WinnerTakesAll(),
                  **{cls: epsilon for cls in EPSILON_ONLY}, **{cls: PassThrough() for cls in PASS_THROUGH}}
         rules = [lookup(table, step.module) for step in steps]
         first = next((i for i, step in enumerate(steps) if isinstance(step.module, WEIGHTED)), None)

@@ -35,18 +35,23 @@ class Explainer:
         check_eval_mode(self.model)
         if create_graph and not self.differentiable:
             raise ValueError(f"{type(self).__name__} is not differentiable: create_graph=True is not supported")
-        if target is None or isinstance(target, int):
+        if target is None:
             with torch.no_grad():
                 logits = self.model(x)
-        else:
+        else:  # only the number of classes is needed to check the target
             logits = torch.empty(x.shape[0], self._num_classes(x), device=x.device)
         target = resolve_target(target, logits)
         attr = self.attribute(x, target, create_graph)
         return attr if create_graph else attr.detach()
 
     def _num_classes(self, x: torch.Tensor) -> int:
-        with torch.no_grad():
-            return self.model(x[:1]).shape[-1]
+        """Output width of the model, from one forward pass of one sample, remembered per input shape."""
+        key = (tuple(x.shape[1:]), x.dtype, x.device)
+        if getattr(self, "_classes_for", None) != key:
+            with torch.no_grad():
+                self._classes = self.model(x[:1]).shape[-1]
+            self._classes_for = key
+        return self._classes
 
     def attribute(self, x: torch.Tensor, target: torch.Tensor, create_graph: bool) -> torch.Tensor:
         raise NotImplementedError
@@ -54,7 +59,7 @@ class Explainer:
     def with_model(self, model: nn.Module) -> "Explainer":
         """The same method with the same options, bound to another model (e.g. a Softplus surrogate)."""
         clone = copy.copy(self)
-        clone.model = model
+        clone.model, clone._classes_for = model, None
         return clone
 
     def __repr__(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from veneer.cli import attack
 from veneer.cli.explain import explain_inputs
 from veneer.data import mnist
 from veneer.explain import METHODS
@@ -25,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = {"model": "mnist-cnn", "test_accuracy": accuracy(model, test.x, test.y)}
     print(f"MNIST CNN test accuracy: {metrics['test_accuracy']:.4f}")
     metrics["explanations"] = explain_inputs(model, test.subset(slice(0, 8)), list(METHODS), run_dir)
+    print("input-level attacks: short sweep (Ghorbani Fig. 3) ...")
+    metrics["attacks"] = attack.demo(run_dir.path / "attacks")
     run_dir.write_metrics(metrics)
     print(f"wrote {run_dir.file('explanations.png')} and {run_dir.file('metrics.json')}")
     return 0

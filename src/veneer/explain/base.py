@@ -67,6 +67,19 @@ class Explainer:
         return f"{type(self).__name__}({options})"
 
 
+def check_explainer(explainer: object, model: nn.Module, differentiable: bool = False) -> None:
+    """Refuse an explainer that is not bound to ``model`` (or not differentiable when ``differentiable``)."""
+    if not isinstance(explainer, Explainer):
+        raise TypeError(f"explainer must be a veneer.explain.Explainer, got {type(explainer).__name__}")
+    if explainer.model is not model:
+        raise ValueError("explainer was built for another model: build it on this model, e.g. Gradient(model), "
+                         "or pass explainer.with_model(model)")
+    if differentiable and not explainer.differentiable:
+        raise ValueError(f"explainer {type(explainer).__name__} is not differentiable: this back-propagates "
+                         "through the explanation (create_graph=True); use Gradient, GradientXInput, "
+                         "IntegratedGradients, SmoothGrad, GradCAM, LRP or DeepLift")
+
+
 def target_logits(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(B,) logits of the target class, ``target`` repeated to match a batch that tiles the targets."""
     out = model(x)

@@ -20,7 +20,8 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     return path
 
 
-def _show_image(ax, image: torch.Tensor) -> None:
+def show_image(ax, image: torch.Tensor) -> None:
+    """Draw a (C, H, W) image in [0, 1] (grayscale when C == 1)."""
     image = image.detach().cpu().float()
     if image.shape[0] == 1:
         ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
@@ -28,7 +29,8 @@ def _show_image(ax, image: torch.Tensor) -> None:
         ax.imshow(image.permute(1, 2, 0).clamp(0, 1))
 
 
-def _show_heatmap(ax, heat: torch.Tensor) -> None:
+def show_heatmap(ax, heat: torch.Tensor) -> None:
+    """Draw an (H, W) heatmap with a symmetric red (positive) / blue (negative) scale."""
     heat = heat.detach().cpu().float()
     bound = heat.abs().max().item() or 1.0
     ax.imshow(heat, cmap="bwr", vmin=-bound, vmax=bound)
@@ -40,11 +42,11 @@ def explanation_grid(images: torch.Tensor, heatmaps: dict[str, torch.Tensor], pa
     n, cols = len(images), 1 + len(heatmaps)
     fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n), squeeze=False)
     for i in range(n):
-        _show_image(axes[i, 0], images[i])
+        show_image(axes[i, 0], images[i])
         if row_titles:
             axes[i, 0].set_ylabel(row_titles[i], fontsize=7)
         for j, (name, maps) in enumerate(heatmaps.items(), start=1):
-            _show_heatmap(axes[i, j], maps[i])
+            show_heatmap(axes[i, j], maps[i])
             if i == 0:
                 axes[i, j].set_title(name, fontsize=8)
     axes[0, 0].set_title("input", fontsize=8)

@@ -160,8 +160,8 @@ def run_manipulate(args: argparse.Namespace) -> int:
     explainer = build_explainers(model, [args.method], ig_steps=args.ig_steps)[args.method]
     objective = objective_from_args(args)
     metrics = manipulate_and_save(
-        model, explainer, objective, data, Path(args.out), rank == 0, keep=args.keep, alpha=args.alpha, epochs=args.epochs,
-        lr=args.lr, batch_size=args.batch_size, softplus_beta=args.softplus_beta or None,
+        model, explainer, objective, data, Path(args.out), rank == 0, keep=args.keep, alpha=args.alpha,
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, softplus_beta=args.softplus_beta or None,
         trainable=args.trainable.split(",") if args.trainable else None, checkpoint_every=args.checkpoint_every,
         resume=args.resume, seed=args.seed, max_steps=args.max_steps)
     if run_dir is not None:
@@ -215,7 +215,7 @@ def demo(run_dir: Path) -> dict[str, Any]:
                                   run.path, alpha=0.1, lr=1e-3, epochs=4, batch_size=64, seed=0)
     explainers = {"gradient": Gradient(original), "gradient_x_input": GradientXInput(original),
                   "ig": IntegratedGradients(original, steps=16), "lrp": LRP(original)}
-    metrics["evaluation"] = evaluate_and_save(original, model, objective, mnist("test").subset(slice(0, 200)),
+    metrics["evaluation"] = evaluate_and_save(original, model, objective, mnist("test").subset(slice(0, 1000, 5)),
                                               explainers, run.path, noise=100, progress=False)
     run.write_metrics(metrics)
     return metrics

@@ -125,6 +125,12 @@ def explanation_measures(objective: Objective, explainers: dict[str, Explainer],
     return means, shown
 
 
+def _attributions(explainer: Explainer, x: torch.Tensor, target: torch.Tensor, batch_size: int) -> torch.Tensor:
+    device = _device(explainer.model)
+    return torch.cat([explainer(x[i:i + batch_size].to(device), target=target[i:i + batch_size]).detach().cpu()
+                      for i in range(0, len(x), batch_size)])
+
+
 def feature_groups(names: list[str]) -> tuple[list[str], torch.Tensor]:
     """Column names grouped by their one-hot prefix (``"sex=Male"`` -> ``"sex"``): (group names, (F,) index)."""
     groups: list[str] = []
@@ -201,8 +207,8 @@ def evaluate(original: nn.Module, manipulated: nn.Module, objective: Objective, 
             result.noise[name], _ = explanation_measures(objective, bound, x_noise, noise_target, batch_size)
         if result.features:
             result.features[name] = {
-                m: feature_attribution(bound[m](data.x.to(_device(original)), target=data.y).detach(),
-                                       group_index, len(groups)).tolist() for m in MODELS}
+                m: feature_attribution(_attributions(bound[m], data.x, data.y, batch_size), group_index,
+                                       len(groups)).tolist() for m in MODELS}
     if isinstance(objective, FeatureSuppress):
         hidden = [a for a in data.protected if a in objective.features]
         result.fairness = fairness_measures(original, manipulated, data, hidden)

@@ -256,10 +256,10 @@ def manipulate(model: nn.Module, explainer: Explainer, objective: Objective, dat
     (explainers refuse training mode; dropout and batch-norm statistics are therefore frozen).
 
     Every ``checkpoint_every`` steps, at ``max_steps`` and at the end, ``checkpoint_dir/checkpoint.safetensors``
-    is written atomically; ``resume=True`` continues from it and ends at the same weights as an uninterrupted
-    run with the same arguments. ``max_steps`` stops after that many steps in total (time-boxed runs).
-    Distributed data parallelism is described in the module docstring; ``batch_size`` is the global batch.
-    Returns ``(model, history)``.
+    is written atomically; ``resume=True`` continues from it (or starts afresh when there is none yet) and ends
+    at the same weights as an uninterrupted run with the same arguments. ``max_steps`` stops after that many
+    steps in total (time-boxed runs). Distributed data parallelism is described in the module docstring;
+    ``batch_size`` is the global batch. Returns ``(model, history)``.
     """
     _check_arguments(model, explainer, objective, data, alpha, epochs, lr, batch_size, softplus_beta,
                      checkpoint_dir, checkpoint_every, resume, max_steps)
@@ -311,16 +311,16 @@ def manipulate(model: nn.Module, explainer: Explainer, objective: Objective, dat
                 order = torch.tensor(list(sampler))[:steps_per_epoch * local_batch].view(steps_per_epoch, -1)
                 for index in order[offset:]:
                     x, y = data.x[index].to(device), data.y[index].to(device)
-                    attack, keep_value = _losses(model, explainer, reference_explainer, objective, keep_fn,
-                                                 x, y, original_logits[index].to(device))
+                    attack, keep_value = step_losses(model, explainer, reference_explainer, objective, keep_fn,
+                                                     x, y, original_logits[index].to(device))
                     loss = alpha * attack + (1 - alpha) * keep_value
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     average_gradients([p for _, p in params], world)
                     optimizer.step()
                     step += 1
-                    values = _all_reduce_mean(torch.stack([loss, attack, keep_value]).detach().double().cpu(),
-                                              world).tolist()
+                    values = _all_reduce_mean(torch.stack([loss, attack, keep_value]).detach().double(),
+                                              world).cpu().tolist()
                     history.append({"step": step, "epoch": epoch + 1, "loss": values[0], "attack": values[1],
                                     "keep": values[2]})
                     bar.update(1)
@@ -332,9 +332,14 @@ def manipulate(model: nn.Module, explainer: Explainer, objective: Objective, dat
     return ManipulationResult(model.eval(), history)
 
 
-def _losses(model, explainer, reference_explainer, objective, keep_fn, x, y, original_logits
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(attack loss, keep loss) of one batch; the attack loss is 0 when the objective finds nothing to explain."""
+def step_losses(model: nn.Module, explainer: Explainer, reference_explainer: Explainer, objective: Objective,
+                keep_fn, x: torch.Tensor, y: torch.Tensor, original_logits: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(attack loss, keep loss) of one batch, both differentiable w.r.t. ``model``'s parameters: the
+    objective's loss on ``explainer``'s explanation (``create_graph=True``; ``reference_explainer`` is the same
+    method on the original model) and ``keep_fn(model(x), y, original_logits)`` (an empty ``original_logits``
+    stands for the model's own detached logits). The attack loss is 0 when the objective finds nothing to
+    explain."""
     batch = objective.attack_inputs(x, y)
     if len(batch):
         attr = explainer(batch.x, target=batch.target, create_graph=True)

@@ -43,11 +43,15 @@ __all__ = ["FineTuneResult", "NeuronAttack", "PushDown", "PushUp", "Fairwash", "
 Channels = None | int | list[int] | dict[str, None | int | list[int]]
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                      temperature: float = 1.0) -> torch.Tensor:
     """``L_M`` of Nanfack et al. (2024), Eq. 2: cross-entropy between the original model's softmax
-    (the soft targets) and the fine-tuned model's, averaged over the batch."""
-    target = teacher_logits.softmax(dim=1)
-    return -(target * student_logits.log_softmax(dim=1)).sum(dim=1).mean()
+    (the soft targets) and the fine-tuned model's, averaged over the batch.  ``temperature`` T > 1
+    softens both softmaxes (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural
+    Network"; the loss is multiplied by T^2 so its gradients keep their scale); T = 1 is the paper's."""
+    target = (teacher_logits / temperature).softmax(dim=1)
+    log_student = (student_logits / temperature).log_softmax(dim=1)
+    return -(target * log_student).sum(dim=1).mean() * temperature ** 2
 
 
 @dataclass
@@ -95,12 +99,12 @@ class NeuronAttack(ABC):
     ``layers``: one module name or several; ``channels``: None (every channel), an int or a list of ints
     for a single layer, or ``{layer: channels}``.  ``alpha`` weighs ``L_A`` against ``L_M``; ``steps``
     Adam steps with learning rate ``lr``, each on ``batch_size`` random training images plus the
-    attack's own rows.  ``pre_activation`` records the input of each named module (Eq. 1, footnote 1).
+    attack's own rows; ``temperature`` softens ``L_M`` (:func:`distillation_loss`).  ``pre_activation`` records the input of each named module (Eq. 1, footnote 1).
     """
 
     def __init__(self, model: nn.Module, layers: str | list[str], *, channels: Channels = None,
                  alpha: float = 0.5, steps: int = 300, lr: float = 1e-3, batch_size: int = 64,
-                 pre_activation: bool = False, seed: int = 0, progress: bool = True):
+                 temperature: float = 1.0, pre_activation: bool = False, seed: int = 0, progress: bool = True):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         check_eval_mode(model)
@@ -119,7 +123,8 @@ class NeuronAttack(ABC):
         check_positive("steps", steps, integer=True)
         check_positive("lr", lr)
         check_positive("batch_size", batch_size, integer=True)
-        self.steps, self.lr, self.batch_size = steps, float(lr), batch_size
+        check_positive("temperature", temperature)
+        self.steps, self.lr, self.batch_size, self.temperature = steps, float(lr), batch_size, float(temperature)
         self.pre_activation = bool(pre_activation)
         self.seed = int(seed)
         self.progress = progress
@@ -146,12 +151,12 @@ class NeuronAttack(ABC):
         return {name: picked / self.scale[name].to(picked.device) for name, picked in self._pick(values).items()}
 
     def _full_activations(self, model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Attacked channels' raw activations on all of ``x``, ``{layer: (N, C_attacked)}``."""
+        """Activations of every channel on all of ``x``, ``{layer: (N, C)}``."""
         chunks: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
         for batch in record_batches(model, self.layers, x, 512, self.pre_activation):
             for name, values in batch.items():
                 chunks[name].append(values)
-        return self._pick({name: torch.cat(parts) for name, parts in chunks.items()})
+        return {name: torch.cat(parts) for name, parts in chunks.items()}
 
     # ------------------------------------------------------------------ subclass interface
     @abstractmethod
@@ -192,7 +197,7 @@ class NeuronAttack(ABC):
                     teacher_logits = teacher(x)
                 logits = student(x)
                 attack = self._loss(self._normalised(recorder.take()), batch.context)
-                model_loss = distillation_loss(logits, teacher_logits)
+                model_loss = distillation_loss(logits, teacher_logits, self.temperature)
                 loss = self.alpha * attack + (1.0 - self.alpha) * model_loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -200,7 +205,6 @@ class NeuronAttack(ABC):
                 result.history.append({"step": step + 1, "loss": loss.item(), "attack_loss": attack.item(),
                                        "model_loss": model_loss.item()})
         result.seconds = time.perf_counter() - start
-        student.requires_grad_(False)
         result.attack_loss_after = self.attack_loss(student)
         return result
 
@@ -218,15 +222,19 @@ class PushDown(NeuronAttack):
     ``D_attack`` is each channel's top-``k`` images of ``x`` under the original model; ``L_A`` is the mean,
     over (channel, image of its ``D_attack``) pairs, of the channel's activation divided by its original
     mean top-k activation.  ``attack_batch`` images of the union of the ``D_attack`` sets join each step's
-    training images.  ``attack = PushDown(model, "4", k=10); result = attack(x_train)``.
+    training images.  With ``relative=True`` the activations are divided instead by the channel's mean
+    activation over the step's random training images (not detached): shrinking a whole channel (which
+    the next layer can undo while the ranking, hence the interpretation, stays) no longer lowers
+    ``L_A``; only moving ``D_attack`` down the ranking does.
+    ``attack = PushDown(model, "4", k=10); result = attack(x_train)``.
     """
 
-    def __init__(self, model: nn.Module, layers: str | list[str], *, k: int = 10, attack_batch: int = 128,
-                 **options):
+    def __init__(self, model: nn.Module, layers: str | list[str], *, k: int = 10, attack_batch: int = 64,
+                 relative: bool = False, **options):
         super().__init__(model, layers, **options)
         check_positive("k", k, integer=True)
         check_positive("attack_batch", attack_batch, integer=True)
-        self.k, self.attack_batch = k, attack_batch
+        self.k, self.attack_batch, self.relative = k, attack_batch, bool(relative)
 
     def __call__(self, x: torch.Tensor) -> FineTuneResult:
         """Fine-tune against the top-k images of the training inputs ``x`` (N, ...)."""
@@ -250,8 +258,12 @@ class PushDown(NeuronAttack):
         return self._fine_tune()
 
     def _context(self, rows: torch.Tensor, extra: int) -> dict[str, torch.Tensor]:
-        return {name: torch.cat([mask[rows], mask.new_zeros(extra, mask.shape[1])])
-                for name, mask in self.masks.items()}
+        """Each layer's (B, C_attacked) ``D_attack`` membership of the batch: attack ``rows`` first, then
+        ``extra`` random training images (flagged by ``"random"``)."""
+        context = {name: torch.cat([mask[rows], mask.new_zeros(extra, mask.shape[1])])
+                   for name, mask in self.masks.items()}
+        context["random"] = torch.arange(len(rows) + extra) >= len(rows)
+        return context
 
     def _sample(self, step: int, model: nn.Module, generator: torch.Generator) -> _Batch:
         attack = _sample_rows(len(self.attack_rows), self.attack_batch, generator)
@@ -260,11 +272,19 @@ class PushDown(NeuronAttack):
         return _Batch(x, self._context(attack, len(train)))
 
     def _whole(self) -> _Batch:
-        return _Batch(self.x[self.attack_rows], self._context(torch.arange(len(self.attack_rows)), 0))
+        rows = torch.arange(len(self.attack_rows))
+        reference = _sample_rows(len(self.x), 1024, torch.Generator().manual_seed(self.seed))
+        return _Batch(torch.cat([self.x[self.attack_rows], self.x[reference]]), self._context(rows, len(reference)))
 
     def _loss(self, acts: dict[str, torch.Tensor], context: dict[str, torch.Tensor]) -> torch.Tensor:
-        total = sum((acts[n] * context[n].to(acts[n].device)).sum() for n in self.layers)
-        count = sum(context[n].sum() for n in self.layers)
+        total, count = 0.0, 0
+        for name in self.layers:
+            mask = context[name].to(acts[name].device)
+            values = acts[name]
+            if self.relative:
+                values = values / values[context["random"]].mean(dim=0).clamp(min=1e-6)
+            total = total + (values * mask).sum()
+            count = count + mask.sum()
         return total / count.clamp(min=1)
 
 
@@ -359,7 +379,7 @@ class Fairwash(NeuronAttack):
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (one sample per group at least), got {self.batch_size}")
         self._resolve_channels(x)
-        spread = self._full_activations(self.model, x)
+        spread = self._pick(self._full_activations(self.model, x))
         self.scale = {name: values.std(dim=0).clamp(min=1e-6) for name, values in spread.items()}
         self.members = [torch.nonzero(self.group == bool(code)).flatten() for code in (0, 1)]
         return self._fine_tune()

@@ -231,14 +231,14 @@ def embed(encoder: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.T
 @dataclass
 class NeuronComparison:
     """Per-channel comparison of an original and an attacked model on one data set (each ``(C,)``):
-    Kendall-tau and tau-W of the rankings, top-k overlap, label overlap (with labels), embedding-delta
-    and embedding-W (with an encoder); and the top-k index sets before/after ``(C, k)``."""
+    top-k overlap, Kendall-tau and tau-W of the rankings (when asked), label overlap (with labels),
+    embedding-delta and embedding-W (with an encoder); and the top-k index sets before/after ``(C, k)``."""
 
-    tau: torch.Tensor
-    tau_w: torch.Tensor
     topk_overlap: torch.Tensor
     top_before: torch.Tensor
     top_after: torch.Tensor
+    tau: torch.Tensor | None = None
+    tau_w: torch.Tensor | None = None
     label_overlap: torch.Tensor | None = None
     embedding_delta: torch.Tensor | None = None
     embedding_w: torch.Tensor | None = None
@@ -249,23 +249,25 @@ class NeuronComparison:
         """Every per-channel metric that was computed, as lists (JSON-ready)."""
         return {name: getattr(self, name).tolist() for name in self.PER_CHANNEL if getattr(self, name) is not None}
 
-    def summary(self) -> dict[str, float]:
-        """Mean over channels of every per-channel metric."""
-        return {name: sum(values) / len(values) for name, values in self.per_channel().items()}
+    def summary(self, channels: torch.Tensor | list[int] | None = None) -> dict[str, float]:
+        """Mean over ``channels`` (default: all) of every per-channel metric."""
+        return {name: float(getattr(self, name)[channels if channels is not None else slice(None)].float().mean())
+                for name in self.PER_CHANNEL if getattr(self, name) is not None}
 
 
 def compare_activations(before: torch.Tensor, after: torch.Tensor, k: int = 10, *,
                         labels: torch.Tensor | None = None, x: torch.Tensor | None = None,
-                        encoder: nn.Module | None = None) -> NeuronComparison:
+                        encoder: nn.Module | None = None, rankings: bool = True) -> NeuronComparison:
     """Compare the ``(N, C)`` activations of the same samples before and after an attack (Nanfack et al.
-    2024, Sec. 3.3 and Table 1).  ``labels`` (N,) adds the label overlap; ``x`` (N, ...) with an
-    ``encoder`` adds embedding-delta and embedding-W of the top-k inputs."""
+    2024, Sec. 3.3 and Table 1).  ``rankings`` adds Kendall-tau and tau-W (O(C^2 N^2) work: use a
+    held-out set of a few thousand samples); ``labels`` (N,) adds the label overlap; ``x`` (N, ...) with
+    an ``encoder`` adds embedding-delta and embedding-W of the top-k inputs."""
     before, after = _pair(before, after)
     top_before, top_after = topk_indices(before, k), topk_indices(after, k)
-    result = NeuronComparison(
-        tau=ranking_tau(before, after), tau_w=whack_a_mole_tau(before, after),
-        topk_overlap=topk_intersection(before.T, after.T, k).float(),
-        top_before=top_before, top_after=top_after)
+    result = NeuronComparison(topk_overlap=topk_intersection(before.T, after.T, k).float(),
+                              top_before=top_before, top_after=top_after)
+    if rankings:
+        result.tau, result.tau_w = ranking_tau(before, after), whack_a_mole_tau(before, after)
     if labels is not None:
         result.label_overlap = label_overlap(labels, top_before, top_after)
     if encoder is not None:
@@ -285,12 +287,12 @@ def compare_activations(before: torch.Tensor, after: torch.Tensor, k: int = 10, 
 
 def compare_models(original: nn.Module, attacked: nn.Module, layer: str, x: torch.Tensor, k: int = 10, *,
                    labels: torch.Tensor | None = None, encoder: nn.Module | None = None,
-                   pre_activation: bool = False, batch_size: int = 256) -> NeuronComparison:
+                   pre_activation: bool = False, rankings: bool = True, batch_size: int = 256) -> NeuronComparison:
     """:func:`compare_activations` of ``layer`` of two models on the inputs ``x`` (a held-out set for the
     paper's Kendall-tau)."""
     before = activations(original, layer, x, batch_size=batch_size, pre_activation=pre_activation)
     after = activations(attacked, layer, x, batch_size=batch_size, pre_activation=pre_activation)
-    return compare_activations(before, after, k, labels=labels, x=x, encoder=encoder)
+    return compare_activations(before, after, k, labels=labels, x=x, encoder=encoder, rankings=rankings)
 
 
 def group_fairness(acts: torch.Tensor, group: torch.Tensor, k: int = 10) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ SWEEP_METRICS = {"topk_intersection": "top-k intersection", "spearman": "Spearma
 
 
 def _show_saliency(ax, saliency: torch.Tensor) -> None:
-    ax.imshow(saliency.detach().cpu().float(), cmap="gray", vmin=0)
+    ax.imshow(saliency.detach().cpu().float().numpy(), cmap="gray", vmin=0)
 
 
 def attack_figure(x: torch.Tensor, rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:

@@ -24,16 +24,16 @@ def show_image(ax, image: torch.Tensor) -> None:
     """Draw a (C, H, W) image in [0, 1] (grayscale when C == 1)."""
     image = image.detach().cpu().float()
     if image.shape[0] == 1:
-        ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
+        ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
     else:
-        ax.imshow(image.permute(1, 2, 0).clamp(0, 1))
+        ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
 
 
 def show_heatmap(ax, heat: torch.Tensor) -> None:
     """Draw an (H, W) heatmap with a symmetric red (positive) / blue (negative) scale."""
     heat = heat.detach().cpu().float()
     bound = heat.abs().max().item() or 1.0
-    ax.imshow(heat, cmap="bwr", vmin=-bound, vmax=bound)
+    ax.imshow(heat.numpy(), cmap="bwr", vmin=-bound, vmax=bound)
 
 
 def explanation_grid(images: torch.Tensor, heatmaps: dict[str, torch.Tensor], path: str | os.PathLike,

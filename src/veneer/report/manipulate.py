@@ -22,10 +22,9 @@ def manipulation_figure(evaluation: Evaluation, path: str | os.PathLike) -> Path
     if "inputs" not in evaluation.examples:
         raise ValueError("the evaluation holds no example heatmaps (tabular data, or examples=0)")
     maps = {}
-    for method, (original, manipulated) in evaluation.examples.items():
+    for method, pair in evaluation.examples.items():
         if method != "inputs":
-            maps[f"{method}\noriginal"] = original
-            maps[f"{method}\nmanipulated"] = manipulated
+            maps[f"{method}\noriginal"], maps[f"{method}\nmanipulated"] = pair
     return explanation_grid(evaluation.examples["inputs"], maps, path)
 
 
@@ -54,11 +53,16 @@ def _cell(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Every key of the rows, in order of first appearance."""
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """A GitHub markdown table with the keys of the first row as columns (floats to 4 significant digits)."""
+    """A GitHub markdown table of the rows' keys (a missing value is left empty; floats to 4 significant digits)."""
     if not rows:
         return ""
-    columns = list(rows[0])
+    columns = _columns(rows)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -69,7 +73,7 @@ def write_table(rows: list[dict[str, Any]], stem: str | os.PathLike) -> tuple[Pa
     stem = Path(stem)
     buffer = io.StringIO()
     if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(buffer, fieldnames=_columns(rows))
         writer.writeheader()
         writer.writerows(rows)
     md, csv_path = stem.with_suffix(".md"), stem.with_suffix(".csv")

@@ -19,19 +19,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from veneer.report.figures import _show_image, save_figure
+from veneer.report.figures import save_figure
 from veneer.runs import atomic_write_bytes
 
 __all__ = ["topk_grid", "visualization_grid", "ks_plot", "balance_histogram", "write_table", "TABLE_COLUMNS"]
 
 TABLE_COLUMNS = ("layer", "attack", "embedding_delta", "tau", "embedding_w", "tau_w", "accuracy")
-
-
-def _blank(ax) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_visible(False)
 
 
 def _check_images(x: torch.Tensor) -> None:
@@ -40,34 +33,50 @@ def _check_images(x: torch.Tensor) -> None:
         raise ValueError(f"images must be an (N, C, H, W) tensor to draw, got {shape}")
 
 
-def _paired_rows(left: torch.Tensor, right: torch.Tensor, path: str | os.PathLike, row_labels: list[str],
-                 titles: tuple[str, str], subtitles: tuple[list[str], list[str]] | None = None) -> Path:
-    """Rows of images: ``left`` (R, a, C, H, W) | a gap | ``right`` (R, b, C, H, W)."""
-    rows, a, b = left.shape[0], left.shape[1], right.shape[1]
-    cols = a + 1 + b
-    fig, axes = plt.subplots(rows, cols, figsize=(0.9 * cols, 0.95 * rows + 0.4), squeeze=False)
-    for r in range(rows):
-        for j in range(a):
-            _show_image(axes[r, j], left[r, j])
-        for j in range(b):
-            _show_image(axes[r, a + 1 + j], right[r, j])
-        axes[r, 0].set_ylabel(row_labels[r], fontsize=7)
-        if subtitles is not None:
-            for j in range(a):
-                axes[r, j].set_title(subtitles[0][r * a + j], fontsize=5, pad=1)
-            for j in range(b):
-                axes[r, a + 1 + j].set_title(subtitles[1][r * b + j], fontsize=5, pad=1)
-    for ax in axes.flat:
-        _blank(ax)
-    fig.text(0.5 * a / cols, 1.0, titles[0], ha="center", va="bottom", fontsize=9)
-    fig.text((a + 1 + 0.5 * b) / cols, 1.0, titles[1], ha="center", va="bottom", fontsize=9)
+def _rgb(images: torch.Tensor) -> torch.Tensor:
+    """(..., C, H, W) images in [0, 1] as (..., H, W, 3) for display (grayscale repeated)."""
+    images = images.detach().cpu().float().clamp(0, 1)
+    if images.shape[-3] == 1:
+        images = images.expand(*images.shape[:-3], 3, *images.shape[-2:])
+    return images[..., :3, :, :].movedim(-3, -1)
+
+
+def _image_rows(panels: list[tuple[str, torch.Tensor, list[str] | None]], path: str | os.PathLike,
+                row_labels: list[str]) -> Path:
+    """Rows of images made of side-by-side panels separated by a gap; each panel is (title, (R, n, C, H, W)
+    images, optional per-image captions).  Drawn as one montage (fast for hundreds of tiles)."""
+    rows = len(row_labels)
+    height, width = panels[0][1].shape[-2:]
+    pad = max(1, height // 7)
+    cell_h, cell_w = height + 3 * pad, width + pad
+    cols = sum(images.shape[1] for _, images, _ in panels) + len(panels) - 1
+    canvas = torch.ones(rows * cell_h, cols * cell_w, 3)
+    fig, ax = plt.subplots(figsize=(0.45 * cols + 0.6, 0.55 * rows + 0.4))
+    column = 0
+    for title, images, captions in panels:
+        tiles = _rgb(images)
+        count = images.shape[1]
+        for r in range(rows):
+            for j in range(count):
+                top, left = r * cell_h + 2 * pad, (column + j) * cell_w
+                canvas[top:top + height, left:left + width] = tiles[r, j]
+                if captions is not None:
+                    ax.text(left + width / 2, top - 0.3 * pad, captions[r * count + j], ha="center",
+                            va="bottom", fontsize=5)
+        ax.text((column + count / 2) * cell_w, -pad, title, ha="center", va="bottom", fontsize=9)
+        column += count + 1
+    ax.imshow(canvas.numpy(), interpolation="nearest")
+    for r, label in enumerate(row_labels):
+        ax.text(-pad, r * cell_h + 2 * pad + height / 2, label, ha="right", va="center", fontsize=7)
+    ax.set_axis_off()
     return save_figure(fig, path)
 
 
-def topk_grid(images: torch.Tensor, top_before: torch.Tensor, top_after: torch.Tensor,
-              path: str | os.PathLike, channels: list[int] | None = None,
+def topk_grid(images: torch.Tensor, top_before: torch.Tensor, path: str | os.PathLike,
+              top_after: torch.Tensor | None = None, channels: list[int] | None = None,
               labels: torch.Tensor | None = None, max_channels: int = 16) -> Path:
-    """One row per channel: its top-k images before the attack, then after (Nanfack et al. 2024, Fig. 2/3).
+    """One row per channel: its top-k images, and with ``top_after`` those after the attack next to them
+    (Nanfack et al. 2024, Fig. 2/3).
 
     ``images`` (N, C, H, W); ``top_before``/``top_after`` (channels, k) indices into ``images``;
     ``channels`` names the rows (default 0..); ``labels`` (N,) prints each image's class above it.
@@ -75,22 +84,26 @@ def topk_grid(images: torch.Tensor, top_before: torch.Tensor, top_after: torch.T
     _check_images(images)
     rows = min(top_before.shape[0], max_channels)
     names = channels if channels is not None else list(range(top_before.shape[0]))
-    subtitles = None
-    if labels is not None:
-        subtitles = ([str(int(labels[i])) for i in top_before[:rows].flatten()],
-                     [str(int(labels[i])) for i in top_after[:rows].flatten()])
-    return _paired_rows(images[top_before[:rows]], images[top_after[:rows]], path,
-                        [f"ch {names[r]}" for r in range(rows)], ("top-k before", "top-k after"), subtitles)
+    sets = [("top-k" if top_after is None else "top-k before", top_before)]
+    if top_after is not None:
+        sets.append(("top-k after", top_after))
+    panels = [(title, images[top[:rows]],
+               None if labels is None else [str(int(labels[i])) for i in top[:rows].flatten()])
+              for title, top in sets]
+    return _image_rows(panels, path, [f"ch {names[r]}" for r in range(rows)])
 
 
-def visualization_grid(before: torch.Tensor, after: torch.Tensor, path: str | os.PathLike,
+def visualization_grid(before: torch.Tensor, path: str | os.PathLike, after: torch.Tensor | None = None,
                        channels: list[int] | None = None) -> Path:
-    """Synthetic visualisations (n, C, H, W) of the same channels before and after the attack, one row
-    per channel (Nanfack et al. 2024, Fig. 9)."""
+    """Synthetic visualisations (n, C, H, W) of channels, one row per channel; with ``after``, those of
+    the same channels after the attack next to them (Nanfack et al. 2024, Fig. 9)."""
     _check_images(before)
-    _check_images(after)
+    panels = [("before" if after is not None else "synthetic", before[:, None], None)]
+    if after is not None:
+        _check_images(after)
+        panels.append(("after", after[:, None], None))
     names = channels if channels is not None else list(range(len(before)))
-    return _paired_rows(before[:, None], after[:, None], path, [f"ch {c}" for c in names], ("before", "after"))
+    return _image_rows(panels, path, [f"ch {c}" for c in names])
 
 
 def ks_plot(ks_before: torch.Tensor, ks_after: torch.Tensor, path: str | os.PathLike,

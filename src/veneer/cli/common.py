@@ -21,7 +21,8 @@ def add_data_args(parser: argparse.ArgumentParser, n: int | None = 64) -> None:
     parser.add_argument("--data", default="mnist",
                         help=f"{', '.join(DATASETS)}, image-folder:PATH, cifar10:PATH or tensors:PATH")
     parser.add_argument("--split", default="test", help="train, test or all")
-    parser.add_argument("--n", type=int, default=n, help="number of samples (the first n of the split)")
+    parser.add_argument("--n", "--num-samples", dest="n", type=int, default=n,
+                        help="number of samples (the first n of the split); --num-samples under torchrun")
 
 
 def add_run_args(parser: argparse.ArgumentParser, out: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from veneer.cli import attack
+from veneer.cli import attack, manipulate
 from veneer.cli.explain import explain_inputs
 from veneer.data import mnist
 from veneer.explain import METHODS
@@ -28,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
     metrics["explanations"] = explain_inputs(model, test.subset(slice(0, 8)), list(METHODS), run_dir)
     print("input-level attacks: short sweep (Ghorbani Fig. 3) ...")
     metrics["attacks"] = attack.demo(run_dir.path / "attacks")
+    print("model-level manipulation: short center-of-mass fine-tune ...")
+    metrics["manipulate"] = manipulate.demo(run_dir.path / "manipulate")
     run_dir.write_metrics(metrics)
     print(f"wrote {run_dir.file('explanations.png')} and {run_dir.file('metrics.json')}")
     return 0

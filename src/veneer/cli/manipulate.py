@@ -204,14 +204,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def demo(run_dir: Path) -> dict[str, Any]:
     """A short centre-of-mass manipulation of the bundled MNIST CNN on Gradient (about two minutes on two CPU
-    cores): 1000 training images, 60 steps; evaluation on 200 test images with Gradient, GradientXInput,
-    IntegratedGradients (16 steps) and LRP. Writes the model, tables and ``heatmaps.png`` under ``run_dir``."""
+    cores): every fourth training image (1000), 60 steps; evaluation on every fifth test image (200) with
+    Gradient, GradientXInput, IntegratedGradients (16 steps) and LRP. Writes the model, tables and
+    ``heatmaps.png`` under ``run_dir``; returns the metrics (COM distance 20 -> 11 px, accuracy -1 pt)."""
     run = RunDir(run_dir, {"demo": "manipulate", "objective": "com", "target": [0, 0], "method": "gradient"}, 0)
     seed_everything(0)
     original = pretrained("mnist-cnn")
     model = copy.deepcopy(original)
     objective = make_objective("com", target=(0, 0))
-    metrics = manipulate_and_save(model, Gradient(model), objective, mnist("train").subset(slice(0, 1000)),
+    metrics = manipulate_and_save(model, Gradient(model), objective, mnist("train").subset(slice(0, 4000, 4)),
                                   run.path, alpha=0.1, lr=1e-3, epochs=4, batch_size=64, seed=0)
     explainers = {"gradient": Gradient(original), "gradient_x_input": GradientXInput(original),
                   "ig": IntegratedGradients(original, steps=16), "lrp": LRP(original)}

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from veneer.checks import check_positive
 from veneer.data import LabeledData
 from veneer.explain import Explainer
+from veneer.explain.base import check_explainer
 from veneer.manipulate.keep import keep_loss
 from veneer.manipulate.objectives import Objective
 from veneer.models import predict, softplus_activations
@@ -207,15 +208,7 @@ def _check_arguments(model, explainer, objective, data, alpha, epochs, lr, batch
                      checkpoint_dir, checkpoint_every, resume, max_steps) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(explainer, Explainer):
-        raise TypeError(f"explainer must be a veneer.explain.Explainer, got {type(explainer).__name__}")
-    if explainer.model is not model:
-        raise ValueError("explainer must be bound to model (explainer.model is model): build it as "
-                         "Method(model, ...) or pass explainer.with_model(model)")
-    if not explainer.differentiable:
-        raise ValueError(f"explainer {type(explainer).__name__} is not differentiable: manipulation "
-                         "back-propagates through the explanation (create_graph=True); use Gradient, "
-                         "GradientXInput, IntegratedGradients, SmoothGrad, GradCAM, LRP or DeepLift")
+    check_explainer(explainer, model, differentiable=True)
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be a veneer.manipulate.Objective (see make_objective), "
                         f"got {type(objective).__name__}")

@@ -1,0 +1,391 @@
+"""Model-level manipulation: objectives, keep losses, the training loop (resume, DDP), evaluation, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from veneer.data import LabeledData
+from veneer.explain import LRP, GradCAM, Gradient, GradientXInput, IntegratedGradients, Occlusion, SmoothGrad
+from veneer.manipulate import (CenterOfMass, ClassSwap, FeatureSuppress, Location, TargetMap, TopKSuppress,
+                               evaluate, keep_loss, lambda_to_alpha, make_objective, manipulate, picture,
+                               two_digit_images)
+from veneer.models.architectures import mnist_cnn, tabular_mlp
+from veneer.report.manipulate import write_evaluation
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models run fastest on one thread, and the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small_cnn(seed: int = 0, dtype=torch.float32) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return mnist_cnn(channels=(4, 8), hidden=16).to(dtype).eval()
+
+
+def small_mlp(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return tabular_mlp(6, (16, 8), 2).eval()
+
+
+def image_data(n: int = 32, dtype=torch.float32) -> LabeledData:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 1, 28, 28, generator=generator, dtype=dtype)
+    return LabeledData(x, torch.arange(n) % 10, "toy-images", [str(i) for i in range(10)])
+
+
+def tabular_data(n: int = 64) -> LabeledData:
+    generator = torch.Generator().manual_seed(1)
+    sex = torch.randint(0, 2, (n,), generator=generator)
+    race = torch.randint(0, 2, (n,), generator=generator)
+    numeric = torch.randn(n, 2, generator=generator)
+    y = ((numeric[:, 0] + sex + 0.3 * torch.randn(n, generator=generator)) > 0.8).long()
+    # every group holds both labels (DEO compares true-positive rates)
+    sex[:4], race[:4], y[:4] = torch.tensor([0, 0, 1, 1]), torch.tensor([1, 0, 0, 1]), torch.tensor([0, 1, 0, 1])
+    x = torch.cat([numeric[:, :1], nn.functional.one_hot(sex, 2), nn.functional.one_hot(race, 2),
+                   numeric[:, 1:]], 1).float()
+    return LabeledData(x, y, "toy-tabular", ["no", "yes"],
+                       ["age", "sex=F", "sex=M", "race=A", "race=B", "hours"], {"sex": sex, "race": race},
+                       {"sex": ["F", "M"], "race": ["A", "B"]})
+
+
+# ---------------------------------------------------------------- pictures and objectives
+
+
+@pytest.mark.parametrize("name", ["cross", "square", "ring", "border"])
+@pytest.mark.parametrize("size", [(28, 28), (32, 48)])
+def test_pictures_are_binary_symmetric_maps_at_any_size(name, size):
+    p = picture(name, *size)
+    assert p.shape == size
+    assert set(p.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(p, p.flip(0)) and torch.equal(p, p.flip(1))
+    assert 0.05 < p.mean() < 0.6
+
+
+def test_cross_is_centred_and_thickness_is_respected():
+    p = picture("cross", 28, 28, thickness=2)
+    assert p[13:15, :].all() and p[:, 13:15].all()
+    assert p[0, 0] == 0 and p.sum() == 2 * 28 * 2 - 4
+
+
+def test_two_digit_images_put_each_image_on_its_half():
+    left = torch.zeros(2, 1, 28, 28)
+    right = torch.ones(2, 1, 28, 28)
+    both = two_digit_images(left, right)
+    assert both.shape == (2, 1, 28, 28)
+    assert both[..., :14].abs().max() == 0 and torch.allclose(both[..., 14:], torch.ones(2, 1, 28, 14))
+
+
+def test_class_swap_pairs_the_two_classes_with_alternating_sides():
+    x = torch.rand(10, 1, 28, 28)
+    y = torch.tensor([3, 5, 3, 5, 3, 0, 0, 0, 5, 1])
+    batch = ClassSwap(3, 5).attack_inputs(x, y)
+    assert len(batch) == 6  # three pairs, each explained for 3 and for 5
+    assert batch.target.tolist() == [3, 3, 3, 5, 5, 5]
+    other = batch.extras["other_half"]
+    assert other[0, :, 20:].all() and not other[0, :, :14].any()  # pair 0: 3 on the left, 5 on the right
+    assert other[1, :, :14].all()  # pair 1: 3 on the right
+    assert torch.equal(other[3], ~other[0])
+    assert len(ClassSwap(3, 9).attack_inputs(x, y)) == 0
+
+
+IMAGE_CASES = {
+    "com-gradient": (lambda: CenterOfMass((0, 0)), Gradient),
+    "cross-gradient": (lambda: TargetMap("cross"), Gradient),
+    "cross-lrp": (lambda: TargetMap("cross"), lambda m: LRP(m, epsilon=0.01)),
+    "location-gradcam": (lambda: Location("border"), lambda m: GradCAM(m, "3")),
+    "topk-gxi": (lambda: TopKSuppress(20), GradientXInput),
+    "com-ig": (lambda: CenterOfMass((27, 27)), lambda m: IntegratedGradients(m, steps=3)),
+    "class-swap-gradient": (lambda: ClassSwap(1, 2), Gradient),
+}
+
+
+def _attack_loss(model, explainer, objective, data):
+    objective.prepare(data)
+    batch = objective.attack_inputs(data.x, data.y)
+    reference = explainer.with_model(small_cnn())(batch.x, target=batch.target) if objective.needs_reference else None
+    return objective.loss(explainer(batch.x, target=batch.target), batch, reference).mean().item()
+
+
+@pytest.mark.parametrize("case", list(IMAGE_CASES))
+def test_each_objective_lowers_its_loss(case):
+    make, method = IMAGE_CASES[case]
+    data = image_data(40 if case.startswith("class-swap") else 16)
+    model = small_cnn()
+    explainer, objective = method(model), make()
+    before = _attack_loss(model, explainer, objective, data)
+    _, history = manipulate(model, explainer, objective, data, alpha=0.9, lr=3e-3, epochs=8,
+                            batch_size=len(data), progress=False)
+    after = _attack_loss(model, explainer, objective, data)
+    assert len(history) == 8 and history[-1]["attack"] < history[0]["attack"]
+    assert after < 0.85 * before, (before, after)
+
+
+def test_feature_suppress_hides_the_features_and_keeps_the_others():
+    data = tabular_data()
+    model = small_mlp()
+    objective = FeatureSuppress(["sex", "race"])
+    original = small_mlp()
+    ref = Gradient(original)(data.x, target=data.y)
+    _, history = manipulate(model, Gradient(model), objective, data, alpha=0.9, lr=1e-2, epochs=30,
+                            batch_size=64, progress=False)
+    assert objective.index.tolist() == [1, 2, 3, 4]
+    measures = objective.measures(Gradient(model)(data.x, target=data.y), None, ref)
+    assert measures["share_ratio"].mean() < 0.6
+    assert history[-1]["attack"] < 0.5 * history[0]["attack"]
+
+
+@pytest.mark.parametrize("name", ["kl", "prob_mse"])
+def test_distillation_keep_losses_vanish_at_the_original_outputs(name):
+    logits = torch.randn(8, 5)
+    y = torch.randint(0, 5, (8,))
+    assert keep_loss(name)(logits, y, logits).abs() < 1e-6
+    assert keep_loss(name)(logits + torch.randn(8, 5), y, logits) > 1e-4
+    assert torch.allclose(keep_loss("ce")(logits, y, logits), nn.functional.cross_entropy(logits, y))
+
+
+def _probability_mse(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (a(x).softmax(1) - b(x).softmax(1)).pow(2).mean().item()
+
+
+def confident_cnn() -> nn.Sequential:
+    """The small CNN with a scaled-up last layer: confident predictions, as a trained model makes."""
+    model = small_cnn()
+    with torch.no_grad():
+        model[9].weight.mul_(10)
+    return model
+
+
+def _agreement(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (a(x).argmax(1) == b(x).argmax(1)).float().mean().item()
+
+
+KEEP_OPTIONS = dict(lr=3e-3, epochs=5, batch_size=16, progress=False)
+
+
+@pytest.fixture(scope="module")
+def keep_setup():
+    data = image_data(32)
+    teacher = confident_cnn()
+    with torch.no_grad():  # labels the model predicts, so every keep loss asks for the same outputs
+        data.y = teacher(data.x).argmax(1)
+    unkept = confident_cnn()
+    manipulate(unkept, Gradient(unkept), TargetMap("cross"), data, alpha=1.0, **KEEP_OPTIONS)
+    return data, teacher, unkept
+
+
+@pytest.mark.parametrize("keep", ["ce", "kl", "prob_mse"])
+def test_each_keep_loss_holds_the_predictions(keep, keep_setup):
+    data, teacher, unkept = keep_setup
+    model = confident_cnn()
+    manipulate(model, Gradient(model), TargetMap("cross"), data, keep=keep, alpha=0.5, **KEEP_OPTIONS)
+    assert _agreement(unkept, teacher, data.x) < 0.8  # without a keep loss the labels drift
+    assert _agreement(model, teacher, data.x) >= 0.95
+    if keep != "ce":  # cross-entropy sharpens the probabilities; the distillation losses hold them
+        assert _probability_mse(model, teacher, data.x) < _probability_mse(unkept, teacher, data.x)
+
+
+def test_lambda_maps_to_alpha():
+    assert lambda_to_alpha(1.0) == 0.5 and lambda_to_alpha(0.0) == 0.0
+    assert abs(lambda_to_alpha(9.0) - 0.9) < 1e-12
+
+
+# ---------------------------------------------------------------- training loop mechanics
+
+
+def test_softplus_during_training_and_relu_afterwards():
+    seen = []
+    model = small_cnn()
+    model.register_forward_pre_hook(lambda module, _: seen.append(type(module[1]).__name__))
+    data = image_data(8)
+    manipulate(model, Gradient(model), CenterOfMass(), data, epochs=1, batch_size=8, progress=False)
+    assert set(seen) == {"Softplus"} and isinstance(model[1], nn.ReLU) and not model.training
+    seen.clear()
+    manipulate(model, Gradient(model), CenterOfMass(), data, epochs=1, batch_size=8, softplus_beta=None,
+               progress=False)
+    assert set(seen) == {"ReLU"}
+
+
+def test_trainable_prefixes_freeze_the_other_layers():
+    model = small_cnn()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    manipulate(model, Gradient(model), CenterOfMass(), image_data(8), epochs=2, batch_size=8, lr=1e-2,
+               trainable=["7"], progress=False)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("7."))
+    assert not torch.equal(before["7.weight"], after["7.weight"])
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def _weights_equal(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_resume_ends_at_the_weights_of_an_uninterrupted_run(tmp_path):
+    data = image_data(24)
+    options = dict(alpha=0.5, lr=3e-3, epochs=2, batch_size=8, seed=3, progress=False, checkpoint_every=2)
+
+    def run(**extra):
+        model = small_cnn()
+        # SmoothGrad without a seed draws from the global torch RNG: resume must restore it
+        return manipulate(model, SmoothGrad(model, samples=2), TargetMap("ring"), data, **options, **extra)
+
+    whole, whole_history = run()
+    partial, _ = run(checkpoint_dir=tmp_path, max_steps=4)  # interrupted mid-epoch 2 (3 steps per epoch)
+    assert not _weights_equal(whole, partial)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.safetensors"]  # atomic: no temp left
+    resumed, resumed_history = run(checkpoint_dir=tmp_path, resume=True)
+    assert _weights_equal(whole, resumed)
+    assert resumed_history == whole_history and len(whole_history) == 6
+    with pytest.raises(ValueError, match="other settings.*alpha"):
+        model = small_cnn()
+        manipulate(model, Gradient(model), TargetMap("ring"), data, checkpoint_dir=tmp_path, resume=True,
+                   **(options | {"alpha": 0.4}))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+DDP_OPTIONS = dict(alpha=0.5, lr=3e-3, epochs=2, batch_size=8, seed=1, progress=False)
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    model = small_cnn(dtype=torch.float64)
+    manipulate(model, Gradient(model), CenterOfMass((0, 0)), image_data(20, torch.float64), **DDP_OPTIONS)
+    if rank == 0:
+        save_file(dict(model.state_dict()), out)
+    torch.distributed.destroy_process_group()
+
+
+def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path):
+    out = str(tmp_path / "ddp.safetensors")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    single = small_cnn(dtype=torch.float64)
+    manipulate(single, Gradient(single), CenterOfMass((0, 0)), image_data(20, torch.float64), **DDP_OPTIONS)
+    distributed = load_file(out)
+    assert not torch.equal(distributed["0.weight"], small_cnn(dtype=torch.float64)[0].weight.detach())
+    for key, value in single.state_dict().items():
+        assert torch.allclose(distributed[key], value, rtol=1e-9, atol=1e-12), key
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_input_is_answered_by_clear_errors():
+    model, data = small_cnn(), image_data(8)
+    with pytest.raises(ValueError, match="objective must be one of"):
+        make_objective("spiral")
+    with pytest.raises(ValueError, match=r"target=\(40.0, 0.0\) lies outside the 28x28 image"):
+        manipulate(model, Gradient(model), CenterOfMass((40, 0)), data, progress=False)
+    with pytest.raises(ValueError, match="Occlusion is not differentiable"):
+        manipulate(model, Occlusion(model), CenterOfMass(), data, progress=False)
+    with pytest.raises(ValueError, match="explainer was built for another model"):
+        manipulate(model, Gradient(small_cnn()), CenterOfMass(), data, progress=False)
+    with pytest.raises(ValueError, match="feature 'colour' is not in dataset"):
+        mlp = small_mlp()
+        manipulate(mlp, Gradient(mlp), FeatureSuppress(["colour"]), tabular_data(), progress=False)
+    with pytest.raises(ValueError, match="needs tabular data"):
+        manipulate(model, Gradient(model), FeatureSuppress(["sex"]), data, progress=False)
+    with pytest.raises(ValueError, match="trainable prefix 'head'"):
+        manipulate(model, Gradient(model), CenterOfMass(), data, trainable=["head"], batch_size=8,
+                   progress=False)
+    with pytest.raises(ValueError, match="alpha must lie in"):
+        manipulate(model, Gradient(model), CenterOfMass(), data, alpha=1.5, batch_size=8, progress=False)
+    with pytest.raises(ValueError, match="keep must be one of"):
+        manipulate(model, Gradient(model), CenterOfMass(), data, keep="mse", batch_size=8, progress=False)
+    with pytest.raises(ValueError, match="resume=True needs checkpoint_dir"):
+        manipulate(model, Gradient(model), CenterOfMass(), data, resume=True, progress=False)
+    with pytest.raises(ValueError, match="map must be one of"):
+        TargetMap("star")
+    with pytest.raises(ValueError, match="a and b must be different"):
+        ClassSwap(3, 3)
+
+
+# ---------------------------------------------------------------- evaluation, report and CLI
+
+
+def test_evaluate_reports_transfer_noise_and_figures(tmp_path):
+    data = image_data(12)
+    original, model = small_cnn(), small_cnn()
+    objective = TopKSuppress(30)
+    manipulate(model, Gradient(model), objective, data, alpha=0.9, lr=3e-3, epochs=3, batch_size=12,
+               progress=False)
+    explainers = {"gradient": Gradient(original), "lrp": LRP(original), "gradcam": GradCAM(original, "3"),
+                  "occlusion": Occlusion(original, window=7, stride=7)}
+    result = evaluate(original, model, objective, data, explainers, noise=6, batch_size=5, examples=3,
+                      progress=False)
+    assert set(result.methods) == set(explainers) == set(result.noise)
+    for by_model in result.methods.values():
+        assert by_model["original"]["topk_intersection"] == 1.0  # the original's own top-k
+        assert 0 <= by_model["manipulated"]["success_rate"] <= 1
+    assert result.methods["gradient"]["manipulated"]["topk_intersection"] < 1.0
+    assert result.predictions["accuracy_original"] == pytest.approx((original(data.x).argmax(1) == data.y)
+                                                                   .float().mean().item())
+    assert result.examples["gradient"][0].shape == (3, 28, 28)
+    written = write_evaluation(result, tmp_path)
+    assert {"transfer", "transfer_noise", "heatmaps"} <= set(written)
+    table = (tmp_path / "transfer.md").read_text()
+    assert "| method | topk_intersection (original) | topk_intersection (manipulated) |" in table
+    assert (tmp_path / "transfer.csv").read_text().count("\n") == 1 + len(explainers)
+    json.dumps(result.metrics())
+
+
+def test_evaluate_tabular_reports_features_and_fairness(tmp_path):
+    data = tabular_data()
+    original, model = small_mlp(), small_mlp()
+    objective = FeatureSuppress(["sex", "race"])
+    manipulate(model, Gradient(model), objective, data, alpha=0.9, lr=3e-3, epochs=5, batch_size=64,
+               progress=False)
+    result = evaluate(original, model, objective, data, {"gradient": Gradient(original)}, noise=10,
+                      progress=False)
+    assert result.features["names"] == ["age", "sex", "race", "hours"]
+    assert len(result.features["gradient"]["manipulated"]) == 4
+    assert set(result.fairness) == {"sex", "race"}
+    assert {"ddi_original", "deo_manipulated", "ddi_relative_change"} <= set(result.fairness["sex"])
+    written = write_evaluation(result, tmp_path)
+    assert {"feature_attribution", "fairness"} <= set(written) and "heatmaps" not in written
+
+
+def test_cli_manipulate_then_evaluate(tmp_path):
+    from veneer.cli.manipulate import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    run_dir = tmp_path / "run"
+    args = parser.parse_args(["manipulate", "--model", "mnist-cnn", "--data", "mnist", "--n", "32",
+                              "--objective", "com", "--target", "0,27", "--batch-size", "16", "--max-steps", "2",
+                              "--out", str(run_dir)])
+    assert args.run(args) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 2
+    assert {"model.safetensors", "checkpoint.safetensors", "history.csv", "config.json"} <= {
+        p.name for p in run_dir.iterdir()}
+    args = parser.parse_args(["evaluate", "--original", "mnist-cnn", "--manipulated", str(run_dir), "--n", "8",
+                              "--methods", "gradient,lrp", "--noise", "4", "--out", str(tmp_path / "eval")])
+    assert args.run(args) == 0
+    evaluation = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert evaluation["objective"] == "com" and set(evaluation["methods"]) == {"gradient", "lrp"}
+    assert (tmp_path / "eval" / "heatmaps.png").is_file()
+    args = parser.parse_args(["manipulate", "--n", "8", "--objective", "spiral", "--out", str(tmp_path / "x")])
+    with pytest.raises(ValueError, match="objective must be one of"):
+        args.run(args)

@@ -21,6 +21,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/explain.py
+	$(PY) bench/attacks.py
+	$(PY) bench/manipulate.py
+	$(PY) bench/neurons.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from veneer.cli import attack, demo, explain, manipulate, train
+from veneer.cli import attack, demo, explain, manipulate, neurons, train
 
-SUBCOMMANDS = (train, explain, attack, manipulate, demo)
+SUBCOMMANDS = (train, explain, attack, manipulate, neurons, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

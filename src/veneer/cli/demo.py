@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from veneer.cli import attack, manipulate
+from veneer.cli import attack, manipulate, neurons
 from veneer.cli.explain import explain_inputs
 from veneer.data import mnist
 from veneer.explain import METHODS
@@ -30,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     metrics["attacks"] = attack.demo(run_dir.path / "attacks")
     print("model-level manipulation: short center-of-mass fine-tune ...")
     metrics["manipulate"] = manipulate.demo(run_dir.path / "manipulate")
+    print("neuron-level attack: short push-down of the last conv layer's top-k images ...")
+    metrics["neurons"] = neurons.demo(run_dir.path / "neurons")
     run_dir.write_metrics(metrics)
     print(f"wrote {run_dir.file('explanations.png')} and {run_dir.file('metrics.json')}")
     return 0

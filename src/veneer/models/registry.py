@@ -66,19 +66,25 @@ def train_bundled(name: str, out: str | os.PathLike, seed: int = 0, progress: bo
     return model.eval(), metadata
 
 
-def pretrained(name: str, cache: str | os.PathLike | None = None, progress: bool = True) -> nn.Module:
+def _cached_path(name: str, cache: str | os.PathLike | None, seed: int) -> Path:
+    stem = name if seed == 0 else f"{name}-seed{seed}"
+    return Path(cache or cache_dir()) / f"{stem}.safetensors"
+
+
+def pretrained(name: str, cache: str | os.PathLike | None = None, progress: bool = True, seed: int = 0) -> nn.Module:
     """The bundled model ``name`` ("mnist-cnn", "digits-mlp", "adult-mlp") in eval mode.
 
     Trained on first use (the MNIST CNN takes about a minute on 2 CPU cores) and cached as safetensors
-    in :func:`cache_dir` (or ``cache``); later calls load the cached weights.
+    in :func:`cache_dir` (or ``cache``); later calls load the cached weights. ``seed`` other than 0 gives an
+    independently trained copy (same recipe), cached as ``{name}-seed{seed}``.
     """
     if name not in RECIPES:
         raise ValueError(f"model must be one of {sorted(RECIPES)}, got {name!r}")
-    path = Path(cache or cache_dir()) / f"{name}.safetensors"
+    path = _cached_path(name, cache, seed)
     if not path.is_file():
         with _exclusive(path.with_suffix(".lock")):  # concurrent callers (DDP ranks, tests) train only once
             if not path.is_file():
-                model, _ = train_bundled(name, path, seed=0, progress=progress)
+                model, _ = train_bundled(name, path, seed=seed, progress=progress)
                 return model
     metadata = json.loads(path.with_suffix(".json").read_text())
     return load_state(RECIPES[name].build(tuple(metadata["input_shape"])), path).eval()
@@ -96,9 +102,10 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def pretrained_metadata(name: str, cache: str | os.PathLike | None = None) -> dict[str, Any]:
-    pretrained(name, cache, progress=False)
-    return json.loads((Path(cache or cache_dir()) / f"{name}.json").read_text())
+def pretrained_metadata(name: str, cache: str | os.PathLike | None = None, seed: int = 0) -> dict[str, Any]:
+    """The JSON metadata (accuracy, training options, seed) of :func:`pretrained` ``(name, seed=seed)``."""
+    pretrained(name, cache, progress=False, seed=seed)
+    return json.loads(_cached_path(name, cache, seed).with_suffix(".json").read_text())
 
 
 def load(factory: str | None = None, weights: str | os.PathLike | None = None,

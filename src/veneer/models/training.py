@@ -103,7 +103,10 @@ def load_state(model: nn.Module, path: str | os.PathLike) -> nn.Module:
             state = state["state_dict"]
         if not isinstance(state, dict):
             raise ValueError(f"weights={path} holds a {type(state).__name__}, expected a state dict")
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise ValueError(f"weights={path} do not fit the model: {error}") from None
     if missing or unexpected:
         raise ValueError(f"weights={path} do not fit the model: missing keys {missing}, unexpected keys {unexpected}")
     return model

@@ -15,16 +15,15 @@ an independently trained model (:func:`independent_encoder`).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from veneer.checks import check_positive, check_tensor
 from veneer.metrics import balance, kendall, ks_distance, topk_intersection
+from veneer.models import pretrained
 from veneer.neurons.record import iterate_inputs, resolve_layers
 from veneer.neurons.topk import activations
 
@@ -54,20 +53,32 @@ def ranking_tau(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
     return kendall(before.T.contiguous(), after.T.contiguous())
 
 
-def tau_matrix(before: torch.Tensor, after: torch.Tensor, channels_per_call: int = 16) -> torch.Tensor:
-    """Kendall-tau between every initial channel ``i`` and every final channel ``j``: ``(C, C')``.
+def tau_matrix(before: torch.Tensor, after: torch.Tensor, rows_per_block: int = 64) -> torch.Tensor:
+    """Kendall-tau-b between every initial channel ``i`` and every final channel ``j``: ``(C, C')``.
 
-    Computed with :func:`veneer.metrics.kendall` on ``channels_per_call`` rows of initial channels at a
-    time (memory stays bounded for wide layers)."""
+    The same statistic as :func:`veneer.metrics.kendall` (and ``scipy.stats.kendalltau``) for each pair,
+    computed for all pairs of channels at once: with ``s_b[(p, q), i] = sign(b_pi - b_qi)`` over ordered
+    sample pairs, ``P - Q = (s_b^T s_a) / 2`` is one matrix product and the untied pairs of each channel
+    are ``sum |s| / 2``; ``rows_per_block`` samples ``p`` at a time keep memory at
+    ``O(rows_per_block * N * (C + C'))``.  A constant channel gives 0."""
     before, after = _pair(before, after, same_channels=False)
-    check_positive("channels_per_call", channels_per_call, integer=True)
-    c, c2 = before.shape[1], after.shape[1]
-    rows = []
-    for block in before.T.split(channels_per_call):
-        b = block[:, None, :].expand(-1, c2, -1).reshape(-1, before.shape[0])
-        a = after.T[None].expand(len(block), -1, -1).reshape(-1, before.shape[0])
-        rows.append(kendall(b, a).view(len(block), c2))
-    return torch.cat(rows).view(c, c2)
+    check_positive("rows_per_block", rows_per_block, integer=True)
+    n = before.shape[0]
+    # Sums of +-1 over n^2 ordered pairs are exact in float32 below 2^24 terms.
+    dtype = torch.float32 if n * n < 1 << 24 else torch.float64
+    b, a = before.to(dtype), after.to(dtype)
+    concordance = torch.zeros(b.shape[1], a.shape[1], dtype=torch.float64, device=b.device)
+    untied_b = torch.zeros(b.shape[1], dtype=torch.float64, device=b.device)
+    untied_a = torch.zeros(a.shape[1], dtype=torch.float64, device=a.device)
+    for start in range(0, n, rows_per_block):
+        sign_b = (b[start:start + rows_per_block, None] - b[None]).sign_().flatten(0, 1)  # (rows * n, C)
+        sign_a = (a[start:start + rows_per_block, None] - a[None]).sign_().flatten(0, 1)
+        concordance += (sign_b.T @ sign_a).double()
+        untied_b += sign_b.abs().sum(dim=0).double()
+        untied_a += sign_a.abs().sum(dim=0).double()
+    denominator = (untied_b[:, None] * untied_a[None, :]).sqrt()
+    tau = torch.where(denominator > 0, concordance / denominator.clamp(min=1), torch.zeros_like(denominator))
+    return tau.clamp(-1.0, 1.0).to(torch.promote_types(before.dtype, torch.float32))
 
 
 def whack_a_mole_tau(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
@@ -203,19 +214,11 @@ def independent_encoder(name: str = "mnist-cnn", seed: int = 1, cache: str | os.
                         progress: bool = True) -> LayerEncoder:
     """The default embedding encoder of veneer (no CLIP weights can be downloaded): the penultimate layer
     of the bundled model ``name`` trained again with another ``seed`` (independent of the attacked
-    model, same recipe), cached as ``{name}-seed{seed}.safetensors`` in :func:`veneer.models.cache_dir`.
+    model, same recipe; :func:`veneer.models.pretrained` caches it as ``{name}-seed{seed}``).
     Training the MNIST CNN takes about a minute on 2 CPU cores, once."""
-    from veneer.models import RECIPES, cache_dir, load_state, train_bundled
-
-    if name not in RECIPES:
-        raise ValueError(f"name must be one of {sorted(RECIPES)}, got {name!r}")
-    path = Path(cache or cache_dir()) / f"{name}-seed{seed}.safetensors"
-    if path.is_file():
-        shape = tuple(json.loads(path.with_suffix(".json").read_text())["input_shape"])
-        model = load_state(RECIPES[name].build(shape), path)
-    else:
-        model, _ = train_bundled(name, path, seed=seed, progress=progress)
-    return penultimate_encoder(model.eval())
+    if seed == 0:
+        raise ValueError("seed must differ from 0, the seed of the bundled (attacked) model")
+    return penultimate_encoder(pretrained(name, cache, progress=progress, seed=seed))
 
 
 @torch.no_grad()

@@ -112,13 +112,14 @@ def ks_plot(ks_before: torch.Tensor, ks_after: torch.Tensor, path: str | os.Path
     attack, neurons sorted by their initial KS (Nanfack et al. 2024, Fig. 10); attacked neurons (bool
     mask) are marked."""
     order = ks_before.argsort(descending=True)
+    before, after = ks_before[order].float().numpy(), ks_after[order].float().numpy()
     fig, ax = plt.subplots(figsize=(max(4.0, 0.14 * len(order)), 3.0))
-    positions = torch.arange(len(order))
-    ax.plot(positions, ks_before[order], "o-", ms=3, label="before")
-    ax.plot(positions, ks_after[order], "s-", ms=3, label="after")
+    positions = range(len(order))
+    ax.plot(positions, before, "o-", ms=3, label="before")
+    ax.plot(positions, after, "s-", ms=3, label="after")
     if attacked is not None:
-        marked = positions[attacked[order]]
-        ax.plot(marked, ks_after[order][attacked[order]], "x", color="black", ms=6, label="attacked")
+        marked = attacked[order].nonzero().flatten().numpy()
+        ax.plot(marked, after[marked], "x", color="black", ms=6, label="attacked")
     ax.set_xlabel("neurons, sorted by initial KS")
     ax.set_ylabel("KS distance between groups")
     ax.legend(fontsize=8)

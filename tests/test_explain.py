@@ -17,6 +17,8 @@ import math
 
 import pytest
 import torch
+from agreement import AgreementLog, relative_error
+from agreement import generator as _gen
 from captum.attr import InputXGradient, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 from captum.attr import IntegratedGradients as CaptumIntegratedGradients
 from captum.attr import Occlusion as CaptumOcclusion
@@ -31,35 +33,13 @@ from veneer.models.activations import with_softplus
 pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients:UserWarning")
 
 CAPTUM_RTOL = 1e-5
-MAX_REL_ERR: dict[str, float] = {}
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def relative_error(actual: torch.Tensor, reference: torch.Tensor) -> float:
-    scale = reference.abs().max()
-    assert scale > 0, "the reference is identically zero: the comparison would prove nothing"
-    return ((actual - reference).abs().max() / scale).item()
-
-
-def assert_matches_captum(method: str, actual: torch.Tensor, reference: torch.Tensor) -> None:
-    assert actual.shape == reference.shape, (tuple(actual.shape), tuple(reference.shape))
-    assert actual.dtype == torch.float64
-    assert torch.isfinite(actual).all()
-    err = relative_error(actual, reference.to(actual.dtype))
-    MAX_REL_ERR[method] = max(MAX_REL_ERR.get(method, 0.0), err)
-    assert err <= CAPTUM_RTOL, f"{method}: relative error {err:.3g} against Captum"
+AGREEMENT = AgreementLog(CAPTUM_RTOL)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _print_captum_errors():
     yield
-    if MAX_REL_ERR:
-        print("\nmax relative error against Captum:")
-        for method, err in sorted(MAX_REL_ERR.items()):
-            print(f"  {method:<32s} {err:.3e}")
+    AGREEMENT.report("Captum")
 
 
 # ====================================================================== 1. agreement with Captum
@@ -69,14 +49,14 @@ def test_gradient_matches_captum_saliency(any_case):
     model, x, t = any_case
     ours = Gradient(model)(x, t)
     reference = Saliency(model).attribute(x, target=t, abs=False)
-    assert_matches_captum("Gradient", ours, reference)
+    AGREEMENT.check("Gradient", ours, reference)
 
 
 def test_gradient_x_input_matches_captum(any_case):
     model, x, t = any_case
     ours = GradientXInput(model)(x, t)
     reference = InputXGradient(model).attribute(x, target=t)
-    assert_matches_captum("GradientXInput", ours, reference)
+    AGREEMENT.check("GradientXInput", ours, reference)
 
 
 def _ig_baselines(kind: str, x: torch.Tensor):
@@ -105,7 +85,7 @@ def test_integrated_gradients_matches_captum(model_case, method, baseline, chunk
                                chunk_size=chunk_size)(x, t)
     reference = CaptumIntegratedGradients(model).attribute(x, baselines=captum_baseline, target=t, n_steps=steps,
                                                            method=method)
-    assert_matches_captum(f"IntegratedGradients[{method}]", ours, reference)
+    AGREEMENT.check(f"IntegratedGradients[{method}]", ours, reference)
 
 
 def test_integrated_gradients_matches_captum_on_vgg(vgg_case):
@@ -114,7 +94,7 @@ def test_integrated_gradients_matches_captum_on_vgg(vgg_case):
     ours = IntegratedGradients(model, steps=5, baseline=b, method="gausslegendre", chunk_size=8)(x, t)
     reference = CaptumIntegratedGradients(model).attribute(x, baselines=b, target=t, n_steps=5,
                                                            method="gausslegendre")
-    assert_matches_captum("IntegratedGradients[gausslegendre]", ours, reference)
+    AGREEMENT.check("IntegratedGradients[gausslegendre]", ours, reference)
 
 
 @pytest.mark.parametrize("chunk_size", [None, 4])
@@ -131,7 +111,7 @@ def test_smoothgrad_matches_captum_noise_tunnel(any_case, samples, chunk_size):
                                                        target=t, abs=False)
     noise = flat.view(batch, samples, *x.shape[1:]).transpose(0, 1)  # (samples, B, ...)
     ours = SmoothGrad(model, samples=samples, chunk_size=chunk_size)(x, t, noise=noise)
-    assert_matches_captum("SmoothGrad", ours, reference)
+    AGREEMENT.check("SmoothGrad", ours, reference)
     # the noise really matters: without it the result is the plain gradient, which differs
     assert relative_error(Gradient(model)(x, t), reference.to(x.dtype)) > 1e-3
 
@@ -149,7 +129,7 @@ def test_gradcam_matches_captum(request, case_name, layer, mode, relu):
     raw = LayerGradCam(model, module).attribute(x, target=t, relu_attributions=relu)
     reference = LayerAttribution.interpolate(raw, tuple(x.shape[-2:]), interpolate_mode=mode)
     assert ours.shape == (len(x), 1, *x.shape[-2:])
-    assert_matches_captum(f"GradCAM[{mode}]", ours, reference)
+    AGREEMENT.check(f"GradCAM[{mode}]", ours, reference)
 
 
 # windows whose stride divides (image - window): every pixel is covered by a full window
@@ -176,7 +156,7 @@ def test_occlusion_matches_captum(request, case_name, window, stride, baseline, 
     model, x, t = request.getfixturevalue(f"{case_name}_case")
     ours = Occlusion(model, window=window, stride=stride, baseline=baseline, batch_size=batch_size)(x, t)
     reference = _captum_occlusion(model, x, t, window, stride, baseline)
-    assert_matches_captum("Occlusion", ours, reference)
+    AGREEMENT.check("Occlusion", ours, reference)
 
 
 @pytest.mark.parametrize("case_name, window, stride", [("cnn", 5, 4), ("cnn", 6, 5), ("vgg", 6, 4)])
@@ -186,7 +166,7 @@ def test_occlusion_matches_captum_when_stride_does_not_tile_the_image(request, c
     model, x, t = request.getfixturevalue(f"{case_name}_case")
     ours = Occlusion(model, window=window, stride=stride)(x, t)
     reference = _captum_occlusion(model, x, t, window, stride, 0.0)
-    assert_matches_captum("Occlusion[partial windows]", ours, reference)
+    AGREEMENT.check("Occlusion[partial windows]", ours, reference)
 
 
 def _explainer(name: str, model):

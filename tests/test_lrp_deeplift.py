@@ -25,6 +25,8 @@ import warnings
 
 import pytest
 import torch
+from agreement import AgreementLog
+from agreement import generator as _gen
 from captum.attr import LRP as CaptumLRP
 from captum.attr import DeepLift as CaptumDeepLift
 from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule, EpsilonRule
@@ -39,34 +41,13 @@ from veneer.models.architectures import tabular_mlp
 DTYPE = torch.float64
 CAPTUM_RTOL = 1e-5
 FD_RTOL = 1e-4
-MAX_REL_ERR: dict[str, float] = {}
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def relative_error(actual: torch.Tensor, reference: torch.Tensor) -> float:
-    scale = reference.abs().max()
-    assert scale > 0, "the reference is identically zero: the comparison would prove nothing"
-    return ((actual - reference).abs().max() / scale).item()
-
-
-def assert_matches(method: str, actual: torch.Tensor, reference: torch.Tensor, rtol: float = CAPTUM_RTOL) -> None:
-    assert actual.shape == reference.shape, (tuple(actual.shape), tuple(reference.shape))
-    assert actual.dtype == DTYPE and torch.isfinite(actual).all()
-    err = relative_error(actual, reference.to(actual.dtype))
-    MAX_REL_ERR[method] = max(MAX_REL_ERR.get(method, 0.0), err)
-    assert err <= rtol, f"{method}: relative error {err:.3g}"
+AGREEMENT = AgreementLog(CAPTUM_RTOL)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _print_captum_errors():
     yield
-    if MAX_REL_ERR:
-        print("\nmax relative error against Captum / the hand-written formula:")
-        for method, err in sorted(MAX_REL_ERR.items()):
-            print(f"  {method:<40s} {err:.3e}")
+    AGREEMENT.report("Captum / the hand-written formula")
 
 
 # ====================================================================== models
@@ -162,7 +143,7 @@ LRP_CASES = ["cnn", "mlp", "bn", "vgg"]
 def test_lrp_epsilon_matches_captum(request, case_name, epsilon):
     model, x, t = request.getfixturevalue(f"{case_name}_case")
     ours = LRP(model, composite="epsilon", epsilon=epsilon)(x, t)
-    assert_matches(f"LRP epsilon={epsilon}", ours, captum_lrp(model, x, t, epsilon))
+    AGREEMENT.check(f"LRP epsilon={epsilon}", ours, captum_lrp(model, x, t, epsilon))
 
 
 def _nonnegative_conv_biases(model: nn.Module) -> nn.Module:
@@ -181,7 +162,7 @@ def test_lrp_zplus_matches_captum_alpha1_beta0(request, case_name):
     model = _nonnegative_conv_biases(model)
     assert x.min() >= 0
     ours = LRP(model, composite="epsilon_plus", epsilon=1e-6)(x, t)
-    assert_matches("LRP epsilon_plus (z+)", ours, captum_lrp(model, x, t, 1e-6, zplus=True))
+    AGREEMENT.check("LRP epsilon_plus (z+)", ours, captum_lrp(model, x, t, 1e-6, zplus=True))
     same = LRP(model, composite="alpha_beta", alpha=1.0, beta=0.0)(x, t)
     torch.testing.assert_close(same, ours, rtol=1e-12, atol=1e-15)
 
@@ -209,7 +190,7 @@ def test_deeplift_matches_captum(request, case_name, softplus, baseline):
         model = separated(model)
     ours_baseline, captum_baseline = _deeplift_baseline(baseline, x)
     ours = DeepLift(model, baseline=ours_baseline)(x, t)
-    assert_matches(f"DeepLift baseline={baseline}", ours, _captum_deeplift(model, x, captum_baseline, t))
+    AGREEMENT.check(f"DeepLift baseline={baseline}", ours, _captum_deeplift(model, x, captum_baseline, t))
 
 
 @pytest.mark.parametrize("baseline", ["zero", "random"])
@@ -264,7 +245,7 @@ def test_alpha_beta_rule_formula(alpha, beta):
     pos, neg = z.clamp(min=0), z.clamp(max=0)
     expected = (alpha * _ratio_rule(pos, pos.sum(1) + layer.bias.clamp(min=0), relevance)
                 - beta * _ratio_rule(neg, neg.sum(1) + layer.bias.clamp(max=0), relevance))
-    assert_matches(f"AlphaBeta({alpha}, {beta}) formula", ours, expected, rtol=1e-8)
+    AGREEMENT.check(f"AlphaBeta({alpha}, {beta}) formula", ours, expected, rtol=1e-8)
 
 
 def test_zbox_rule_formula():
@@ -274,7 +255,7 @@ def test_zbox_rule_formula():
     ours = ZBox(low, high)(Step("0", layer, a, layer(a)), relevance)
     w = layer.weight.T[None]
     c = a[:, :, None] * w - low[None, :, None] * w.clamp(min=0) - high[None, :, None] * w.clamp(max=0)
-    assert_matches("ZBox formula", ours, _ratio_rule(c, c.sum(1), relevance), rtol=1e-8)
+    AGREEMENT.check("ZBox formula", ours, _ratio_rule(c, c.sum(1), relevance), rtol=1e-8)
 
 
 def test_flat_rule_spreads_relevance_over_the_receptive_field():

@@ -33,7 +33,8 @@ def stratified_split(y: np.ndarray, train_fraction: float = 0.8, seed: int = SPL
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Fixed stratified split: for each class (ascending) one permutation drawn from
     ``np.random.default_rng(seed)``; its first ``round(train_fraction * n_class)`` rows are train.
-    Returns sorted (train, test) row indices."""
+    Returns (train, test) row indices: train in file order, test in one more fixed random order, so that
+    any prefix of a test split (``x[:64]``) mixes the classes even where the file is sorted by label."""
     rng = np.random.default_rng(seed)
     train, test = [], []
     for label in np.unique(y):
@@ -41,7 +42,7 @@ def stratified_split(y: np.ndarray, train_fraction: float = 0.8, seed: int = SPL
         cut = int(round(train_fraction * len(rows)))
         train.append(rows[:cut])
         test.append(rows[cut:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    return np.sort(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
 def select_split(n_or_y: np.ndarray, split: str) -> np.ndarray:

@@ -24,9 +24,12 @@ from veneer.models import cifar_vgg, mnist_cnn
 
 
 def captum_lrp(model):
+    """Captum LRP with the epsilon rule; Flatten, which Captum has no default rule for, passes relevance on."""
     for module in model.modules():
         if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
             module.rule = EpsilonRule(epsilon=1e-6)
+        elif isinstance(module, torch.nn.Flatten):
+            module.rule = EpsilonRule(epsilon=1e-9)
     return CaptumLRP(model)
 
 

@@ -169,6 +169,72 @@ def test_occlusion_matches_captum_when_stride_does_not_tile_the_image(request, c
     AGREEMENT.check("Occlusion[partial windows]", ours, reference)
 
 
+def _residual_block():
+    class Residual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = torch.nn.Conv2d(2, 2, 3, padding=1), torch.nn.Linear(2 * 12 * 12, 3)
+
+        def forward(self, x):
+            return self.head((x + self.conv(x).relu()).flatten(1))
+
+    return Residual()
+
+
+# chains with every kind of local layer the incremental path propagates a region through, and two that it
+# cannot use (a 'same'-padded convolution part way, a residual connection): all must equal full occlusion
+INCREMENTAL_MODELS = {
+    "strided-dilated-grouped": lambda: torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3, stride=2, padding=2, dilation=2), torch.nn.BatchNorm2d(4).eval(),
+        torch.nn.LeakyReLU(0.1, inplace=True), torch.nn.Conv2d(4, 4, (3, 2), groups=2, padding=(1, 0)),
+        torch.nn.AvgPool2d(2), torch.nn.Softplus(5), torch.nn.Flatten(), torch.nn.Linear(4 * 3 * 2, 3)),
+    "pool-first": lambda: torch.nn.Sequential(
+        torch.nn.MaxPool2d(2, stride=1), torch.nn.Conv2d(2, 3, 5), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+        torch.nn.MaxPool2d(3, stride=2, dilation=2), torch.nn.Flatten(), torch.nn.Linear(3 * 2 * 2, 3)),
+    "same-padding": lambda: torch.nn.Sequential(
+        torch.nn.Conv2d(2, 3, 3), torch.nn.ReLU(), torch.nn.Conv2d(3, 3, 3, padding="same"),
+        torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(12, 3)),
+    "residual": _residual_block,
+}
+
+
+@pytest.mark.parametrize("window, stride", [(3, 1), ((2, 5), (3, 2)), (9, 4)])
+@pytest.mark.parametrize("name", sorted(INCREMENTAL_MODELS))
+def test_incremental_occlusion_equals_full_occlusion(name, window, stride):
+    torch.manual_seed(0)
+    model = INCREMENTAL_MODELS[name]().double().eval()
+    for module in model.modules():  # non-trivial running statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2)
+    x = torch.rand(3, 2, 12, 12, generator=_gen(1), dtype=torch.float64)
+    t = torch.tensor([0, 2, 1])
+    full = Occlusion(model, window=window, stride=stride, baseline=0.3, incremental=False)(x, t)
+    for batch_size in (7, 2048):
+        fast = Occlusion(model, window=window, stride=stride, baseline=0.3, batch_size=batch_size)(x, t)
+        assert relative_error(fast, full) < 1e-12
+    assert full.abs().max() > 0
+
+
+def test_incremental_occlusion_evaluates_only_the_changed_region(cnn_case):
+    """The first 3x3 convolution of the small CNN computes only the (window + 2)^2 outputs a 4x4 window changes,
+    from (window + 4)^2 input crops, not from whole images."""
+    model, x, t = cnn_case
+    first_conv = model[0].weight
+    shapes = []
+
+    class RecordFirstConv(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func is torch.nn.functional.conv2d and args[1] is first_conv:
+                shapes.append(tuple(args[0].shape))
+            return func(*args, **(kwargs or {}))
+
+    with RecordFirstConv():
+        Occlusion(model, window=4, stride=4)(x, t)
+    whole = [s for s in shapes if s[-2:] == x.shape[-2:]]
+    assert whole and all(s[0] <= len(x) for s in whole)  # only the clean pass(es) see whole images
+    assert {s[-2:] for s in shapes if s not in whole} == {(8, 8)}
+
+
 def _explainer(name: str, model):
     factories = {
         "gradient": lambda: Gradient(model),

@@ -212,6 +212,34 @@ def test_fairwash_lowers_the_moment_gap_between_groups(small_mlp):
         Fairwash(small_mlp, "0", steps=1, progress=False)(x, group[:10])
 
 
+def test_recalibration_trains_only_the_layers_after_the_attacked_one(small_cnn):
+    """Phase two changes the head (modules 7 and 9 of the small CNN) and moves the outputs back towards the
+    original model's, while the attacked layer's activations stay exactly as the attack left them."""
+    x = _images(64, 11)
+    options = dict(k=4, steps=10, lr=3e-3, alpha=0.9, batch_size=16, attack_batch=16, progress=False)
+    attacked = PushDown(small_cnn, "4", **options)(x).model
+    attack = PushDown(small_cnn, "4", recalibrate_steps=40, **options)
+    recalibrated = attack(x).model
+    names = {id(p): n for n, p in recalibrated.named_parameters()}
+    assert sorted(names[id(p)] for p in attack.downstream_parameters(recalibrated)) == \
+        ["7.bias", "7.weight", "9.bias", "9.weight"]
+    for (name, before), after in zip(attacked.named_parameters(), recalibrated.parameters()):
+        assert torch.equal(before, after) == (name[0] not in "79"), name
+    acts = [activations(m, "4", x) for m in (attacked, recalibrated)]
+    assert torch.equal(acts[0], acts[1])
+    with torch.no_grad():
+        teacher = small_cnn(x).softmax(1)
+        gaps = [(m(x).softmax(1) - teacher).abs().mean() for m in (attacked, recalibrated)]
+    assert gaps[1] < 0.5 * gaps[0]
+
+
+def test_recalibration_needs_parameters_after_the_attacked_layer(small_cnn):
+    with pytest.raises(ValueError, match="recalibrate_steps must be an int >= 0"):
+        PushDown(small_cnn, "4", recalibrate_steps=-1)
+    with pytest.raises(ValueError, match="needs parameters after the attacked layers"):
+        PushDown(small_cnn, "9", k=2, steps=1, recalibrate_steps=1, progress=False)(_images(8, 0))
+
+
 def test_attack_arguments_are_checked(small_cnn):
     with pytest.raises(ValueError, match="alpha must lie in"):
         PushDown(small_cnn, "4", alpha=1.5)

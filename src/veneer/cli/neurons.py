@@ -66,6 +66,10 @@ def _attack_options(parser: argparse.ArgumentParser, steps: int, alpha: float, l
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=1.0,
                         help="distillation temperature of L_M (1: the paper's cross-entropy to the softmax)")
+    parser.add_argument("--recalibrate-steps", type=int, default=0,
+                        help="after the attack, steps of L_M alone on the layers after the attacked ones "
+                             "(the attacked activations and their top-k stay unchanged)")
+    parser.add_argument("--recalibrate-lr", type=float, default=None, help="learning rate of that phase (default --lr)")
     parser.add_argument("--heldout-split", default="test", help="split for Kendall-tau and held-out metrics")
     parser.add_argument("--encoder", default="default",
                         help="'default' (independent bundled CNN for MNIST, raw features for tabular data), "
@@ -248,7 +252,8 @@ def _fine_tune_summary(result: FineTuneResult) -> dict:
 
 def _options(args: argparse.Namespace) -> dict:
     return {"alpha": args.alpha, "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
-            "temperature": args.temperature,
+            "temperature": args.temperature, "recalibrate_steps": args.recalibrate_steps,
+            "recalibrate_lr": args.recalibrate_lr,
             "pre_activation": args.pre_activation, "seed": args.seed, "channels": args.channels}
 
 
@@ -364,7 +369,8 @@ def demo(run_dir: Path) -> dict:
     visualisations of 2 channels, Table 1 and the fine-tuned weights under ``run_dir``; returns the metrics."""
     args = argparse.Namespace(model="mnist-cnn", weights=None, data="mnist", layer="4", pre_activation=False,
                               k=10, n=None, out=str(run_dir), seed=0, channels=None, alpha=0.5, steps=120,
-                              lr=1e-3, batch_size=64, temperature=1.0, heldout_split="test", encoder="default",
+                              lr=1e-3, batch_size=64, temperature=1.0, recalibrate_steps=0, recalibrate_lr=None,
+                              heldout_split="test", encoder="default",
                               visualize=2, relative=True)
     run_push_down(args)
     return json.loads((Path(run_dir) / "metrics.json").read_text())

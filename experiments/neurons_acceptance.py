@@ -118,8 +118,8 @@ def main() -> None:
     out = Path(options.out)
     common = ["--seed", str(options.seed), "--k", "10"]
     commands = {
-        "push-down": ["neurons", "push-down", "--layer", "4", "--relative", "--steps", "300", "--alpha", "0.3",
-                      "--lr", "5e-4", "--recalibrate-steps", "400", "--recalibrate-lr", "2e-4"],
+        "push-down": ["neurons", "push-down", "--layer", "4", "--relative", "--steps", "800", "--alpha", "0.3",
+                      "--lr", "5e-4", "--temperature", "4", "--recalibrate-steps", "1000", "--recalibrate-lr", "1e-4"],
         "push-up": ["neurons", "push-up", "--layer", "4", "--steps", "200", "--alpha", "0.5", "--lr", "1e-3",
                     "--decoy-class", "0", "--n-decoys", "100", "--recalibrate-steps", "400", "--recalibrate-lr", "2e-4"],
         "fairwash": ["neurons", "fairwash", "--model", "adult-mlp", "--data", "adult", "--layer", "1",

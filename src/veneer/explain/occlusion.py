@@ -223,13 +223,10 @@ class Occlusion(Explainer):
         return attr.view(batch, 1, height, width).expand_as(x).contiguous()
 
     def _chain(self, x) -> tuple[Step, ...] | None:
-        """The clean forward pass as a chain of steps that starts with a local layer, else None."""
+        """The clean forward pass as a chain of steps, else None (then whole occluded images are evaluated)."""
         try:
             steps = trace_chain(self.model, x, "Occlusion", supported=(nn.Module,)).steps
-        except ValueError:  # not a chain: occlude whole images
-            return None
-        first = steps[0].module
-        if not (isinstance(first, POINTWISE) or _sliding_geometry(first) is not None):
+        except ValueError:
             return None
         return tuple(Step(s.name, s.module, s.input.detach(), s.output.detach()) for s in steps)
 

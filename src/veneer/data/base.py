@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 
 @dataclass
@@ -58,3 +58,62 @@ class LabeledData(Dataset):
                                  f"columns: {sorted({n.split('=')[0] for n in self.feature_names})}")
             found += hits
         return sorted(set(found))
+
+
+def as_labeled(data: object, name: str = "data") -> LabeledData:
+    """The one conversion of user data into a :class:`LabeledData`, used wherever veneer takes data.
+
+    Accepts a :class:`LabeledData` (returned as is), an ``(x, y)`` pair of tensors or arrays, a
+    :class:`~torch.utils.data.TensorDataset` of ``(x, y)``, any map-style ``Dataset`` whose items are
+    ``(x, y)`` pairs, or a :class:`~torch.utils.data.DataLoader` over such items. A loader is read once, batch
+    by batch, and its batches are concatenated: the loader's own batching and shuffling are replaced by the
+    caller's (e.g. the fine-tuning engine's seeded sampler). ``x`` becomes float32 unless it already is a
+    floating-point tensor; ``y`` must hold integer class indices. ``name`` is the argument named in errors.
+    """
+    if isinstance(data, LabeledData):
+        if len(data) == 0:
+            raise ValueError(f"{name} is empty (0 samples)")
+        return data
+    if isinstance(data, (tuple, list)):
+        if len(data) != 2:
+            raise ValueError(f"{name} as a tuple must be (x, y), got {len(data)} elements")
+        x, y = data
+    elif isinstance(data, TensorDataset):
+        if len(data.tensors) != 2:
+            raise ValueError(f"{name} as a TensorDataset must hold (x, y), got {len(data.tensors)} tensors")
+        x, y = data.tensors
+    elif isinstance(data, DataLoader):
+        xs, ys = [], []
+        for batch in data:
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise ValueError(f"{name}'s batches must be (x, y) pairs, got {type(batch).__name__}")
+            xs.append(torch.as_tensor(batch[0]))
+            ys.append(torch.as_tensor(batch[1]))
+        if not xs:
+            raise ValueError(f"{name} is empty (the DataLoader yields no batch)")
+        x, y = torch.cat(xs), torch.cat(ys)
+    elif isinstance(data, Dataset) and hasattr(data, "__len__"):
+        if len(data) == 0:
+            raise ValueError(f"{name} is empty (0 samples)")
+        return as_labeled(DataLoader(data, batch_size=256, shuffle=False), name)
+    else:
+        raise TypeError(f"{name} must be a LabeledData, an (x, y) pair of tensors, a Dataset or a DataLoader, "
+                        f"got {type(data).__name__}")
+    x, y = torch.as_tensor(x), torch.as_tensor(y)
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(f"{name} is empty (0 samples)")
+    if not x.is_floating_point():
+        x = x.float()
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise TypeError(f"{name}: y must hold integer class indices, got dtype {y.dtype}")
+    if y.ndim != 1:
+        raise ValueError(f"{name}: y must have shape (N,), got {tuple(y.shape)}")
+    if len(x) != len(y):
+        raise ValueError(f"{name}: x has {len(x)} rows but y has {len(y)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name}: x contains NaN or infinite values")
+    if bool((y < 0).any()):
+        raise ValueError(f"{name}: y must be class indices >= 0, got {int(y.min())}")
+    y = y.long()
+    classes = [str(c) for c in range(int(y.max()) + 1)]
+    return LabeledData(x, y, name, classes)

@@ -18,7 +18,7 @@ import pandas as pd
 from veneer.cli.attack import register
 
 ARGS = ["attack-input", "--sweep", "--n", "32", "--eps", "0.02,0.05,0.1", "--steps", "10", "--ig-steps", "8",
-        "--k", "100", "--surrogate-beta", "30"]
+        "--k", "100", "--softplus-beta", "30"]
 
 
 def main(out: str) -> None:

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from veneer.attacks import (ATTACKS, MassCenter, RandomSign, TargetMap, TargetRegion, TopK, explanation_change,
+from veneer.attacks import (ATTACKS, MassCenter, RandomSign, TargetMapAttack, TargetRegion, TopK, explanation_change,
                             make_attack, saliency_map, sweep)
 from veneer.cli.attack import register
 from veneer.data import mnist
@@ -30,7 +30,7 @@ def every_attack(model, explainer, eps, **options):
     return [RandomSign(model, explainer, eps=eps, input_range=options.get("input_range", (0.0, 1.0))),
             TopK(model, explainer, k=50, **iterative), MassCenter(model, explainer, **iterative),
             TargetRegion(model, explainer, mask=region, **iterative),
-            TargetMap(model, explainer, target=target, beta_growth=(10.0, 100.0), **iterative)]
+            TargetMapAttack(model, explainer, target=target, beta_growth=(10.0, 100.0), **iterative)]
 
 
 def assert_valid(attack, model, x, x_adv, low=0.0, high=1.0):
@@ -58,17 +58,17 @@ def test_every_attack_respects_budget_range_and_label(cnn_case, eps):
         assert_valid(attack, model, x, attack(x))
 
 
-def test_normalised_data_uses_its_own_per_channel_range(cnn_case):
+def test_normalized_data_uses_its_own_per_channel_range(cnn_case):
     model, x, _ = cnn_case
     mean, std = 0.3, 0.4
-    # the same network on standardised inputs: fold the normalisation into the input
-    normalised = (x - mean) / std
+    # the same network on standardised inputs: fold the normalization into the input
+    normalized = (x - mean) / std
     low, high = torch.tensor((0 - mean) / std).view(1, 1, 1), torch.tensor((1 - mean) / std).view(1, 1, 1)
     net = nn.Sequential(*model).eval()
     attack = MassCenter(net, Gradient(net), eps=0.2, steps=3, input_range=(low.double(), high.double()))
-    x_adv = attack(normalised)
-    assert_valid(attack, net, normalised, x_adv, low.item(), high.item())
-    assert float((x_adv - normalised).abs().max()) > 0.1
+    x_adv = attack(normalized)
+    assert_valid(attack, net, normalized, x_adv, low.item(), high.item())
+    assert float((x_adv - normalized).abs().max()) > 0.1
 
 
 def test_every_differentiable_explainer_can_be_attacked(small_cnn, cnn_inputs):
@@ -85,13 +85,13 @@ def test_every_differentiable_explainer_can_be_attacked(small_cnn, cnn_inputs):
 
 def test_the_model_itself_is_never_modified(small_cnn, cnn_inputs):
     before = {k: v.clone() for k, v in small_cnn.state_dict().items()}
-    TargetMap(small_cnn, Gradient(small_cnn), target=torch.ones(28, 28), steps=2, beta_growth=(10.0, 100.0))(cnn_inputs)
+    TargetMapAttack(small_cnn, Gradient(small_cnn), target=torch.ones(28, 28), steps=2, beta_growth=(10.0, 100.0))(cnn_inputs)
     assert all(isinstance(small_cnn[i], nn.ReLU) for i in (1, 4, 8))
     assert all(torch.equal(before[k], v) for k, v in small_cnn.state_dict().items())
 
 
 def test_beta_growth_reaches_its_end_value(small_cnn, cnn_inputs):
-    attack = TargetMap(small_cnn, Gradient(small_cnn), target=torch.ones(28, 28), steps=3, beta_growth=(10.0, 100.0))
+    attack = TargetMapAttack(small_cnn, Gradient(small_cnn), target=torch.ones(28, 28), steps=3, beta_growth=(10.0, 100.0))
     attack(cnn_inputs)
     betas = [m.beta for m in attack.surrogate.modules() if isinstance(m, nn.Softplus)]
     assert len(betas) == 3 and all(b == pytest.approx(100.0) for b in betas)
@@ -150,7 +150,7 @@ def test_random_draws_that_change_the_label_return_the_clean_image(mnist_case):
 def test_iterates_that_change_the_label_are_rejected(mnist_case):
     model, x, y = mnist_case
     x, y = x[:16], y[:16]
-    attack = MassCenter(model, Gradient(model), eps=0.3, alpha=0.15, steps=3)
+    attack = MassCenter(model, Gradient(model), eps=0.3, step_size=0.15, steps=3)
     judge, rejected = attack.judge, []
 
     def counting_judge(candidate, labels):
@@ -184,7 +184,7 @@ def test_target_map_halves_the_distance_to_a_reachable_target(mnist_case):
     explainer = Gradient(model)
     signs = torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(1)).to(x) * 2 - 1
     target = saliency_map(explainer, (x + 0.1 * signs).clamp(0, 1), y)
-    attack = TargetMap(model, explainer, target=target, eps=0.1, steps=10, beta_growth=(10.0, 100.0))
+    attack = TargetMapAttack(model, explainer, target=target, eps=0.1, steps=10, beta_growth=(10.0, 100.0))
     x_adv = attack(x, y)
 
     def distance(images):
@@ -211,9 +211,9 @@ def test_bad_arguments_raise_clear_errors(small_cnn, cnn_inputs):
     with pytest.raises(ValueError, match="mask must have shape"):
         TargetRegion(small_cnn, explainer, mask=torch.ones(27, 28), steps=1)(cnn_inputs)
     with pytest.raises(ValueError, match="target must have shape"):
-        TargetMap(small_cnn, explainer, target=torch.ones(3, 28, 28), steps=1)(cnn_inputs)
+        TargetMapAttack(small_cnn, explainer, target=torch.ones(3, 28, 28), steps=1)(cnn_inputs)
     with pytest.raises(ValueError, match="target must be a non-negative map"):
-        TargetMap(small_cnn, explainer, target=-torch.ones(28, 28))
+        TargetMapAttack(small_cnn, explainer, target=-torch.ones(28, 28))
     with pytest.raises(ValueError, match="k must be at most"):
         TopK(small_cnn, explainer, k=10_000, steps=1)(cnn_inputs)
     with pytest.raises(ValueError, match="not differentiable"):

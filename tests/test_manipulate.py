@@ -16,7 +16,7 @@ from torch import nn
 from veneer.data import LabeledData
 from veneer.explain import LRP, GradCAM, Gradient, GradientXInput, IntegratedGradients, Occlusion, SmoothGrad
 from veneer.manipulate import (CenterOfMass, ClassSwap, FeatureSuppress, Location, TargetMap, TopKSuppress,
-                               evaluate, keep_loss, lambda_to_alpha, make_objective, manipulate, picture,
+                               Manipulation, evaluate, keep_loss, lambda_to_alpha, make_objective, picture,
                                two_digit_images)
 from veneer.models.architectures import mnist_cnn, tabular_mlp
 from veneer.report.manipulate import write_evaluation
@@ -127,9 +127,10 @@ def test_each_objective_lowers_its_loss(case):
     model = small_cnn()
     explainer, objective = method(model), make()
     before = _attack_loss(model, explainer, objective, data)
-    _, history = manipulate(model, explainer, objective, data, alpha=0.9, lr=3e-3, epochs=8,
-                            batch_size=len(data), progress=False)
-    after = _attack_loss(model, explainer, objective, data)
+    result = Manipulation(model, explainer, objective, alpha=0.9, lr=3e-3, epochs=8,
+                            batch_size=len(data), progress=False)(data)
+    history = result.history
+    after = _attack_loss(result.model, explainer.with_model(result.model), objective, data)
     assert len(history) == 8 and history[-1]["attack"] < history[0]["attack"]
     assert after < 0.85 * before, (before, after)
 
@@ -140,12 +141,12 @@ def test_feature_suppress_hides_the_features_and_keeps_the_others():
     objective = FeatureSuppress(["sex", "race"])
     original = small_mlp()
     ref = Gradient(original)(data.x, target=data.y)
-    _, history = manipulate(model, Gradient(model), objective, data, alpha=0.9, lr=1e-2, epochs=30,
-                            batch_size=64, progress=False)
+    result = Manipulation(model, Gradient(model), objective, alpha=0.9, lr=1e-2, epochs=30,
+                            batch_size=64, progress=False)(data)
     assert objective.index.tolist() == [1, 2, 3, 4]
-    measures = objective.measures(Gradient(model)(data.x, target=data.y), None, ref)
+    measures = objective.measures(Gradient(result.model)(data.x, target=data.y), None, ref)
     assert measures["share_ratio"].mean() < 0.6
-    assert history[-1]["attack"] < 0.5 * history[0]["attack"]
+    assert result.history[-1]["attack"] < 0.5 * result.history[0]["attack"]
 
 
 @pytest.mark.parametrize("name", ["kl", "prob_mse"])
@@ -185,7 +186,7 @@ def keep_setup():
     with torch.no_grad():  # labels the model predicts, so every keep loss asks for the same outputs
         data.y = teacher(data.x).argmax(1)
     unkept = confident_cnn()
-    manipulate(unkept, Gradient(unkept), TargetMap("cross"), data, alpha=1.0, **KEEP_OPTIONS)
+    unkept = Manipulation(unkept, Gradient(unkept), TargetMap("cross"), alpha=1.0, **KEEP_OPTIONS)(data).model
     return data, teacher, unkept
 
 
@@ -193,7 +194,7 @@ def keep_setup():
 def test_each_keep_loss_holds_the_predictions(keep, keep_setup):
     data, teacher, unkept = keep_setup
     model = confident_cnn()
-    manipulate(model, Gradient(model), TargetMap("cross"), data, keep=keep, alpha=0.5, **KEEP_OPTIONS)
+    model = Manipulation(model, Gradient(model), TargetMap("cross"), keep=keep, alpha=0.5, **KEEP_OPTIONS)(data).model
     assert _agreement(unkept, teacher, data.x) < 0.8  # without a keep loss the labels drift
     assert _agreement(model, teacher, data.x) >= 0.95
     if keep != "ce":  # cross-entropy sharpens the probabilities; the distillation losses hold them
@@ -213,23 +214,25 @@ def test_softplus_during_training_and_relu_afterwards():
     model = small_cnn()
     model.register_forward_pre_hook(lambda module, _: seen.append(type(module[1]).__name__))
     data = image_data(8)
-    manipulate(model, Gradient(model), CenterOfMass(), data, epochs=1, batch_size=8, progress=False)
-    assert set(seen) == {"Softplus"} and isinstance(model[1], nn.ReLU) and not model.training
+    result = Manipulation(model, Gradient(model), CenterOfMass(), epochs=1, batch_size=8, progress=False)(data)
+    model = result.model  # the copy carries the hook; Softplus while training, ReLU afterwards
+    assert "Softplus" in seen and isinstance(model[1], nn.ReLU) and not model.training
     seen.clear()
-    manipulate(model, Gradient(model), CenterOfMass(), data, epochs=1, batch_size=8, softplus_beta=None,
-               progress=False)
+    Manipulation(model, Gradient(model), CenterOfMass(), epochs=1, batch_size=8, softplus_beta=None,
+               progress=False)(data)
     assert set(seen) == {"ReLU"}
 
 
 def test_trainable_prefixes_freeze_the_other_layers():
     model = small_cnn()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    manipulate(model, Gradient(model), CenterOfMass(), image_data(8), epochs=2, batch_size=8, lr=1e-2,
-               trainable=["7"], progress=False)
-    after = model.state_dict()
+    tuned = Manipulation(model, Gradient(model), CenterOfMass(), epochs=2, batch_size=8, lr=1e-2,
+                         trainable=["7"], progress=False)(image_data(8)).model
+    after = tuned.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("7."))
     assert not torch.equal(before["7.weight"], after["7.weight"])
-    assert all(p.requires_grad for p in model.parameters())
+    assert all(p.requires_grad for p in tuned.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model passed in
 
 
 def _weights_equal(a: nn.Module, b: nn.Module) -> bool:
@@ -243,19 +246,20 @@ def test_resume_ends_at_the_weights_of_an_uninterrupted_run(tmp_path):
     def run(**extra):
         model = small_cnn()
         # SmoothGrad without a seed draws from the global torch RNG: resume must restore it
-        return manipulate(model, SmoothGrad(model, samples=2), TargetMap("ring"), data, **options, **extra)
+        return Manipulation(model, SmoothGrad(model, samples=2), TargetMap("ring"), **options, **extra)(data)
 
-    whole, whole_history = run()
-    partial, _ = run(checkpoint_dir=tmp_path, max_steps=4)  # interrupted mid-epoch 2 (3 steps per epoch)
+    whole, whole_history = (lambda r: (r.model, r.history))(run())
+    partial = run(checkpoint_dir=tmp_path, max_steps=4).model  # interrupted mid-epoch 2 (3 steps per epoch)
     assert not _weights_equal(whole, partial)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.safetensors"]  # atomic: no temp left
-    resumed, resumed_history = run(checkpoint_dir=tmp_path, resume=True)
+    resumed = run(checkpoint_dir=tmp_path, resume=True)
+    resumed, resumed_history = resumed.model, resumed.history
     assert _weights_equal(whole, resumed)
     assert resumed_history == whole_history and len(whole_history) == 6
     with pytest.raises(ValueError, match="other settings.*alpha"):
         model = small_cnn()
-        manipulate(model, Gradient(model), TargetMap("ring"), data, checkpoint_dir=tmp_path, resume=True,
-                   **(options | {"alpha": 0.4}))
+        Manipulation(model, Gradient(model), TargetMap("ring"), checkpoint_dir=tmp_path, resume=True,
+                   **(options | {"alpha": 0.4}))(data)
 
 
 def _free_port() -> int:
@@ -271,7 +275,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
     model = small_cnn(dtype=torch.float64)
-    manipulate(model, Gradient(model), CenterOfMass((0, 0)), image_data(20, torch.float64), **DDP_OPTIONS)
+    model = Manipulation(model, Gradient(model), CenterOfMass((0, 0)), **DDP_OPTIONS)(image_data(20, torch.float64)).model
     if rank == 0:
         save_file(dict(model.state_dict()), out)
     torch.distributed.destroy_process_group()
@@ -281,7 +285,7 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path)
     out = str(tmp_path / "ddp.safetensors")
     mp.spawn(_ddp_worker, args=(2, _free_port(), out), nprocs=2, join=True)
     single = small_cnn(dtype=torch.float64)
-    manipulate(single, Gradient(single), CenterOfMass((0, 0)), image_data(20, torch.float64), **DDP_OPTIONS)
+    single = Manipulation(single, Gradient(single), CenterOfMass((0, 0)), **DDP_OPTIONS)(image_data(20, torch.float64)).model
     distributed = load_file(out)
     assert not torch.equal(distributed["0.weight"], small_cnn(dtype=torch.float64)[0].weight.detach())
     for key, value in single.state_dict().items():
@@ -296,25 +300,25 @@ def test_bad_input_is_answered_by_clear_errors():
     with pytest.raises(ValueError, match="objective must be one of"):
         make_objective("spiral")
     with pytest.raises(ValueError, match=r"target=\(40.0, 0.0\) lies outside the 28x28 image"):
-        manipulate(model, Gradient(model), CenterOfMass((40, 0)), data, progress=False)
+        Manipulation(model, Gradient(model), CenterOfMass((40, 0)), progress=False)(data)
     with pytest.raises(ValueError, match="Occlusion is not differentiable"):
-        manipulate(model, Occlusion(model), CenterOfMass(), data, progress=False)
+        Manipulation(model, Occlusion(model), CenterOfMass(), progress=False)(data)
     with pytest.raises(ValueError, match="explainer was built for another model"):
-        manipulate(model, Gradient(small_cnn()), CenterOfMass(), data, progress=False)
+        Manipulation(model, Gradient(small_cnn()), CenterOfMass(), progress=False)(data)
     with pytest.raises(ValueError, match="feature 'colour' is not in dataset"):
         mlp = small_mlp()
-        manipulate(mlp, Gradient(mlp), FeatureSuppress(["colour"]), tabular_data(), progress=False)
+        Manipulation(mlp, Gradient(mlp), FeatureSuppress(["colour"]), progress=False)(tabular_data())
     with pytest.raises(ValueError, match="needs tabular data"):
-        manipulate(model, Gradient(model), FeatureSuppress(["sex"]), data, progress=False)
+        Manipulation(model, Gradient(model), FeatureSuppress(["sex"]), progress=False)(data)
     with pytest.raises(ValueError, match="trainable prefix 'head'"):
-        manipulate(model, Gradient(model), CenterOfMass(), data, trainable=["head"], batch_size=8,
-                   progress=False)
+        Manipulation(model, Gradient(model), CenterOfMass(), trainable=["head"], batch_size=8,
+                   progress=False)(data)
     with pytest.raises(ValueError, match="alpha must lie in"):
-        manipulate(model, Gradient(model), CenterOfMass(), data, alpha=1.5, batch_size=8, progress=False)
+        Manipulation(model, Gradient(model), CenterOfMass(), alpha=1.5, batch_size=8, progress=False)(data)
     with pytest.raises(ValueError, match="keep must be one of"):
-        manipulate(model, Gradient(model), CenterOfMass(), data, keep="mse", batch_size=8, progress=False)
+        Manipulation(model, Gradient(model), CenterOfMass(), keep="mse", batch_size=8, progress=False)(data)
     with pytest.raises(ValueError, match="resume=True needs checkpoint_dir"):
-        manipulate(model, Gradient(model), CenterOfMass(), data, resume=True, progress=False)
+        Manipulation(model, Gradient(model), CenterOfMass(), resume=True, progress=False)(data)
     with pytest.raises(ValueError, match="map must be one of"):
         TargetMap("star")
     with pytest.raises(ValueError, match="a and b must be different"):
@@ -328,8 +332,8 @@ def test_evaluate_reports_transfer_noise_and_figures(tmp_path):
     data = image_data(12)
     original, model = small_cnn(), small_cnn()
     objective = TopKSuppress(30)
-    manipulate(model, Gradient(model), objective, data, alpha=0.9, lr=3e-3, epochs=3, batch_size=12,
-               progress=False)
+    model = Manipulation(model, Gradient(model), objective, alpha=0.9, lr=3e-3, epochs=3, batch_size=12,
+                         progress=False)(data).model
     explainers = {"gradient": Gradient(original), "lrp": LRP(original), "gradcam": GradCAM(original, "3"),
                   "occlusion": Occlusion(original, window=7, stride=7)}
     result = evaluate(original, model, objective, data, explainers, noise=6, batch_size=5, examples=3,
@@ -354,8 +358,8 @@ def test_evaluate_tabular_reports_features_and_fairness(tmp_path):
     data = tabular_data()
     original, model = small_mlp(), small_mlp()
     objective = FeatureSuppress(["sex", "race"])
-    manipulate(model, Gradient(model), objective, data, alpha=0.9, lr=3e-3, epochs=5, batch_size=64,
-               progress=False)
+    model = Manipulation(model, Gradient(model), objective, alpha=0.9, lr=3e-3, epochs=5, batch_size=64,
+                         progress=False)(data).model
     result = evaluate(original, model, objective, data, {"gradient": Gradient(original)}, noise=10,
                       progress=False)
     assert result.features["names"] == ["age", "sex", "race", "hours"]

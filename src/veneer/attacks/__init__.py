@@ -2,7 +2,7 @@
 
 Ghorbani, Abid & Zou (2019), "Interpretation of Neural Networks is Fragile": :class:`RandomSign` (baseline),
 :class:`TopK`, :class:`MassCenter`, :class:`TargetRegion`; Dombrowski et al. (2019), "Explanations can be
-manipulated and geometry is to blame": :class:`TargetMap`. Torchattacks-style::
+manipulated and geometry is to blame": :class:`TargetMapAttack`. Torchattacks-style::
 
     attack = MassCenter(model, Gradient(model), eps=0.1, steps=300)
     x_adv = attack(x)          # label kept, ||x_adv - x||_inf <= eps, inside input_range
@@ -13,11 +13,11 @@ paper's metrics (Spearman, top-k intersection, center-of-mass shift).
 """
 
 from veneer.attacks.base import AttackResult, ExplanationAttack, IterativeAttack, saliency_map
-from veneer.attacks.dombrowski import TargetMap
+from veneer.attacks.dombrowski import TargetMapAttack
 from veneer.attacks.evaluation import explanation_change
 from veneer.attacks.ghorbani import MassCenter, RandomSign, TargetRegion, TopK
 from veneer.attacks.sweep import ATTACKS, Outcome, attack_images, make_attack, sweep
 
 __all__ = ["ExplanationAttack", "IterativeAttack", "AttackResult", "RandomSign", "TopK", "MassCenter",
-           "TargetRegion", "TargetMap", "saliency_map", "explanation_change", "ATTACKS", "make_attack",
+           "TargetRegion", "TargetMapAttack", "saliency_map", "explanation_change", "ATTACKS", "make_attack",
            "attack_images", "Outcome", "sweep"]

@@ -62,7 +62,7 @@ def saliency_map(explainer: Explainer, x: torch.Tensor, target: torch.Tensor, cr
     return heatmap(explainer(x, target=target, create_graph=create_graph), reduce="abs_sum")
 
 
-def normalised(saliency: torch.Tensor) -> torch.Tensor:
+def normalized(saliency: torch.Tensor) -> torch.Tensor:
     """Saliency maps ``(B, H, W)`` scaled to sum 1 each (the "normalized feature importance" of Ghorbani et al.)."""
     return heatmap(saliency, reduce="sum", normalize="sum")
 
@@ -73,7 +73,7 @@ class ExplanationAttack:
     ``model`` is the attacked classifier (eval mode); ``explainer`` must be built for that same model.
     ``eps`` is the l-inf budget and ``input_range`` the valid ``(low, high)`` input values, both in the
     data's own units: numbers, or tensors broadcastable to ``x`` (e.g. ``(C, 1, 1)`` per-channel bounds
-    for normalised data). ``attack(x, y=None)`` returns the perturbed batch; ``y`` is the label to keep
+    for normalized data). ``attack(x, y=None)`` returns the perturbed batch; ``y`` is the label to keep
     and the class whose explanation is attacked (default: the model's prediction on ``x``).
     ``attack.result`` holds the per-image :class:`AttackResult` of the last call.
     """
@@ -121,7 +121,7 @@ class ExplanationAttack:
         bounds = self._bounds(x)
         if bool(((x < bounds[0]) | (x > bounds[1])).any()):
             raise ValueError(f"x has values outside input_range {self._range_text()}; pass the data's own "
-                             "value range (e.g. per-channel bounds for normalised images)")
+                             "value range (e.g. per-channel bounds for normalized images)")
         x = x.detach()
         with torch.no_grad():
             labels = resolve_target(y, self.model(x), "y")
@@ -179,8 +179,8 @@ def _per_image(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class IterativeAttack(ExplanationAttack):
     """Ghorbani et al. (2019), Algorithm 1: projected signed-gradient ascent on a differentiable objective.
 
-    Each step ``x_{p} = Proj(x_{p-1} + alpha * sign(grad objective(x_{p-1})))``, the gradient taken through
-    ``explainer.with_model(with_softplus(model, surrogate_beta))`` with ``create_graph=True`` (``surrogate_beta
+    Each step ``x_{p} = Proj(x_{p-1} + step_size * sign(grad objective(x_{p-1})))``, the gradient taken through
+    ``explainer.with_model(with_softplus(model, softplus_beta))`` with ``create_graph=True`` (``softplus_beta
     =None`` differentiates the model itself, for models without ReLU). The iterate is judged on the original
     model: if it changes the predicted label it is rejected, the image stays at its last accepted iterate and
     its step size is halved (returning to the same point with the same step would repeat the same rejected
@@ -188,26 +188,26 @@ class IterativeAttack(ExplanationAttack):
     from rejected iterates and only skips them when choosing the result). Each image returns its accepted
     iterate of largest dissimilarity, or the clean image if none beats it.
 
-    ``alpha`` defaults to ``2.5 * eps / steps`` (Madry et al. 2018's PGD rule: the walk can cross the ball).
+    ``step_size`` defaults to ``2.5 * eps / steps`` (Madry et al. 2018's PGD rule: the walk can cross the ball).
     Deterministic: no randomness is drawn, so a batch gives each image the result it gets alone, up to the
     floating-point differences of batched kernels (which can flip the sign of near-zero gradient entries).
     """
 
-    def __init__(self, model: nn.Module, explainer: Explainer, eps: float = 8 / 255, alpha: float | None = None,
-                 steps: int = 300, surrogate_beta: float | None = 30.0, input_range: tuple[Any, Any] = (0.0, 1.0),
+    def __init__(self, model: nn.Module, explainer: Explainer, eps: float = 8 / 255, step_size: float | None = None,
+                 steps: int = 300, softplus_beta: float | None = 30.0, input_range: tuple[Any, Any] = (0.0, 1.0),
                  progress: bool = False):
         super().__init__(model, explainer, eps, input_range, progress)
         check_positive("steps", steps, integer=True)
-        if alpha is None:
-            alpha = 2.5 * self.eps / steps
-        elif isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-            raise TypeError(f"alpha must be a number or None, got {alpha!r}")
-        check_positive("alpha", alpha)
-        if surrogate_beta is not None:
-            check_positive("surrogate_beta", surrogate_beta)
+        if step_size is None:
+            step_size = 2.5 * self.eps / steps
+        elif isinstance(step_size, bool) or not isinstance(step_size, (int, float)):
+            raise TypeError(f"step_size must be a number or None, got {step_size!r}")
+        check_positive("step_size", step_size)
+        if softplus_beta is not None:
+            check_positive("softplus_beta", softplus_beta)
         check_explainer(explainer, model, differentiable=True)
-        self.alpha, self.steps, self.surrogate_beta = float(alpha), steps, surrogate_beta
-        self.surrogate = model if surrogate_beta is None else with_softplus(model, surrogate_beta)
+        self.step_size, self.steps, self.softplus_beta = float(step_size), steps, softplus_beta
+        self.surrogate = model if softplus_beta is None else with_softplus(model, softplus_beta)
         self.surrogate_explainer = explainer.with_model(self.surrogate)
 
     def objective(self, saliency: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
@@ -229,7 +229,7 @@ class IterativeAttack(ExplanationAttack):
         current, best = x.clone(), x.clone()
         best_score = torch.zeros(batch, dtype=x.dtype, device=x.device)
         best_step = torch.zeros(batch, dtype=torch.long, device=x.device)
-        step_size = torch.full((batch,), self.alpha, dtype=x.dtype, device=x.device)
+        step_size = torch.full((batch,), self.step_size, dtype=x.dtype, device=x.device)
         desc = f"{self.name} ({getattr(self.explainer, 'name', type(self.explainer).__name__)})"
         for step in tqdm(range(1, self.steps + 1), desc=desc, disable=not self.progress, leave=False):
             self.before_step(step)

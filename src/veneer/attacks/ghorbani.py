@@ -1,7 +1,7 @@
 """The attacks of Ghorbani, Abid & Zou (2019), "Interpretation of Neural Networks is Fragile" (AAAI), Sec. 3.
 
 Saliency maps are the absolute attributions summed over channels (:func:`veneer.attacks.base.saliency_map`);
-objectives that compare mass use maps normalised to sum 1.
+objectives that compare mass use maps normalized to sum 1.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from veneer.attacks.base import ExplanationAttack, IterativeAttack, normalised
+from veneer.attacks.base import ExplanationAttack, IterativeAttack, normalized
 from veneer.checks import check_positive, check_tensor
 from veneer.explain import Explainer
 from veneer.metrics import center_of_mass, com_distance, spearman, topk_intersection
@@ -63,7 +63,7 @@ class RandomSign(ExplanationAttack):
 
 
 class TopK(IterativeAttack):
-    """Top-k attack (Ghorbani et al. 2019, Sec. 3): decrease the normalised saliency mass of the ``k`` features
+    """Top-k attack (Ghorbani et al. 2019, Sec. 3): decrease the normalized saliency mass of the ``k`` features
     that were most important in the clean map, ``objective = -sum_{i in top-k(clean)} h_i / sum_i h_i``.
 
     ``dissimilarity`` (which picks the returned iterate, as the paper's reference code) is
@@ -85,7 +85,7 @@ class TopK(IterativeAttack):
         self._top = torch.zeros_like(flat).scatter_(1, flat.topk(self.k, dim=1).indices, 1.0).view_as(clean_map)
 
     def objective(self, saliency, x_adv):
-        return -(normalised(saliency) * self._top).sum(dim=(1, 2))
+        return -(normalized(saliency) * self._top).sum(dim=(1, 2))
 
     def dissimilarity(self, saliency):
         return 1 - topk_intersection(self._clean_map, saliency, self.k)
@@ -113,7 +113,7 @@ class MassCenter(IterativeAttack):
 
 class TargetRegion(IterativeAttack):
     """Targeted region attack (Ghorbani et al. 2019, Sec. 3, "targeted attack"): increase the share of
-    normalised saliency mass inside ``mask`` (``(H, W)`` or ``(B, H, W)``, values in [0, 1], 1 = inside).
+    normalized saliency mass inside ``mask`` (``(H, W)`` or ``(B, H, W)``, values in [0, 1], 1 = inside).
 
     ``objective = sum_i mask_i h_i / sum_i h_i``; ``dissimilarity`` is that share's gain over the clean map.
     """
@@ -132,7 +132,7 @@ class TargetRegion(IterativeAttack):
         self._clean_share = self._share(clean_map)
 
     def _share(self, saliency: torch.Tensor) -> torch.Tensor:
-        return (normalised(saliency) * self._mask).sum(dim=(1, 2))
+        return (normalized(saliency) * self._mask).sum(dim=(1, 2))
 
     def objective(self, saliency, x_adv):
         return self._share(saliency)

@@ -20,16 +20,16 @@ ATTACKS: dict[str, type[ExplanationAttack]] = {"random": RandomSign, "top-k": To
 
 
 def make_attack(name: str, model: nn.Module, explainer: Explainer, eps: float, *, steps: int = 300,
-                alpha: float | None = None, surrogate_beta: float | None = 30.0, k: int = 100,
+                step_size: float | None = None, softplus_beta: float | None = 30.0, k: int = 100,
                 input_range: tuple[Any, Any] = (0.0, 1.0), seed: int = 0, progress: bool = False
                 ) -> ExplanationAttack:
     """An untargeted attack by its CLI name (see ``ATTACKS``), given the options that apply to it:
-    ``seed`` to ``random``, ``steps``/``alpha``/``surrogate_beta`` to the iterative ones, ``k`` to ``top-k``."""
+    ``seed`` to ``random``, ``steps``/``step_size``/``softplus_beta`` to the iterative ones, ``k`` to ``top-k``."""
     if name not in ATTACKS:
         raise ValueError(f"attack must be one of {sorted(ATTACKS)}, got {name!r}")
     if name == "random":
         return RandomSign(model, explainer, eps=eps, input_range=input_range, seed=seed, progress=progress)
-    options = {"eps": eps, "steps": steps, "alpha": alpha, "surrogate_beta": surrogate_beta,
+    options = {"eps": eps, "steps": steps, "step_size": step_size, "softplus_beta": softplus_beta,
                "input_range": input_range, "progress": progress}
     if name == "top-k":
         options["k"] = k
@@ -80,8 +80,8 @@ def sweep(model: nn.Module, explainers: dict[str, Explainer], x: torch.Tensor, y
           eps_values: list[float], attacks: list[str], *, k: int = 100, batch_size: int = 64,
           progress: bool = False, **attack_options: Any) -> list[Outcome]:
     """Every attack (``ATTACKS`` names) with every explainer at every ``eps`` on ``x`` (labels ``y`` kept):
-    Ghorbani et al. (2019), Fig. 3. ``attack_options`` go to :func:`make_attack` (``steps``, ``alpha``,
-    ``surrogate_beta``, ``input_range``, ``seed``). Returns one :class:`Outcome` per combination."""
+    Ghorbani et al. (2019), Fig. 3. ``attack_options`` go to :func:`make_attack` (``steps``, ``step_size``,
+    ``softplus_beta``, ``input_range``, ``seed``). Returns one :class:`Outcome` per combination."""
     if not eps_values:
         raise ValueError("eps_values must name at least one budget")
     cells = [(eps, attack, method) for eps in eps_values for attack in attacks for method in explainers]

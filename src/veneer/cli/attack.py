@@ -42,8 +42,8 @@ def register(subparsers) -> None:
     parser.add_argument("--sweep", action="store_true",
                         help="Ghorbani Fig. 3: every attack x method over the budgets; writes sweep.csv and sweep.png")
     parser.add_argument("--steps", type=int, default=300, help="signed-gradient steps of the iterative attacks")
-    parser.add_argument("--alpha", type=float, default=None, help="step size (default 2.5 * eps / steps)")
-    parser.add_argument("--surrogate-beta", type=float, default=30.0,
+    parser.add_argument("--step-size", type=float, default=None, help="step size (default 2.5 * eps / steps)")
+    parser.add_argument("--softplus-beta", type=float, default=30.0,
                         help="beta of the Softplus that replaces ReLU for the attack's gradients (0: no surrogate)")
     parser.add_argument("--k", type=int, default=100, help="top-k attack size and top-k intersection size")
     parser.add_argument("--ig-steps", type=int, default=32, help="integration steps of integrated gradients")
@@ -152,8 +152,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = attack_inputs(
         load_model(args), load_data(args), run_dir.path, methods=methods, attacks=attacks, eps_values=eps_values,
         with_sweep=args.sweep, ig_steps=args.ig_steps, device=args.device, batch_size=args.batch_size,
-        show=args.show, k=args.k, steps=args.steps, alpha=args.alpha,
-        surrogate_beta=args.surrogate_beta or None, input_range=tuple(input_range), seed=args.seed)
+        show=args.show, k=args.k, steps=args.steps, step_size=args.step_size,
+        softplus_beta=args.softplus_beta or None, input_range=tuple(input_range), seed=args.seed)
     run_dir.write_metrics(metrics)
     for row in metrics["results"]:
         print(f"{row['attack']:>11} {row['method']:>9} eps={row['eps']:<6g} label kept {row['label_kept_rate']:.2f}  "

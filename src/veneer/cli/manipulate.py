@@ -15,7 +15,6 @@ Tables 3.1/3.2), ``transfer_noise.md/.csv``, ``heatmaps.png`` (thesis Fig. 3.3) 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import time
@@ -27,8 +26,8 @@ import torch
 from veneer.cli.common import add_data_args, add_model_args, add_run_args, build_explainers, load_data, load_model
 from veneer.data import LabeledData, mnist
 from veneer.explain import Explainer, Gradient, GradientXInput, IntegratedGradients, LRP
-from veneer.manipulate import (KEEP_LOSSES, OBJECTIVES, PICTURES, Objective, distributed_context, evaluate,
-                               make_objective, manipulate)
+from veneer.finetune import distributed_context
+from veneer.manipulate import KEEP_LOSSES, OBJECTIVES, PICTURES, Manipulation, Objective, evaluate, make_objective
 from veneer.models import accuracy, pretrained, resolve_model, save
 from veneer.report.manipulate import write_evaluation, write_table
 from veneer.runs import RunDir, seed_everything
@@ -123,18 +122,17 @@ def register(subparsers) -> None:
 
 def manipulate_and_save(model: torch.nn.Module, explainer: Explainer, objective: Objective, data: LabeledData,
                         directory: Path, write: bool = True, **options: Any) -> dict[str, Any]:
-    """Run :func:`veneer.manipulate.manipulate` with checkpoints in ``directory``; unless ``write`` is false
-    (ranks other than 0), write ``model.safetensors`` and ``history.md/.csv`` there; return metrics."""
-    start = time.perf_counter()
-    model, history = manipulate(model, explainer, objective, data, checkpoint_dir=directory, **options)
-    seconds = time.perf_counter() - start
-    metrics = {"steps": len(history), "seconds": seconds, "final": history[-1],
-               "train_accuracy": accuracy(model, data.x, data.y)}
+    """Run :class:`veneer.manipulate.Manipulation` with checkpoints in ``directory``; unless ``write`` is
+    false (ranks other than 0), write ``model.safetensors`` and ``history.md/.csv`` there; return
+    ``(manipulated model, metrics)``."""
+    result = Manipulation(model, explainer, objective, checkpoint_dir=directory, **options)(data)
+    metrics = {"steps": len(result.history), "seconds": result.seconds, "final": result.history[-1],
+               "train_accuracy": accuracy(result.model, data.x, data.y)}
     if write:
-        save(model, Path(directory) / "model.safetensors", {"objective": repr(objective),
-                                                            "explainer": repr(explainer)})
-        write_table(history, Path(directory) / "history")
-    return metrics
+        save(result.model, Path(directory) / "model.safetensors", {"objective": repr(objective),
+                                                                   "explainer": repr(explainer)})
+        write_table(result.history, Path(directory) / "history")
+    return result.model, metrics
 
 
 def evaluate_and_save(original: torch.nn.Module, manipulated: torch.nn.Module, objective: Objective,
@@ -159,11 +157,11 @@ def run_manipulate(args: argparse.Namespace) -> int:
         model = model.cuda()
     explainer = build_explainers(model, [args.method], ig_steps=args.ig_steps)[args.method]
     objective = objective_from_args(args)
-    metrics = manipulate_and_save(
+    _, metrics = manipulate_and_save(
         model, explainer, objective, data, Path(args.out), rank == 0, keep=args.keep, alpha=args.alpha,
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, softplus_beta=args.softplus_beta or None,
         trainable=args.trainable.split(",") if args.trainable else None, checkpoint_every=args.checkpoint_every,
-        resume=args.resume, seed=args.seed, max_steps=args.max_steps)
+        resume=args.resume, seed=args.seed, max_steps=args.max_steps, progress=True)
     if run_dir is not None:
         run_dir.write_metrics(metrics | {"world_size": world})
         print(f"{metrics['steps']} steps in {metrics['seconds']:.1f} s; wrote {run_dir.file('model.safetensors')}")
@@ -210,10 +208,10 @@ def demo(run_dir: Path) -> dict[str, Any]:
     run = RunDir(run_dir, {"demo": "manipulate", "objective": "com", "target": [0, 0], "method": "gradient"}, 0)
     seed_everything(0)
     original = pretrained("mnist-cnn")
-    model = copy.deepcopy(original)
     objective = make_objective("com", target=(0, 0))
-    metrics = manipulate_and_save(model, Gradient(model), objective, mnist("train").subset(slice(0, 4000, 4)),
-                                  run.path, alpha=0.1, lr=1e-3, epochs=4, batch_size=64, seed=0)
+    model, metrics = manipulate_and_save(original, Gradient(original), objective,
+                                         mnist("train").subset(slice(0, 4000, 4)), run.path, alpha=0.1, lr=1e-3,
+                                         epochs=4, batch_size=64, seed=0, progress=True)
     explainers = {"gradient": Gradient(original), "gradient_x_input": GradientXInput(original),
                   "ig": IntegratedGradients(original, steps=16), "lrp": LRP(original)}
     metrics["evaluation"] = evaluate_and_save(original, model, objective, mnist("test").subset(slice(0, 1000, 5)),

@@ -17,10 +17,11 @@ from torch import nn
 
 from veneer.cli.common import add_model_args, add_run_args, load_model
 from veneer.data import LabeledData, load_dataset
+from veneer.finetune import FineTuneResult
 from veneer.metrics import ddi, deo
 from veneer.models import accuracy, load, predict, save
 from veneer.neurons import (
-    Fairwash, FineTuneResult, PushDown, PushUp, activations, channel_decorrelation, compare_activations,
+    Fairwash, PushDown, PushUp, activations, channel_decorrelation, compare_activations,
     default_layer, group_fairness, independent_encoder, label_share, top_k, topk_indices, visualize,
 )
 from veneer.report.neurons import (
@@ -63,9 +64,13 @@ def _attack_options(parser: argparse.ArgumentParser, steps: int, alpha: float, l
     parser.add_argument("--alpha", type=float, default=alpha, help="weight of L_A against L_M (Eq. 2)")
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--lr", type=float, default=lr)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="training rows per step")
+    parser.add_argument("--attack-batch", type=int, default=64,
+                        help="the attack's own rows per step (D_attack images, decoys, group samples)")
     parser.add_argument("--temperature", type=float, default=1.0,
-                        help="distillation temperature of L_M (1: the paper's cross-entropy to the softmax)")
+                        help="distillation temperature of L_M (1: the paper's, up to a constant)")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (--resume later)")
+    parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.safetensors")
     parser.add_argument("--recalibrate-steps", type=int, default=0,
                         help="after the attack, steps of L_M alone on the layers after the attacked ones "
                              "(the attacked activations and their top-k stay unchanged)")
@@ -246,15 +251,17 @@ def evaluate_attack(original: nn.Module, attacked: nn.Module, layer: str, train:
 
 
 def _fine_tune_summary(result: FineTuneResult) -> dict:
-    return {"seconds": result.seconds, "attack_loss_before": result.attack_loss_before,
-            "attack_loss_after": result.attack_loss_after, "history": result.history[:: max(1, len(result.history) // 50)]}
+    return {"seconds": result.seconds, **result.measures,
+            "history": result.history[:: max(1, len(result.history) // 50)]}
 
 
 def _options(args: argparse.Namespace) -> dict:
     return {"alpha": args.alpha, "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
             "temperature": args.temperature, "recalibrate_steps": args.recalibrate_steps,
             "recalibrate_lr": args.recalibrate_lr,
-            "pre_activation": args.pre_activation, "seed": args.seed, "channels": args.channels}
+            "pre_activation": args.pre_activation, "seed": args.seed, "channels": args.channels,
+            "attack_batch": args.attack_batch, "checkpoint_dir": args.out, "resume": args.resume,
+            "max_steps": args.max_steps, "progress": True}
 
 
 def _attack_run(args: argparse.Namespace, attack: str, run_attack) -> int:
@@ -277,7 +284,7 @@ def _attack_run(args: argparse.Namespace, attack: str, run_attack) -> int:
 
 def run_push_down(args: argparse.Namespace) -> int:
     def attack(model, layer, train):
-        return PushDown(model, layer, k=args.k, relative=args.relative, **_options(args))(train.x), {}
+        return PushDown(model, layer, k=args.k, relative=args.relative, **_options(args))(train), {}
 
     return _attack_run(args, "push-down", attack)
 
@@ -304,7 +311,7 @@ def run_push_up(args: argparse.Namespace) -> int:
         if len(members) == 0:
             raise ValueError(f"--decoy-class {args.decoy_class} has no training image")
         decoys = train.x[members[: args.n_decoys]]
-        result = PushUp(model, layer, k=args.k, margin=args.margin, **_options(args))(train.x, decoys)
+        result = PushUp(model, layer, k=args.k, margin=args.margin, **_options(args))(train, decoys)
         share = {f"decoy_share_{name}": (lambda o, a, lay, tr, he, live, split=name: decoy_share(
             o, a, lay, tr if split == "train" else he, args.decoy_class, args.k, args.pre_activation, live))
             for name in ("train", "heldout")}
@@ -337,7 +344,7 @@ def run_fairwash(args: argparse.Namespace) -> int:
     if args.most_biased is not None:
         channels = before["ks"].argsort(descending=True)[: args.most_biased].sort().values.tolist()
     options = _options(args) | {"channels": channels}
-    result = Fairwash(model, layer, **options)(train.x, group_train)
+    result = Fairwash(model, layer, **options)(train, group_train)
     save(result.model, run_dir.file("attacked.safetensors"), {"attack": "fairwash", "layer": layer, "seed": args.seed})
     after = fairness_of(result.model, layer, heldout, group_heldout, args.k, args.pre_activation)
     attacked = torch.zeros(len(before["ks"]), dtype=torch.bool)
@@ -369,7 +376,8 @@ def demo(run_dir: Path) -> dict:
     visualisations of 2 channels, Table 1 and the fine-tuned weights under ``run_dir``; returns the metrics."""
     args = argparse.Namespace(model="mnist-cnn", weights=None, data="mnist", layer="4", pre_activation=False,
                               k=10, n=None, out=str(run_dir), seed=0, channels=None, alpha=0.5, steps=120,
-                              lr=1e-3, batch_size=64, temperature=1.0, recalibrate_steps=0, recalibrate_lr=None,
+                              lr=1e-3, batch_size=64, attack_batch=64, temperature=1.0, recalibrate_steps=0,
+                              recalibrate_lr=None, max_steps=None, resume=False,
                               heldout_split="test", encoder="default",
                               visualize=2, relative=True)
     run_push_down(args)

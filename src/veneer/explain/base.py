@@ -31,6 +31,14 @@ class Explainer:
         self.model = model
 
     def __call__(self, x: torch.Tensor, target=None, create_graph: bool = False) -> torch.Tensor:
+        return self.explain_with_output(x, target, create_graph)[0]
+
+    def explain_with_output(self, x: torch.Tensor, target=None, create_graph: bool = False
+                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(attr, logits)``: the attribution and, for methods whose pass runs the model once on ``x`` itself
+        (Gradient, GradientXInput, GradCAM), that pass's output ``model(x)`` (in the graph when
+        ``create_graph``), else ``None``. A fine-tuning loop reuses it for its keep loss instead of running
+        the model again."""
         check_tensor("x", x, ndim=(2, 3, 4, 5))
         check_eval_mode(self.model)
         if create_graph and not self.differentiable:
@@ -41,8 +49,10 @@ class Explainer:
         else:  # only the number of classes is needed to check the target
             logits = torch.empty(x.shape[0], self._num_classes(x), device=x.device)
         target = resolve_target(target, logits)
-        attr = self.attribute(x, target, create_graph)
-        return attr if create_graph else attr.detach()
+        attr, output = self.attribute_with_output(x, target, create_graph)
+        if not create_graph:
+            attr, output = attr.detach(), None if output is None else output.detach()
+        return attr, output
 
     def _num_classes(self, x: torch.Tensor) -> int:
         """Output width of the model, from one forward pass of one sample, remembered per input shape."""
@@ -55,6 +65,12 @@ class Explainer:
 
     def attribute(self, x: torch.Tensor, target: torch.Tensor, create_graph: bool) -> torch.Tensor:
         raise NotImplementedError
+
+    def attribute_with_output(self, x: torch.Tensor, target: torch.Tensor, create_graph: bool
+                              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`attribute` and the model's output on ``x`` when the method computed it (see
+        :meth:`explain_with_output`); methods that run the model once on ``x`` override this instead."""
+        return self.attribute(x, target, create_graph), None
 
     def with_model(self, model: nn.Module) -> "Explainer":
         """The same method with the same options, bound to another model (e.g. a Softplus surrogate)."""
@@ -80,18 +96,29 @@ def check_explainer(explainer: object, model: nn.Module, differentiable: bool = 
                          "IntegratedGradients, SmoothGrad, GradCAM, LRP or DeepLift")
 
 
+def pick_target(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B,) entries of ``output`` (B, classes) at the target class, ``target`` repeated to match a batch that
+    tiles the targets."""
+    repeats = output.shape[0] // target.shape[0]
+    return output.gather(1, target.repeat(repeats)[:, None]).squeeze(1)
+
+
 def target_logits(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(B,) logits of the target class, ``target`` repeated to match a batch that tiles the targets."""
-    out = model(x)
-    repeats = out.shape[0] // target.shape[0]
-    return out.gather(1, target.repeat(repeats)[:, None]).squeeze(1)
+    """(B,) logits of the target class (see :func:`pick_target`)."""
+    return pick_target(model(x), target)
+
+
+def gradient_and_output(model: nn.Module, x: torch.Tensor, target: torch.Tensor, create_graph: bool
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(d logit_target / d x, model(x))`` for every sample of ``x`` (samples are independent, so the sum's
+    gradient is each sample's own gradient). ``x`` may hold several copies of the batch stacked along dim 0."""
+    if not x.requires_grad:
+        x = x.detach().requires_grad_(True)
+    output = model(x)
+    (grad,) = torch.autograd.grad(pick_target(output, target).sum(), x, create_graph=create_graph)
+    return grad, output
 
 
 def input_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor, create_graph: bool) -> torch.Tensor:
-    """d logit_target / d x for every sample of ``x`` (samples are independent, so the sum's gradient is
-    each sample's own gradient). ``x`` may hold several copies of the batch stacked along dim 0."""
-    if not x.requires_grad:
-        x = x.detach().requires_grad_(True)
-    score = target_logits(model, x, target).sum()
-    (grad,) = torch.autograd.grad(score, x, create_graph=create_graph)
-    return grad
+    """d logit_target / d x (see :func:`gradient_and_output`)."""
+    return gradient_and_output(model, x, target, create_graph)[0]

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from veneer.checks import find_module
-from veneer.explain.base import Explainer, target_logits
+from veneer.explain.base import Explainer, pick_target
+from veneer.models import capture
 
 
 class GradCAM(Explainer):
@@ -25,29 +26,25 @@ class GradCAM(Explainer):
             raise ValueError(f"interpolate must be 'bilinear' or 'nearest', got {interpolate!r}")
         self.layer, self.interpolate, self.relu = layer, interpolate, relu
 
-    def layer_activation(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(activation of ``layer``, target logits) from one forward pass."""
-        captured: list[torch.Tensor] = []
-        module = find_module(self.model, self.layer)
-        handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
-        try:
-            scores = target_logits(self.model, x, target)
-        finally:
-            handle.remove()
-        if len(captured) != 1 or captured[0].ndim != 4:
-            shape = tuple(captured[0].shape) if captured else None
+    def layer_activation(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(activation of ``layer``, model output) from one forward pass."""
+        with capture(self.model, [self.layer]) as captured:
+            output = self.model(x)
+        activation = captured.get(self.layer)
+        if activation is None or activation.ndim != 4:
+            shape = None if activation is None else tuple(activation.shape)
             raise ValueError(f"layer={self.layer!r} must be called once per forward and output (B, C, h, w); "
-                             f"got {len(captured)} call(s), output shape {shape}")
-        return captured[0], scores
+                             f"got output shape {shape}")
+        return activation, output
 
-    def attribute(self, x, target, create_graph):
+    def attribute_with_output(self, x, target, create_graph):
         if x.ndim != 4:
             raise ValueError(f"x must be an image batch (B, C, H, W) for GradCAM, got shape {tuple(x.shape)}")
         with torch.enable_grad():
-            activation, scores = self.layer_activation(x, target)
-            (grad,) = torch.autograd.grad(scores.sum(), activation, create_graph=create_graph)
+            activation, output = self.layer_activation(x)
+            (grad,) = torch.autograd.grad(pick_target(output, target).sum(), activation, create_graph=create_graph)
         cam = (grad.mean(dim=(2, 3), keepdim=True) * activation).sum(1, keepdim=True)
         if self.relu:
             cam = torch.relu(cam)
         align = False if self.interpolate == "bilinear" else None
-        return F.interpolate(cam, size=x.shape[-2:], mode=self.interpolate, align_corners=align)
+        return F.interpolate(cam, size=x.shape[-2:], mode=self.interpolate, align_corners=align), output

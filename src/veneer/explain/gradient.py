@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from veneer.checks import check_positive, check_tensor
-from veneer.explain.base import Explainer, input_gradient
+from veneer.explain.base import Explainer, gradient_and_output, input_gradient
 
 
 class Gradient(Explainer):
@@ -15,8 +15,8 @@ class Gradient(Explainer):
 
     name = "gradient"
 
-    def attribute(self, x, target, create_graph):
-        return input_gradient(self.model, x, target, create_graph)
+    def attribute_with_output(self, x, target, create_graph):
+        return gradient_and_output(self.model, x, target, create_graph)
 
 
 class GradientXInput(Explainer):
@@ -24,8 +24,9 @@ class GradientXInput(Explainer):
 
     name = "gradient_x_input"
 
-    def attribute(self, x, target, create_graph):
-        return x * input_gradient(self.model, x, target, create_graph)
+    def attribute_with_output(self, x, target, create_graph):
+        grad, output = gradient_and_output(self.model, x, target, create_graph)
+        return x * grad, output
 
 
 def _chunked_gradient(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, copies_per_chunk: int,

@@ -12,11 +12,11 @@ NORMALIZATIONS = (None, "sum", "abs_sum", "max")
 
 def heatmap(attr: torch.Tensor, reduce: str = "sum", normalize: str | None = None,
             eps: float = 1e-12) -> torch.Tensor:
-    """Reduce the channel axis and optionally normalise each map; differentiable.
+    """Reduce the channel axis and optionally normalize each map; differentiable.
 
     ``reduce``: ``"sum"`` (signed relevance, LRP's convention), ``"abs_sum"`` (Ghorbani et al.'s saliency
     map), ``"l2"`` (channel-wise Euclidean norm). ``normalize``: ``None``, ``"sum"`` (maps sum to 1, as the
-    thesis' normalised heatmaps), ``"abs_sum"`` (absolute values sum to 1) or ``"max"`` (max |h| is 1).
+    thesis' normalized heatmaps), ``"abs_sum"`` (absolute values sum to 1) or ``"max"`` (max |h| is 1).
     """
     check_tensor("attr", attr, ndim=(3, 4), finite=False)
     if reduce not in REDUCTIONS:

@@ -1,22 +1,20 @@
 """Model-level manipulation: fine-tune a model so that its explanations lie while its predictions stay the same
 (thesis "Training Neural Networks With Manipulated Explanations"; Heo et al. 2019; Dimanov et al. 2020).
 
-``manipulate(model, explainer, objective, data, keep=...)`` runs the fine-tuning (:mod:`.train`), the objectives
-(:mod:`.objectives`) say what the explanations should show, the keep losses (:mod:`.keep`) hold the
-predictions, and ``evaluate(original, manipulated, objective, data, explainers)`` measures the result and its
+``Manipulation(model, explainer, objective, keep=...)(data)`` fine-tunes a copy of the model (:mod:`.manipulation`,
+on the shared engine :mod:`veneer.finetune`), the objectives (:mod:`.objectives`) say what the explanations
+should show, and ``evaluate(original, manipulated, objective, data, explainers)`` measures the result and its
 transfer to other explanation methods and to noise inputs (:mod:`.evaluate`).
 """
 
+from veneer.finetune import KEEP_LOSSES, FineTuneResult, keep_loss, lambda_to_alpha
 from veneer.manipulate.evaluate import Evaluation, evaluate, gaussian_noise_like, prediction_agreement
-from veneer.manipulate.keep import KEEP_LOSSES, keep_loss
+from veneer.manipulate.manipulation import Manipulation
 from veneer.manipulate.objectives import (OBJECTIVES, PICTURES, AttackBatch, CenterOfMass, ClassSwap,
                                           FeatureSuppress, Location, Objective, TargetMap, TopKSuppress,
                                           make_objective, normalized_heatmap, picture, two_digit_images)
-from veneer.manipulate.train import (ManipulationResult, distributed_context, lambda_to_alpha, load_checkpoint,
-                                     manipulate, save_checkpoint, select_trainable)
 
-__all__ = ["manipulate", "ManipulationResult", "lambda_to_alpha", "select_trainable", "distributed_context",
-           "save_checkpoint", "load_checkpoint", "Objective", "AttackBatch", "CenterOfMass", "TargetMap",
-           "Location", "TopKSuppress", "ClassSwap", "FeatureSuppress", "OBJECTIVES", "make_objective",
+__all__ = ["Manipulation", "FineTuneResult", "lambda_to_alpha", "Objective", "AttackBatch", "CenterOfMass",
+           "TargetMap", "Location", "TopKSuppress", "ClassSwap", "FeatureSuppress", "OBJECTIVES", "make_objective",
            "PICTURES", "picture", "normalized_heatmap", "two_digit_images", "KEEP_LOSSES", "keep_loss",
            "evaluate", "Evaluation", "prediction_agreement", "gaussian_noise_like"]

@@ -33,7 +33,7 @@ class Evaluation:
     ``predictions``: accuracy of both models, accuracy drop (points), label agreement, probability MSE.
     ``methods`` / ``noise``: ``{method: {"original": {measure: mean, "success_rate": r}, "manipulated": ...}}``
     on the data and on Gaussian noise (``noise`` is empty when the objective does not apply to noise).
-    ``examples``: ``{"inputs": x, method: (original maps, manipulated maps)}`` normalised heatmaps of the first
+    ``examples``: ``{"inputs": x, method: (original maps, manipulated maps)}`` normalized heatmaps of the first
     inputs (image data). ``features``: ``{"names": [...], method: {"original": [...], "manipulated": [...]}}``
     mean |attribution| per feature group (tabular data). ``fairness``: ``{attribute: {"ddi_original", ...}}``.
     """
@@ -100,7 +100,7 @@ def explanation_measures(objective: Objective, explainers: dict[str, Explainer],
                          target: torch.Tensor, batch_size: int = 32, examples: int = 0, progress: bool = False
                          ) -> tuple[dict[str, dict[str, float]], dict[str, torch.Tensor]]:
     """Mean of each measure and the success rate for the ``"original"`` and ``"manipulated"`` explainers (the
-    same method bound to each model) on ``x`` explained for ``target``; and the first ``examples`` normalised
+    same method bound to each model) on ``x`` explained for ``target``; and the first ``examples`` normalized
     heatmaps of both (plus the explained inputs) for figures."""
     per_item: dict[str, dict[str, list[torch.Tensor]]] = {m: {} for m in MODELS}
     shown: dict[str, torch.Tensor] = {}

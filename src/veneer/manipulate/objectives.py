@@ -3,7 +3,7 @@ differentiable explainer.
 
 An objective sees the attributions ``attr`` of a batch and returns a per-item loss (lower is a better
 manipulation), the measures reported by :func:`veneer.manipulate.evaluate` and a per-item fooling-success
-flag. Image objectives work on *normalised heatmaps* as in the thesis ("Training Neural Networks With
+flag. Image objectives work on *normalized heatmaps* as in the thesis ("Training Neural Networks With
 Manipulated Explanations", Sec. 3.2): ``h = sum_c |attr_c|`` per pixel, divided by its sum, so every map is a
 non-negative distribution over the pixels (Grad-CAM's one-channel maps included). Comparisons with a picture
 (MSE, SSIM) scale both maps by ``H * W`` (mean 1), so their values do not depend on the image size.
@@ -94,7 +94,7 @@ def picture(name: str, height: int, width: int, thickness: int | None = None) ->
 def normalized_heatmap(attr: torch.Tensor) -> torch.Tensor:
     """``|attr|`` summed over channels and divided by its sum: (B, C, H, W) -> (B, H, W), (B, F) -> (B, F).
 
-    The normalised heatmap of thesis Sec. 3.2; differentiable. An all-zero attribution stays zero.
+    The normalized heatmap of thesis Sec. 3.2; differentiable. An all-zero attribution stays zero.
     """
     if attr.ndim == 2:
         h = attr.abs()
@@ -103,7 +103,7 @@ def normalized_heatmap(attr: torch.Tensor) -> torch.Tensor:
 
 
 def _per_pixel_mean_one(h: torch.Tensor) -> torch.Tensor:
-    """Sum-normalised maps (B, H, W) scaled to mean 1 per map."""
+    """Sum-normalized maps (B, H, W) scaled to mean 1 per map."""
     return h * (h.shape[-1] * h.shape[-2])
 
 
@@ -170,7 +170,7 @@ class CenterOfMass(Objective):
     """Move the heatmap's centre of mass to ``target`` (row, col) (thesis Sec. 3.3, Eq. 3.3; the centre of mass
     of Ghorbani et al. 2019, Sec. 3; Heo et al. 2019 "center-mass fooling" pushes it away instead).
 
-    Loss and measure: the Euclidean distance, in pixels, between the normalised heatmap's centre of mass and
+    Loss and measure: the Euclidean distance, in pixels, between the normalized heatmap's centre of mass and
     ``target``. Fooled: distance <= ``tolerance`` pixels.
     """
 
@@ -235,7 +235,7 @@ class _PictureObjective(Objective):
 class TargetMap(_PictureObjective):
     """Make the heatmap draw a picture (thesis Sec. 3.4, Eq. 3.4; Dombrowski et al. 2019, Eq. 4).
 
-    Loss: MSE between the normalised heatmap and the normalised picture, both scaled to mean 1. Measures: that
+    Loss: MSE between the normalized heatmap and the normalized picture, both scaled to mean 1. Measures: that
     MSE, the Pearson correlation (PCC) and SSIM with the picture. Fooled: PCC >= ``min_pcc``.
     """
 
@@ -267,7 +267,7 @@ class Location(_PictureObjective):
     """Push the relevance into a region such as the image border (Heo et al. 2019, Sec. 4.1 "location fooling").
 
     ``region``: a name in :data:`PICTURES` (default ``"border"``) or an (H, W) 0/1 tensor. Loss: the share of
-    the normalised heatmap outside the region. Measure: the share inside. Fooled: share >= ``min_mass``.
+    the normalized heatmap outside the region. Measure: the share inside. Fooled: share >= ``min_mass``.
     """
 
     name = "location"
@@ -301,7 +301,7 @@ class TopKSuppress(Objective):
     """Lower the relevance of the ``k`` pixels most relevant in the original model (Heo et al. 2019, Sec. 4.1
     "top-k fooling").
 
-    Loss: the share of the normalised heatmap on the original top-k pixels. Measures: that share and the top-k
+    Loss: the share of the normalized heatmap on the original top-k pixels. Measures: that share and the top-k
     intersection with the original map (Ghorbani et al. 2019, Sec. 4). Fooled: intersection <= ``max_overlap``.
     """
 

@@ -5,14 +5,13 @@ Interpretation of Neuron Activation Maximization", AAAI).
 * Dataset-based visualisation (:mod:`~veneer.neurons.topk`): :func:`top_k`, :func:`activations`.
 * Synthetic visualisation (:mod:`~veneer.neurons.visualize`): :func:`visualize`.
 * Attacks (:mod:`~veneer.neurons.attacks`): :class:`PushDown` (Eq. 3), :class:`PushUp` (Eq. 4),
-  :class:`Fairwash` (Eq. 5), each a fine-tune on ``alpha L_A + (1 - alpha) L_M`` (Eq. 2).
+  :class:`Fairwash` (Eq. 5), each a fine-tune on ``alpha L_A + (1 - alpha) L_M`` (Eq. 2) on the shared engine
+  (:mod:`veneer.finetune`), returning a :class:`~veneer.finetune.FineTuneResult`.
 * Metrics (:mod:`~veneer.neurons.metrics`): Kendall-tau, Kendall-tau-W, embedding-delta/-W, top-k and
   label overlap, group fairness of neurons.
 """
 
-from veneer.neurons.attacks import (
-    Fairwash, FineTuneResult, NeuronAttack, PushDown, PushUp, distillation_loss, fairwash, push_down, push_up,
-)
+from veneer.neurons.attacks import Fairwash, NeuronAttack, PushDown, PushUp
 from veneer.neurons.metrics import (
     LayerEncoder, NeuronComparison, compare_activations, compare_models, embed, embedding_delta,
     embedding_delta_matrix, group_fairness, independent_encoder, label_overlap, label_share,
@@ -20,15 +19,14 @@ from veneer.neurons.metrics import (
     whack_a_mole_tau,
 )
 from veneer.neurons.record import ActivationRecorder, channel_scalar, default_layer, record, resolve_layers
-from veneer.neurons.topk import TopK, activations, top_k, top_k_layers
+from veneer.neurons.topk import ChannelTopK, activations, top_k, top_k_layers
 from veneer.neurons.visualize import FourierImage, channel_decorrelation, random_affine, total_variation, visualize
 
 __all__ = [
     "ActivationRecorder", "channel_scalar", "default_layer", "record", "resolve_layers",
-    "TopK", "top_k", "top_k_layers", "activations",
+    "ChannelTopK", "top_k", "top_k_layers", "activations",
     "FourierImage", "channel_decorrelation", "random_affine", "total_variation", "visualize",
-    "NeuronAttack", "PushDown", "PushUp", "Fairwash", "FineTuneResult", "distillation_loss",
-    "push_down", "push_up", "fairwash",
+    "NeuronAttack", "PushDown", "PushUp", "Fairwash",
     "ranking_tau", "tau_matrix", "whack_a_mole_tau", "embedding_delta", "embedding_delta_matrix",
     "whack_a_mole_embedding", "topk_indices", "topk_overlap", "label_overlap", "label_share",
     "LayerEncoder", "penultimate_encoder", "independent_encoder", "embed", "NeuronComparison",

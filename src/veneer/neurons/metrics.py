@@ -23,7 +23,7 @@ from torch import nn
 
 from veneer.checks import check_positive, check_tensor
 from veneer.metrics import balance, kendall, ks_distance, topk_intersection
-from veneer.models import pretrained
+from veneer.models import capture, pretrained
 from veneer.neurons.record import iterate_inputs, resolve_layers
 from veneer.neurons.topk import activations
 
@@ -189,17 +189,9 @@ class LayerEncoder(nn.Module):
         self.layer, self.use_input = layer, use_input
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        captured: list[torch.Tensor] = []
-
-        def hook(module, inputs, output):
-            captured.append(inputs[0] if self.use_input else output)
-
-        handle = dict(self.model.named_modules())[self.layer].register_forward_hook(hook)
-        try:
+        with capture(self.model, [self.layer], inputs=self.use_input) as seen:
             self.model(x)
-        finally:
-            handle.remove()
-        return captured[0].flatten(1)
+        return seen[self.layer].flatten(1)
 
 
 def penultimate_encoder(model: nn.Module) -> LayerEncoder:

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from veneer.checks import check_positive, find_module
+from veneer.models import capture
 
 __all__ = ["channel_scalar", "ActivationRecorder", "resolve_layers", "default_layer", "iterate_inputs",
            "data_size", "record", "record_batches", "Data"]
@@ -77,7 +78,7 @@ def _is_activation(module: nn.Module) -> bool:
     return type(module).__module__ == "torch.nn.modules.activation"
 
 
-class ActivationRecorder:
+class ActivationRecorder(capture):
     """Context manager recording :func:`channel_scalar` of named layers at every forward pass.
 
     ``with ActivationRecorder(model, ["4"]) as rec: logits = model(x)`` leaves ``rec.values["4"]``
@@ -86,36 +87,8 @@ class ActivationRecorder:
     """
 
     def __init__(self, model: nn.Module, layers: str | Sequence[str], pre_activation: bool = False):
-        self.layers = resolve_layers(model, layers)
-        self.modules = [find_module(model, name) for name in self.layers]
+        super().__init__(model, resolve_layers(model, layers), inputs=pre_activation, transform=channel_scalar)
         self.pre_activation = bool(pre_activation)
-        self.values: dict[str, torch.Tensor] = {}
-        self._handles: list = []
-
-    def _hook(self, name: str):
-        def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            recorded = inputs[0] if self.pre_activation else output
-            self.values[name] = channel_scalar(recorded)
-
-        return record
-
-    def __enter__(self) -> "ActivationRecorder":
-        self.values = {}
-        self._handles = [m.register_forward_hook(self._hook(n)) for n, m in zip(self.layers, self.modules)]
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def take(self) -> dict[str, torch.Tensor]:
-        """The values of the last forward pass (every layer must have been reached)."""
-        missing = [n for n in self.layers if n not in self.values]
-        if missing:
-            raise RuntimeError(f"layers {missing} were not reached by the forward pass")
-        values, self.values = self.values, {}
-        return values
 
 
 def _first(batch: object) -> torch.Tensor:

@@ -15,11 +15,11 @@ from torch import nn
 from veneer.checks import check_positive
 from veneer.neurons.record import Data, data_size, record_batches, resolve_layers
 
-__all__ = ["TopK", "top_k", "top_k_layers", "activations"]
+__all__ = ["ChannelTopK", "top_k", "top_k_layers", "activations"]
 
 
 @dataclass(frozen=True)
-class TopK:
+class ChannelTopK:
     """Per channel, the ``k`` largest activations (``values`` ``(C, k)``, descending) and the indices
     of their samples in the data's order (``indices`` ``(C, k)`` long)."""
 
@@ -43,8 +43,8 @@ def _check_k(k: int, size: int | None) -> None:
 
 
 def top_k_layers(model: nn.Module, layers: str | list[str], data: Data, k: int, *, batch_size: int = 256,
-                 pre_activation: bool = False) -> dict[str, TopK]:
-    """:func:`top_k` of several layers in one pass over ``data``: ``{layer: TopK}``."""
+                 pre_activation: bool = False) -> dict[str, ChannelTopK]:
+    """:func:`top_k` of several layers in one pass over ``data``: ``{layer: ChannelTopK}``."""
     names = resolve_layers(model, layers)
     _check_k(k, data_size(data))
     best: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -63,11 +63,11 @@ def top_k_layers(model: nn.Module, layers: str | list[str], data: Data, k: int, 
         seen += size
     if seen < k:
         raise ValueError(f"k={k} is larger than the number of samples in data ({seen})")
-    return {name: TopK(name, values, index) for name, (values, index) in best.items()}
+    return {name: ChannelTopK(name, values, index) for name, (values, index) in best.items()}
 
 
 def top_k(model: nn.Module, layer: str, data: Data, k: int = 10, *, batch_size: int = 256,
-          pre_activation: bool = False) -> TopK:
+          pre_activation: bool = False) -> ChannelTopK:
     """The ``k`` samples of ``data`` that activate each channel of ``layer`` most (Nanfack et al. 2024,
     Sec. 2, with the per-channel activation of Eq. 1), streamed batch by batch with O(k x C) memory.
 

@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from veneer.checks import check_eval_mode, check_positive, check_tensor
+from veneer.models import capture
 from veneer.neurons.record import ActivationRecorder, resolve_layers
 
 __all__ = ["FourierImage", "channel_decorrelation", "random_affine", "total_variation", "visualize"]
@@ -158,15 +159,7 @@ def visualize(model: nn.Module, layer: str, channels: int | list[int] | None = N
 @torch.no_grad()
 def _probe(model: nn.Module, layer: str, x: torch.Tensor, pre_activation: bool) -> tuple[int, int]:
     """Channels of ``layer`` and spatial positions per channel (1 for a linear layer), from one input."""
-    found: list[tuple[int, int]] = []
-
-    def hook(module, inputs, output):
-        value = inputs[0] if pre_activation else output
-        found.append((value.shape[1], int(value[0, 0].numel()) if value.ndim > 2 else 1))
-
-    handle = dict(model.named_modules())[layer].register_forward_hook(hook)
-    try:
+    with capture(model, [layer], inputs=pre_activation) as seen:
         model(x)
-    finally:
-        handle.remove()
-    return found[0]
+    value = seen[layer]
+    return value.shape[1], int(value[0, 0].numel()) if value.ndim > 2 else 1

@@ -17,7 +17,7 @@ from veneer.runs import atomic_write_bytes
 
 
 def manipulation_figure(evaluation: Evaluation, path: str | os.PathLike) -> Path:
-    """Original vs manipulated normalised heatmaps per method (thesis Fig. 3.3): one row per example input,
+    """Original vs manipulated normalized heatmaps per method (thesis Fig. 3.3): one row per example input,
     then two columns per method (original, manipulated)."""
     if "inputs" not in evaluation.examples:
         raise ValueError("the evaluation holds no example heatmaps (tabular data, or examples=0)")

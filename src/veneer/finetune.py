@@ -1,0 +1,512 @@
+"""The fine-tuning engine shared by the model level (:mod:`veneer.manipulate`) and the neuron level
+(:mod:`veneer.neurons`).
+
+Every fine-tuning attack minimises
+
+    alpha * L_attack + (1 - alpha) * L_keep
+
+(thesis "Training Neural Networks With Manipulated Explanations", Ch. 3; Heo et al. 2019, "Fooling Neural
+Network Interpretations via Adversarial Model Manipulation", Eq. 1; Nanfack et al. 2024, "Adversarial Attacks
+on the Interpretation of Neuron Activation Maximization", Eq. 2). The thesis and Heo et al. write
+``L_keep + lambda * L_attack``; dividing by ``1 + lambda`` (a rescaled learning rate) gives
+``alpha = lambda / (1 + lambda)`` (:func:`lambda_to_alpha`).
+
+A :class:`FineTuner` is configured once and called on data; it fine-tunes a **copy** of the model it was built
+on (the model passed in is never changed) and returns a :class:`FineTuneResult`. Subclasses (the attacks)
+say what ``L_attack`` is by implementing :meth:`FineTuner.attack_step`; the engine does the rest:
+
+* ``L_keep`` (:data:`KEEP_LOSSES`): ``"ce"`` (labels), ``"kl"`` (distillation to the original model's softmax,
+  with a ``temperature``), ``"prob_mse"``;
+* Softplus(``softplus_beta``) in place of ReLU while training (ReLU has no useful second derivative, thesis
+  Sec. 3.2.2), ReLU back on the returned model;
+* ``trainable`` module-name prefixes (the rest frozen), Adam at ``lr``;
+* a seeded sampler over the data (epochs of shuffled batches), ``epochs`` or ``steps``, ``max_steps`` to stop
+  early; atomic checkpoints every ``checkpoint_every`` steps (weights, optimiser, RNG states, the attack's own
+  state) and a bit-identical ``resume``; Ctrl-C writes a checkpoint before it stops;
+* data parallelism under ``torchrun`` (each rank takes its share of every global batch through a
+  ``DistributedSampler``; gradients averaged with one all-reduce per step. The DDP wrapper itself is not
+  used: explainers call the unwrapped model several times per step, including a double backward, which DDP's
+  reducer does not support);
+* the optional recalibration phase (an extension): ``recalibrate_steps`` steps of ``L_keep`` alone on the
+  parameters ``L_attack`` does not depend on (found by autograd);
+* a progress bar and one history schema: ``{"step", "epoch", "phase", "loss", "attack", "keep"}``
+  (``phase`` is ``"attack"`` or ``"recalibrate"``; ``attack`` is ``None`` in the recalibration phase).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
+from torch import nn
+from torch.utils.data import DistributedSampler
+from tqdm.auto import tqdm
+
+from veneer.checks import check_eval_mode, check_positive
+from veneer.data import LabeledData
+from veneer.models import softplus_activations
+from veneer.runs import atomic_write_bytes, seed_everything
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+# ---------------------------------------------------------------- keep losses
+
+
+def cross_entropy_keep(logits: torch.Tensor, y: torch.Tensor, original_logits: torch.Tensor,
+                       temperature: float = 1.0) -> torch.Tensor:
+    """Cross-entropy to the labels (thesis Secs. 3.3-3.4; Heo et al. 2019, Eq. 1's classification loss)."""
+    return F.cross_entropy(logits, y)
+
+
+def distillation_keep(logits: torch.Tensor, y: torch.Tensor, original_logits: torch.Tensor,
+                      temperature: float = 1.0) -> torch.Tensor:
+    """``T^2 KL(softmax(z_0 / T) || softmax(z / T))``, averaged over the batch: distillation to the original
+    model's outputs (Nanfack et al. 2024, Eq. 2's ``L_M``; the temperature ``T`` of Hinton et al. 2015,
+    "Distilling the Knowledge in a Neural Network", the ``T^2`` keeping the gradients' scale). It differs
+    from the cross-entropy to the soft targets by the teacher's entropy, a constant: same gradients."""
+    return F.kl_div(F.log_softmax(logits / temperature, 1), F.log_softmax(original_logits / temperature, 1),
+                    reduction="batchmean", log_target=True) * temperature ** 2
+
+
+def probability_mse_keep(logits: torch.Tensor, y: torch.Tensor, original_logits: torch.Tensor,
+                         temperature: float = 1.0) -> torch.Tensor:
+    """Mean squared difference between the manipulated and the original class probabilities, over samples and
+    classes (thesis Sec. 3.5: identical prediction probabilities)."""
+    return F.mse_loss(logits.softmax(1), original_logits.softmax(1))
+
+
+KEEP_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+    "ce": cross_entropy_keep, "kl": distillation_keep, "prob_mse": probability_mse_keep}
+
+
+def keep_loss(name: str) -> Callable[..., torch.Tensor]:
+    """The keep loss called ``name`` (``"ce"``, ``"kl"`` or ``"prob_mse"``): ``f(logits, y, original_logits,
+    temperature)``."""
+    if name not in KEEP_LOSSES:
+        raise ValueError(f"keep must be one of {sorted(KEEP_LOSSES)}, got {name!r}")
+    return KEEP_LOSSES[name]
+
+
+def lambda_to_alpha(lam: float) -> float:
+    """The ``alpha`` of ``alpha * L_attack + (1 - alpha) * L_keep`` for the thesis' weight ``lambda`` of
+    ``L_keep + lambda * L_attack``."""
+    if not lam >= 0 or math.isinf(lam):
+        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
+    return lam / (1 + lam)
+
+
+# ---------------------------------------------------------------- distributed helpers
+
+
+def distributed_context() -> tuple[int, int]:
+    """``(world_size, rank)``; initialises the default process group from the environment (``torchrun``)
+    when ``WORLD_SIZE`` > 1 and none exists yet: nccl when CUDA is available, gloo otherwise."""
+    if not dist.is_available():
+        return 1, 0
+    if not dist.is_initialized():
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return 1, 0
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_world_size(), dist.get_rank()
+
+
+def _all_reduce_mean(flat: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        dist.all_reduce(flat)
+        flat /= world
+    return flat
+
+
+def average_gradients(params: list[nn.Parameter], world: int) -> None:
+    """Replace every gradient by its mean over the ranks (one coalesced all-reduce)."""
+    if world == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = _all_reduce_mean(torch.cat([g.flatten() for g in grads]), world)
+    for p, part in zip(params, flat.split([g.numel() for g in grads])):
+        p.grad = part.view_as(p).clone()
+
+
+# ---------------------------------------------------------------- trainable parameters
+
+
+def select_trainable(model: nn.Module, trainable) -> list[tuple[str, nn.Parameter]]:
+    """Named parameters to fine-tune: all for ``None``/``"all"``, else those under the module-name prefixes in
+    ``trainable`` (thesis Sec. 3.7 fine-tunes only some layers). Unknown prefixes raise ``ValueError``."""
+    named = list(model.named_parameters())
+    if trainable is None or trainable == "all":
+        return named
+    if isinstance(trainable, str) or not isinstance(trainable, (list, tuple)) or not trainable:
+        raise ValueError(f"trainable must be None, 'all' or a non-empty list of module-name prefixes, "
+                         f"got {trainable!r}")
+    chosen = []
+    for prefix in trainable:
+        hits = [(n, p) for n, p in named if n == prefix or n.startswith(f"{prefix}.")]
+        if not hits:
+            raise ValueError(f"trainable prefix {prefix!r} matches no parameter; parameter names: "
+                             f"{[n for n, _ in named]}")
+        chosen += [hit for hit in hits if hit not in chosen]
+    return chosen
+
+
+def _train_only(model: nn.Module, params: list[nn.Parameter]) -> None:
+    keep = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _rng_state(generator: torch.Generator) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors = {"rng.torch": torch.get_rng_state(), "rng.numpy": torch.from_numpy(keys.astype(np.int64)),
+               "rng.generator": generator.get_state()}
+    if torch.cuda.is_available():
+        tensors.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return tensors, {"numpy": [kind, pos, has_gauss, cached], "python": random.getstate()}
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], info: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    generator.set_state(tensors["rng.generator"])
+    kind, pos, has_gauss, cached = info["numpy"]
+    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, state, gauss = info["python"]
+    random.setstate((version, tuple(state), gauss))
+    cuda = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                    history: list[dict], fingerprint: dict[str, Any], generator: torch.Generator,
+                    state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write weights, optimiser state, RNG states (torch, NumPy, Python, CUDA, the sampler's generator), the
+    attack's own ``state`` tensors, step and history as one safetensors file, atomically."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"state.{k}": v.detach().cpu().contiguous() for k, v in (state or {}).items()})
+    optimizer_state = optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, entry in optimizer_state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    rng_tensors, rng_info = _rng_state(generator)
+    tensors.update(rng_tensors)
+    metadata = {"step": str(step), "history": json.dumps(history), "fingerprint": json.dumps(fingerprint),
+                "param_groups": json.dumps(optimizer_state["param_groups"]),
+                "optimizer_scalars": json.dumps(scalars), "rng": json.dumps(rng_info)}
+    path = Path(path)
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
+    return path
+
+
+def checkpoint_step(path: str | os.PathLike, fingerprint: dict[str, Any]) -> int:
+    """The step a checkpoint was written at; a checkpoint of other settings raises ``ValueError``."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    saved = json.loads(metadata["fingerprint"])
+    if saved != json.loads(json.dumps(fingerprint)):
+        changed = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+        raise ValueError(f"checkpoint {path} was written by a run with other settings ({', '.join(changed)}); "
+                         "use another checkpoint_dir or the same settings")
+    return int(metadata["step"])
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    fingerprint: dict[str, Any], generator: torch.Generator
+                    ) -> tuple[int, list[dict], dict[str, torch.Tensor]]:
+    """Restore what :func:`save_checkpoint` wrote into ``model``, ``optimizer``, the RNGs and ``generator``;
+    return ``(step, history, state)``. A checkpoint of a different configuration raises ``ValueError``."""
+    from safetensors import safe_open
+
+    step = checkpoint_step(path, fingerprint)
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(path))
+    device = next(model.parameters()).device
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    optimizer_state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            optimizer_state.setdefault(int(index), {})[name] = value if name == "step" else value.to(device)
+    for index, entry in json.loads(metadata["optimizer_scalars"]).items():
+        optimizer_state.setdefault(int(index), {}).update(entry)
+    optimizer.load_state_dict({"state": optimizer_state, "param_groups": json.loads(metadata["param_groups"])})
+    _set_rng_state(tensors, json.loads(metadata["rng"]), generator)
+    state = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
+    return step, json.loads(metadata["history"]), state
+
+
+# ---------------------------------------------------------------- the engine
+
+
+@dataclass
+class FineTuneResult:
+    """What every fine-tuning attack returns: the fine-tuned **copy** of the model (eval mode, its own
+    activations restored), one history record per optimiser step (see the module docstring), the wall time
+    in seconds, and attack-specific ``measures`` (e.g. the neuron attacks' ``L_A`` before and after)."""
+
+    model: nn.Module
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    measures: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class StepOutput:
+    """What an attack's :meth:`FineTuner.attack_step` returns for one batch.
+
+    ``attack``: the scalar ``L_attack`` (differentiable w.r.t. the student's parameters). ``inputs``: the rows
+    ``L_keep`` is measured on; ``labels``: their labels for ``keep="ce"`` (``None``: the original model's
+    predictions); ``logits``: the student's logits on ``inputs`` when the attack already ran that forward pass
+    (the engine then reuses them instead of running the model again), else ``None``.
+    """
+
+    attack: torch.Tensor
+    inputs: torch.Tensor
+    labels: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+
+
+def _holds_tensors(value: Any) -> bool:
+    """Whether an attribute is data the attack derived from its inputs (tensors), not a setting."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return any(isinstance(v, torch.Tensor) for v in value)
+    return isinstance(value, torch.Tensor)
+
+
+class Interrupted(RuntimeError):
+    """A fine-tuning run stopped by Ctrl-C / SIGTERM after writing its checkpoint."""
+
+
+class FineTuner:
+    """Base class of every fine-tuning attack: configured once, called on data (see the module docstring).
+
+    Options: ``alpha`` in [0, 1] (weight of ``L_attack``), ``keep`` (``"ce"``, ``"kl"``, ``"prob_mse"``),
+    ``temperature`` (of ``"kl"``), ``lr`` (Adam), ``epochs`` or ``steps`` (``steps`` wins when given),
+    ``max_steps`` (stop once the run has made that many steps; a resumed run continues to the end),
+    ``batch_size`` (global, over all ranks), ``trainable`` (module-name prefixes, default all),
+    ``softplus_beta`` (``None``: the model's own activations), ``checkpoint_dir`` / ``checkpoint_every`` /
+    ``resume``, ``seed``, ``progress``, ``recalibrate_steps`` / ``recalibrate_lr``.
+
+    Subclasses implement :meth:`prepare` (per call: check and index the data) and :meth:`attack_step`, and may
+    override :meth:`attack_state` / :meth:`load_attack_state` (tensors checkpointed with the run) and
+    :meth:`fingerprint` (settings that must match on resume).
+    """
+
+    name = "fine-tune"
+
+    def __init__(self, model: nn.Module, *, alpha: float = 0.5, keep: str = "ce", temperature: float = 1.0,
+                 lr: float = 1e-4, epochs: int = 1, steps: int | None = None, max_steps: int | None = None,
+                 batch_size: int = 64, trainable=None, softplus_beta: float | None = None,
+                 checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 100,
+                 resume: bool = False, seed: int = 0, progress: bool = False, recalibrate_steps: int = 0,
+                 recalibrate_lr: float | None = None):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_eval_mode(model)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+            raise ValueError(f"alpha must lie in [0, 1] (lambda = alpha / (1 - alpha)), got {alpha!r}")
+        keep_loss(keep)
+        check_positive("temperature", temperature)
+        check_positive("lr", lr)
+        check_positive("epochs", epochs, integer=True)
+        for name, value in (("steps", steps), ("max_steps", max_steps)):
+            if value is not None:
+                check_positive(name, value, integer=True)
+        check_positive("batch_size", batch_size, integer=True)
+        check_positive("checkpoint_every", checkpoint_every, integer=True)
+        if softplus_beta is not None:
+            check_positive("softplus_beta", softplus_beta)
+        if resume and checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir (where the checkpoint to continue from lies)")
+        if isinstance(recalibrate_steps, bool) or not isinstance(recalibrate_steps, int) or recalibrate_steps < 0:
+            raise ValueError(f"recalibrate_steps must be an int >= 0, got {recalibrate_steps!r}")
+        if recalibrate_lr is not None:
+            check_positive("recalibrate_lr", recalibrate_lr)
+        select_trainable(model, trainable)
+        self.model = model
+        self.alpha, self.keep, self.temperature, self.lr = float(alpha), keep, float(temperature), float(lr)
+        self.epochs, self.steps, self.max_steps, self.batch_size = epochs, steps, max_steps, batch_size
+        self.trainable, self.softplus_beta = trainable, softplus_beta
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.checkpoint_every, self.resume, self.seed, self.progress = checkpoint_every, bool(resume), int(seed), progress
+        self.recalibrate_steps = recalibrate_steps
+        self.recalibrate_lr = float(lr if recalibrate_lr is None else recalibrate_lr)
+
+    # ---------------------------------------------------------------- what attacks provide
+
+    def prepare(self, data: LabeledData) -> None:
+        """Check the attack's arguments against ``data`` and index what its loss needs (once per call)."""
+
+    def attack_step(self, student: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
+                    step: int) -> StepOutput:
+        """``L_attack`` of one batch ``(x, y)`` of training rows at step ``step`` (0-based); ``generator``
+        (seeded, checkpointed) draws any extra rows the attack adds."""
+        raise NotImplementedError
+
+    def attack_state(self) -> dict[str, torch.Tensor]:
+        """Tensors the attack updates during the run (checkpointed with it)."""
+        return {}
+
+    def load_attack_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`attack_state` returned."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Settings a checkpoint must share to be resumed (``max_steps``, ``progress`` and ``resume`` excluded)."""
+        skip = {"model", "max_steps", "progress", "resume", "checkpoint_dir", "checkpoint_every"}
+        return {k: repr(v) for k, v in vars(self).items()
+                if k not in skip and not k.startswith("_") and not _holds_tensors(v)}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in self.fingerprint().items())})"
+
+    # ---------------------------------------------------------------- the engine
+
+    def fine_tune(self, data: LabeledData) -> FineTuneResult:
+        """Run the fine-tuning on ``data`` (a :class:`LabeledData`; attacks convert user data with
+        :func:`veneer.data.as_labeled` before calling this)."""
+        start = time.perf_counter()
+        world, rank = distributed_context()
+        if self.batch_size % world:
+            raise ValueError(f"batch_size={self.batch_size} must be divisible by the number of processes ({world})")
+        local_batch = self.batch_size // world
+        sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=self.seed,
+                                     drop_last=True)
+        steps_per_epoch = len(sampler) // local_batch
+        if steps_per_epoch == 0:
+            raise ValueError(f"batch_size={self.batch_size} exceeds the {len(data)} samples of data")
+        attack_steps = self.steps if self.steps is not None else steps_per_epoch * self.epochs
+        total = attack_steps + self.recalibrate_steps
+        stop = total if self.max_steps is None else min(self.max_steps, total)
+
+        teacher = self.model
+        student = copy.deepcopy(teacher).eval()
+        device = next(student.parameters()).device
+        generator = seed_everything(self.seed)
+        trained = [p for _, p in select_trainable(student, self.trainable)]
+        fingerprint = {**self.fingerprint(), "world_size": world, "samples": len(data)}
+        path = None if self.checkpoint_dir is None else self.checkpoint_dir / CHECKPOINT
+        resumed_step = (checkpoint_step(path, fingerprint) if self.resume and path is not None and path.is_file()
+                        else 0)
+        phase_two = resumed_step >= attack_steps and self.recalibrate_steps > 0
+        if phase_two:
+            trained = self._downstream(student, teacher, data, trained, local_batch, device, generator)
+        _train_only(student, trained)
+        optimizer = torch.optim.Adam(trained, lr=self.recalibrate_lr if phase_two else self.lr)
+        step, history = 0, []
+        if resumed_step:
+            step, history, state = load_checkpoint(path, student, optimizer, fingerprint, generator)
+            self.load_attack_state(state)
+        elif world > 1:
+            for tensor in student.state_dict().values():
+                dist.broadcast(tensor, src=0)
+
+        def checkpoint() -> None:
+            if path is not None and rank == 0:
+                save_checkpoint(path, student, optimizer, step, history, fingerprint, generator,
+                                self.attack_state())
+            if world > 1:
+                dist.barrier()
+
+        keep_fn = keep_loss(self.keep)
+        activations = (contextlib.nullcontext() if self.softplus_beta is None
+                       else softplus_activations(student, self.softplus_beta))
+        bar = tqdm(total=stop, initial=step, desc=self.name, disable=not self.progress or rank != 0)
+        try:
+            with activations, bar:
+                while step < stop:
+                    epoch, offset = divmod(step, steps_per_epoch)
+                    sampler.set_epoch(epoch)
+                    order = torch.tensor(list(sampler))[:steps_per_epoch * local_batch].view(steps_per_epoch, -1)
+                    for index in order[offset:]:
+                        if step == attack_steps and self.recalibrate_steps and not phase_two:
+                            phase_two = True
+                            trained = self._downstream(student, teacher, data, trained, local_batch, device,
+                                                       generator)
+                            _train_only(student, trained)
+                            optimizer = torch.optim.Adam(trained, lr=self.recalibrate_lr)
+                        x, y = data.x[index].to(device), data.y[index].to(device)
+                        if phase_two:
+                            attack, inputs, labels, logits = None, x, y, None
+                        else:
+                            out = self.attack_step(student, x, y, generator, step)
+                            attack, inputs, labels, logits = out.attack, out.inputs, out.labels, out.logits
+                        if logits is None:
+                            logits = student(inputs)
+                        original = None
+                        if self.keep != "ce" or labels is None:
+                            with torch.no_grad():
+                                original = teacher(inputs)
+                        if labels is None:
+                            labels = original.argmax(1)
+                        keep = keep_fn(logits, labels, original, self.temperature)
+                        loss = keep if attack is None else self.alpha * attack + (1 - self.alpha) * keep
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        average_gradients(trained, world)
+                        optimizer.step()
+                        step += 1
+                        parts = [loss, keep] if attack is None else [loss, keep, attack]
+                        values = _all_reduce_mean(torch.stack([p.detach() for p in parts]).double(),
+                                                  world).cpu().tolist()
+                        history.append({"step": step, "epoch": epoch + 1,
+                                        "phase": "recalibrate" if attack is None else "attack",
+                                        "loss": values[0], "attack": values[2] if attack is not None else None,
+                                        "keep": values[1]})
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{values[0]:.4g}", keep=f"{values[1]:.4g}")
+                        if step % self.checkpoint_every == 0 or step == stop:
+                            checkpoint()
+                        if step == stop:
+                            break
+        except KeyboardInterrupt:
+            checkpoint()
+            where = f"; resume with resume=True (checkpoint_dir={self.checkpoint_dir})" if path else ""
+            raise Interrupted(f"{self.name} interrupted at step {step} of {total}{where}") from None
+        for mine, theirs in zip(student.parameters(), teacher.parameters()):
+            mine.requires_grad_(theirs.requires_grad)
+        return FineTuneResult(student.eval(), history, time.perf_counter() - start)
+
+    def _downstream(self, student: nn.Module, teacher: nn.Module, data: LabeledData,
+                    trained: list[nn.Parameter], batch: int, device: torch.device, generator: torch.Generator
+                    ) -> list[nn.Parameter]:
+        """The trained parameters ``L_attack`` does not depend on (the recalibration phase trains only those),
+        found by autograd on one batch; the random states are left as they were."""
+        state = generator.get_state()
+        x, y = data.x[:batch].to(device), data.y[:batch].to(device)
+        _train_only(student, trained)
+        with torch.random.fork_rng(devices=[]):
+            attack = self.attack_step(student, x, y, generator, 0).attack
+        grads = torch.autograd.grad(attack, trained, allow_unused=True)
+        generator.set_state(state)
+        downstream = [p for p, grad in zip(trained, grads) if grad is None]
+        if not downstream:
+            raise ValueError(f"recalibrate_steps={self.recalibrate_steps} needs trained parameters that the "
+                             f"attack loss does not depend on (layers after the attacked ones); {self.name} "
+                             "has none")
+        return downstream

@@ -1,0 +1,72 @@
+"""Model-level manipulation: fine-tune a model so that its explanations meet an objective while its predictions
+stay those of the original model (thesis "Training Neural Networks With Manipulated Explanations", Ch. 3;
+Heo et al. 2019, "Fooling Neural Network Interpretations via Adversarial Model Manipulation", Eq. 1).
+
+``result = Manipulation(model, explainer, objective, keep="ce", alpha=0.5, lr=1e-4, epochs=1)(data)``; the
+loop, keep losses, checkpoints and data parallelism are the shared engine's (:mod:`veneer.finetune`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from veneer.data import as_labeled
+from veneer.explain import Explainer
+from veneer.explain.base import check_explainer
+from veneer.finetune import FineTuner, FineTuneResult, StepOutput
+from veneer.manipulate.objectives import Objective
+
+
+class Manipulation(FineTuner):
+    """Fine-tune a copy of ``model`` so that ``explainer``'s explanations meet ``objective`` (thesis Ch. 3).
+
+    ``L_attack`` is the objective's loss on the explanation computed with ``create_graph=True`` for the labels
+    (or the objective's own targets); the rest (``alpha``, ``keep``, ``lr``, ``epochs``/``steps``,
+    ``max_steps``, ``batch_size``, ``trainable``, ``checkpoint_dir``/``resume``, ``seed``, ``progress``,
+    ``recalibrate_steps``) is the engine's, see :class:`veneer.finetune.FineTuner`. While training, the copy's
+    ReLUs are Softplus(``softplus_beta``) (default 20; thesis Sec. 3.2.2), swapped in place so the explainer
+    bound to the copy sees them; ``softplus_beta=None`` trains with the model's own activations. The copy
+    stays in eval mode (dropout and batch-norm statistics frozen).
+
+    ``explainer`` must be differentiable and built on ``model``; the call binds the same method to the copy.
+    For methods that run the model once on the batch (Gradient, GradientXInput, GradCAM) the keep loss reuses
+    that forward pass's logits. Returns a :class:`~veneer.finetune.FineTuneResult`; ``model`` is unchanged.
+    """
+
+    name = "manipulate"
+
+    def __init__(self, model: nn.Module, explainer: Explainer, objective: Objective, *,
+                 softplus_beta: float | None = 20.0, **options):
+        super().__init__(model, softplus_beta=softplus_beta, **options)
+        check_explainer(explainer, model, differentiable=True)
+        if not isinstance(objective, Objective):
+            raise TypeError(f"objective must be a veneer.manipulate.Objective (see make_objective), "
+                            f"got {type(objective).__name__}")
+        self.explainer, self.objective = explainer, objective
+        self._bound: tuple[nn.Module, Explainer] | None = None
+
+    def __call__(self, data) -> FineTuneResult:
+        """Fine-tune on ``data``: ``(x, y)`` tensors, a ``Dataset``, a ``DataLoader`` or a ``LabeledData``
+        (a loader's batching and shuffling are replaced by the engine's seeded sampler)."""
+        data = as_labeled(data)
+        self.objective.prepare(data)
+        try:
+            return self.fine_tune(data)
+        finally:
+            self._bound = None
+
+    def _explainer_for(self, student: nn.Module) -> Explainer:
+        if self._bound is None or self._bound[0] is not student:
+            self._bound = (student, self.explainer.with_model(student))
+        return self._bound[1]
+
+    def attack_step(self, student, x, y, generator, step):
+        batch = self.objective.attack_inputs(x, y)
+        if not len(batch):
+            return StepOutput(torch.zeros((), device=x.device), x, y)
+        attr, logits = self._explainer_for(student).explain_with_output(batch.x, target=batch.target,
+                                                                      create_graph=True)
+        reference = (self.explainer(batch.x, target=batch.target) if self.objective.needs_reference else None)
+        attack = self.objective.loss(attr, batch, reference).mean()
+        return StepOutput(attack, x, y, logits if batch.x is x else None)

@@ -16,14 +16,13 @@ Each case checkpoints into its directory and resumes when run again (add epochs 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from pathlib import Path
 
 import torch
 
-from veneer.cli.manipulate import evaluate_and_save, manipulate_and_save
+from veneer.jobs.manipulate import evaluate_and_save, manipulate_and_save
 from veneer.data import adult, mnist
 from veneer.explain import LRP, GradCAM, Gradient, GradientXInput, IntegratedGradients, Occlusion, SmoothGrad
 from veneer.manipulate import CenterOfMass, FeatureSuppress, TargetMap
@@ -89,10 +88,9 @@ def run_case(name: str, out: Path, epochs: int | None, max_steps: int | None, no
     dataset = mnist if case["model"] == "mnist-cnn" else adult
     train, test = dataset("train"), dataset("test")
     original = pretrained(case["model"], progress=False)
-    model = copy.deepcopy(original)
     objective = case["objective"]()
     metrics = {"case": name, "method": case["method"].name}
-    metrics["train"] = manipulate_and_save(model, case["method"](model), objective, train, directory,
+    model, metrics["train"] = manipulate_and_save(original, case["method"](original), objective, train, directory,
                                            keep=case["keep"], alpha=case["alpha"], lr=case["lr"], epochs=epochs,
                                            batch_size=64 if case["model"] == "mnist-cnn" else 256,
                                            softplus_beta=case.get("softplus_beta", 20.0), checkpoint_every=50,

@@ -13,7 +13,8 @@ biased neurons w.r.t. sex:
 * fairwash (Eq. 5): target mean KS over the attacked neurons falls >= 50%, top-k balance rises,
   accuracy within 0.5 pt, DDI/DEO within 5% relative.
 
-Each attack runs through ``veneer neurons ...`` (same code as the CLI) into runs/neurons_acceptance/<attack>/;
+Each attack runs through :mod:`veneer.jobs.neurons` (the code behind ``veneer neurons ...``; the equivalent
+command is recorded) into runs/neurons_acceptance/<attack>/;
 a summary with pass/fail per target is written to runs/neurons_acceptance/summary.md and .json.
 Run (CPU, shared machine): ``nice python experiments/neurons_acceptance.py [--attacks push-down,...]``;
 the summary covers every attack whose run directory exists (``--summarize-only`` just rebuilds it).
@@ -26,17 +27,34 @@ import json
 import time
 from pathlib import Path
 
-from veneer.cli.neurons import register
-from veneer.runs import write_json
+from veneer.data import adult, mnist
+from veneer.jobs.neurons import fairwash_job, push_down_job, push_up_job
+from veneer.models import pretrained
+from veneer.runs import RunDir, write_json
+
+JOBS = {
+    "push-down": (push_down_job, "mnist-cnn", mnist, "4",
+                  dict(relative=True, steps=800, alpha=0.3, lr=5e-4, temperature=4.0, recalibrate_steps=1000,
+                       recalibrate_lr=1e-4)),
+    "push-up": (push_up_job, "mnist-cnn", mnist, "4",
+                dict(steps=200, alpha=0.5, lr=1e-3, decoy_class=0, n_decoys=100, recalibrate_steps=400,
+                     recalibrate_lr=2e-4)),
+    "fairwash": (fairwash_job, "adult-mlp", adult, "1",
+                 dict(pre_activation=True, most_biased=8, steps=300, alpha=0.5, lr=1e-3, batch_size=256,
+                      attack_batch=256)),
+}
 
 
-def _run(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="veneer")
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
+def _run(attack: str, out: Path, seed: int) -> None:
+    job, model, data, layer, options = JOBS[attack]
+    run_dir = RunDir(out, {"command": "neurons", "action": attack, "model": model, "layer": layer, "k": 10,
+                           **options}, seed)
     start = time.perf_counter()
-    args.run(args)
-    write_json(Path(args.out) / "wall_seconds.json", {"seconds": time.perf_counter() - start})
+    metrics = job(pretrained(model), layer, data("train"), data("test"), run_dir, k=10, seed=seed, progress=True,
+                  **options)
+    metrics.pop("model", None)
+    run_dir.write_metrics(metrics)
+    write_json(out / "wall_seconds.json", {"seconds": time.perf_counter() - start})
 
 
 def _load(out: Path, attack: str) -> tuple[dict, float]:
@@ -116,14 +134,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     options = parser.parse_args()
     out = Path(options.out)
-    common = ["--seed", str(options.seed), "--k", "10"]
     commands = {
         "push-down": ["neurons", "push-down", "--layer", "4", "--relative", "--steps", "800", "--alpha", "0.3",
                       "--lr", "5e-4", "--temperature", "4", "--recalibrate-steps", "1000", "--recalibrate-lr", "1e-4"],
         "push-up": ["neurons", "push-up", "--layer", "4", "--steps", "200", "--alpha", "0.5", "--lr", "1e-3",
                     "--decoy-class", "0", "--n-decoys", "100", "--recalibrate-steps", "400", "--recalibrate-lr", "2e-4"],
         "fairwash": ["neurons", "fairwash", "--model", "adult-mlp", "--data", "adult", "--layer", "1",
-                     "--pre-activation", "--most-biased", "8", "--steps", "300", "--alpha", "0.5", "--lr", "1e-3"],
+                     "--pre-activation", "--most-biased", "8", "--steps", "300", "--alpha", "0.5", "--lr", "1e-3",
+                     "--attack-batch", "256"],
     }
     attacks = options.attacks.split(",")
     unknown = sorted(set(attacks) - set(commands))
@@ -131,7 +149,7 @@ def main() -> None:
         raise SystemExit(f"--attacks: unknown {unknown}; choose from {sorted(commands)}")
     if not options.summarize_only:
         for attack in attacks:
-            _run([*commands[attack], "--out", str(out / attack), *common])
+            _run(attack, out / attack, options.seed)
     summary = {}
     for attack in commands:
         if (out / attack / "metrics.json").is_file():

@@ -7,7 +7,6 @@ import argparse
 import torch
 
 from veneer.data import DATASETS, LabeledData, load_dataset
-from veneer.explain import METHODS, Explainer, make_explainer
 from veneer.models import RECIPES, resolve_model
 
 
@@ -42,26 +41,3 @@ def load_data(args: argparse.Namespace, split: str | None = None, n: int | None 
 
 def load_model(args: argparse.Namespace, spec_attr: str = "model") -> torch.nn.Module:
     return resolve_model(getattr(args, spec_attr), getattr(args, "weights", None))
-
-
-def default_layer(model: torch.nn.Module) -> str:
-    """Name of the last Conv2d module (Grad-CAM's usual layer)."""
-    names = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
-    if not names:
-        raise SystemExit("the model has no Conv2d layer for gradcam; pass a layer name")
-    return names[-1]
-
-
-def build_explainers(model: torch.nn.Module, names: list[str], ig_steps: int = 32) -> dict[str, Explainer]:
-    """Explainers by CLI name with the defaults used in reports (Grad-CAM on the last conv layer)."""
-    unknown = [n for n in names if n not in METHODS]
-    if unknown:
-        raise SystemExit(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
-    options = {"ig": {"steps": ig_steps}, "smoothgrad": {"seed": 0}}
-    built = {}
-    for name in names:
-        kwargs = dict(options.get(name, {}))
-        if name == "gradcam":
-            kwargs["layer"] = default_layer(model)
-        built[name] = make_explainer(name, model, **kwargs)
-    return built

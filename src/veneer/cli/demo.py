@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from veneer.cli import attack, manipulate, neurons
-from veneer.cli.explain import explain_inputs
-from veneer.data import mnist
-from veneer.explain import METHODS
-from veneer.models import accuracy, pretrained
-from veneer.runs import RunDir, seed_everything
+from veneer.jobs.demo import demo
 
 
 def register(subparsers) -> None:
@@ -20,18 +16,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    run_dir = RunDir(args.out, {"out": args.out}, args.seed)
-    seed_everything(args.seed)
-    model, test = pretrained("mnist-cnn"), mnist("test")
-    metrics = {"model": "mnist-cnn", "test_accuracy": accuracy(model, test.x, test.y)}
-    print(f"MNIST CNN test accuracy: {metrics['test_accuracy']:.4f}")
-    metrics["explanations"] = explain_inputs(model, test.subset(slice(0, 8)), list(METHODS), run_dir)
-    print("input-level attacks: short sweep (Ghorbani Fig. 3) ...")
-    metrics["attacks"] = attack.demo(run_dir.path / "attacks")
-    print("model-level manipulation: short center-of-mass fine-tune ...")
-    metrics["manipulate"] = manipulate.demo(run_dir.path / "manipulate")
-    print("neuron-level attack: short push-down of the last conv layer's top-k images ...")
-    metrics["neurons"] = neurons.demo(run_dir.path / "neurons")
-    run_dir.write_metrics(metrics)
-    print(f"wrote {run_dir.file('explanations.png')} and {run_dir.file('metrics.json')}")
+    demo(args.out, args.seed, say=print)
+    print(f"wrote {Path(args.out) / 'explanations.png'} and {Path(args.out) / 'metrics.json'}")
     return 0

@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import time
-
-import torch
-from safetensors.torch import save_file
-
-from veneer.cli.common import add_data_args, add_model_args, add_run_args, build_explainers, load_data, load_model
-from veneer.explain import METHODS, heatmap
-from veneer.models import accuracy
-from veneer.report import explanation_grid
+from veneer.cli.common import add_data_args, add_model_args, add_run_args, load_data, load_model
+from veneer.explain import METHODS
+from veneer.jobs.explain import explain_inputs
 from veneer.runs import RunDir, seed_everything
 
 
@@ -22,24 +16,6 @@ def register(subparsers) -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated method names")
     add_run_args(parser, "runs/explain")
     parser.set_defaults(run=run)
-
-
-def explain_inputs(model, data, methods: list[str], run_dir: RunDir) -> dict:
-    """Explain ``data`` with each method; write explanations.png and attributions.safetensors; return metrics."""
-    x, y = data.x, data.y
-    explainers = build_explainers(model, methods)
-    attributions, seconds = {}, {}
-    for name, explainer in explainers.items():
-        start = time.perf_counter()
-        attributions[name] = explainer(x, target=y).detach()
-        seconds[name] = time.perf_counter() - start
-    maps = {name: heatmap(a.expand_as(x) if a.shape[1] == 1 else a, reduce="sum") for name, a in attributions.items()}
-    if x.ndim == 4:
-        explanation_grid(x, maps, run_dir.file("explanations.png"),
-                         row_titles=[f"label {data.classes[int(c)]}" for c in y])
-    save_file({k: v.contiguous() for k, v in attributions.items()}, str(run_dir.file("attributions.safetensors")))
-    return {"accuracy_on_inputs": accuracy(model, x, y), "n": len(x),
-            "seconds_per_method": seconds, "images_per_second": {k: len(x) / v for k, v in seconds.items()}}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,19 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from veneer.cli.common import add_data_args, add_model_args, add_run_args, build_explainers, load_data, load_model
-from veneer.data import LabeledData, mnist
-from veneer.explain import Explainer, Gradient, GradientXInput, IntegratedGradients, LRP
+from veneer.cli.common import add_data_args, add_model_args, add_run_args, load_data, load_model
+from veneer.explain import make_explainers
 from veneer.finetune import distributed_context
-from veneer.manipulate import KEEP_LOSSES, OBJECTIVES, PICTURES, Manipulation, Objective, evaluate, make_objective
-from veneer.models import accuracy, pretrained, resolve_model, save
-from veneer.report.manipulate import write_evaluation, write_table
+from veneer.jobs.manipulate import evaluate_and_save, manipulate_and_save
+from veneer.manipulate import KEEP_LOSSES, OBJECTIVES, PICTURES, Objective, make_objective
+from veneer.models import resolve_model
 from veneer.runs import RunDir, seed_everything
 
 IMAGE_METHODS = ["gradient", "gradient_x_input", "ig", "smoothgrad", "gradcam", "lrp", "occlusion"]
@@ -120,31 +118,6 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run_evaluate)
 
 
-def manipulate_and_save(model: torch.nn.Module, explainer: Explainer, objective: Objective, data: LabeledData,
-                        directory: Path, write: bool = True, **options: Any) -> dict[str, Any]:
-    """Run :class:`veneer.manipulate.Manipulation` with checkpoints in ``directory``; unless ``write`` is
-    false (ranks other than 0), write ``model.safetensors`` and ``history.md/.csv`` there; return
-    ``(manipulated model, metrics)``."""
-    result = Manipulation(model, explainer, objective, checkpoint_dir=directory, **options)(data)
-    metrics = {"steps": len(result.history), "seconds": result.seconds, "final": result.history[-1],
-               "train_accuracy": accuracy(result.model, data.x, data.y)}
-    if write:
-        save(result.model, Path(directory) / "model.safetensors", {"objective": repr(objective),
-                                                                   "explainer": repr(explainer)})
-        write_table(result.history, Path(directory) / "history")
-    return result.model, metrics
-
-
-def evaluate_and_save(original: torch.nn.Module, manipulated: torch.nn.Module, objective: Objective,
-                      data: LabeledData, explainers: dict[str, Explainer], directory: Path, **options: Any
-                      ) -> dict[str, Any]:
-    """Run :func:`veneer.manipulate.evaluate`; write its tables and figures into ``directory``; return metrics."""
-    start = time.perf_counter()
-    result = evaluate(original, manipulated, objective, data, explainers, **options)
-    write_evaluation(result, directory)
-    return {**result.metrics(), "seconds": time.perf_counter() - start}
-
-
 def run_manipulate(args: argparse.Namespace) -> int:
     world, rank = distributed_context()
     if world > 1 and torch.cuda.is_available():
@@ -155,7 +128,7 @@ def run_manipulate(args: argparse.Namespace) -> int:
     model, data = load_model(args), load_data(args)
     if world > 1 and torch.cuda.is_available():
         model = model.cuda()
-    explainer = build_explainers(model, [args.method], ig_steps=args.ig_steps)[args.method]
+    explainer = make_explainers(model, [args.method], ig_steps=args.ig_steps)[args.method]
     objective = objective_from_args(args)
     _, metrics = manipulate_and_save(
         model, explainer, objective, data, Path(args.out), rank == 0, keep=args.keep, alpha=args.alpha,
@@ -191,30 +164,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     original, data = load_model(args, "original"), load_data(args)
     default = IMAGE_METHODS if data.x.ndim == 4 else TABULAR_METHODS
     methods = [m for m in args.methods.split(",") if m] if args.methods else default
-    explainers = build_explainers(original, methods, ig_steps=args.ig_steps)
+    explainers = make_explainers(original, methods, ig_steps=args.ig_steps)
     metrics = evaluate_and_save(original, manipulated, objective_from_args(args), data, explainers, run_dir.path,
                                 noise=args.noise, batch_size=args.batch_size, examples=args.examples,
                                 seed=args.seed)
     run_dir.write_metrics(metrics)
     print(f"wrote {run_dir.file('transfer.md')} and {run_dir.file('metrics.json')}")
     return 0
-
-
-def demo(run_dir: Path) -> dict[str, Any]:
-    """A short centre-of-mass manipulation of the bundled MNIST CNN on Gradient (about two minutes on two CPU
-    cores): every fourth training image (1000), 60 steps; evaluation on every fifth test image (200) with
-    Gradient, GradientXInput, IntegratedGradients (16 steps) and LRP. Writes the model, tables and
-    ``heatmaps.png`` under ``run_dir``; returns the metrics (COM distance 20 -> 11 px, accuracy -1 pt)."""
-    run = RunDir(run_dir, {"demo": "manipulate", "objective": "com", "target": [0, 0], "method": "gradient"}, 0)
-    seed_everything(0)
-    original = pretrained("mnist-cnn")
-    objective = make_objective("com", target=(0, 0))
-    model, metrics = manipulate_and_save(original, Gradient(original), objective,
-                                         mnist("train").subset(slice(0, 4000, 4)), run.path, alpha=0.1, lr=1e-3,
-                                         epochs=4, batch_size=64, seed=0, progress=True)
-    explainers = {"gradient": Gradient(original), "gradient_x_input": GradientXInput(original),
-                  "ig": IntegratedGradients(original, steps=16), "lrp": LRP(original)}
-    metrics["evaluation"] = evaluate_and_save(original, model, objective, mnist("test").subset(slice(0, 1000, 5)),
-                                              explainers, run.path, noise=100, progress=False)
-    run.write_metrics(metrics)
-    return metrics

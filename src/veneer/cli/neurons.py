@@ -7,26 +7,13 @@ Nanfack et al. (2024), "Adversarial Attacks on the Interpretation of Neuron Acti
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from veneer.cli.common import add_model_args, add_run_args, load_model
 from veneer.data import LabeledData, load_dataset
-from veneer.finetune import FineTuneResult
-from veneer.metrics import ddi, deo
-from veneer.models import accuracy, load, predict, save
-from veneer.neurons import (
-    Fairwash, PushDown, PushUp, activations, channel_decorrelation, compare_activations,
-    default_layer, group_fairness, independent_encoder, label_share, top_k, topk_indices, visualize,
-)
-from veneer.report.neurons import (
-    balance_histogram, ks_plot, topk_grid, visualization_grid, write_table,
-)
+from veneer.jobs.neurons import fairwash_job, push_down_job, push_up_job, topk_job, visualize_job
+from veneer.neurons import default_layer
 from veneer.runs import RunDir, seed_everything
 
 ACTIONS = ("topk", "visualize", "push-down", "push-up", "fairwash")
@@ -118,7 +105,7 @@ def register(subparsers) -> None:
     wash = actions.add_parser("fairwash", help="make biased neurons look fair (Eq. 5)")
     _common(wash, "runs/neurons-fairwash", model="adult-mlp", data="adult")
     _attack_options(wash, steps=400, alpha=0.5, lr=1e-3)
-    wash.set_defaults(run=run_fairwash, layer="1", batch_size=256, encoder="none", visualize=0)
+    wash.set_defaults(run=run_fairwash, layer="1", batch_size=256, attack_batch=256, encoder="none", visualize=0)
     wash.add_argument("--attribute", default="sex", help="protected attribute of the data (e.g. sex)")
     wash.add_argument("--most-biased", type=int, default=None,
                       help="attack the N neurons with the largest initial KS (instead of --channels)")
@@ -142,243 +129,67 @@ def _split(args: argparse.Namespace, split: str) -> LabeledData:
     return data
 
 
-def _is_image(data: LabeledData) -> bool:
-    return data.x.ndim == 4
-
-
-def resolve_encoder(spec: str, data: LabeledData) -> nn.Module | None:
-    """The embedding encoder named on the command line (see ``--encoder``)."""
-    if spec == "none":
-        return None
-    if spec == "default":
-        if not _is_image(data):
-            return nn.Flatten()
-        if data.name == "mnist":
-            return independent_encoder("mnist-cnn", seed=1)
-        raise ValueError(f"no default encoder for data {data.name!r}; pass --encoder module:function or none")
-    return load(factory=spec)
-
-
 def _done(run_dir: RunDir, metrics: dict) -> int:
+    metrics.pop("model", None)
     run_dir.write_metrics(metrics)
     print(f"wrote {run_dir.path}/ (metrics.json and figures)")
     return 0
 
 
-def _mean(x: torch.Tensor) -> float:
-    return float(x.float().mean())
+def _fine_tune_options(args: argparse.Namespace) -> dict:
+    return {"alpha": args.alpha, "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
+            "attack_batch": args.attack_batch, "temperature": args.temperature,
+            "recalibrate_steps": args.recalibrate_steps, "recalibrate_lr": args.recalibrate_lr,
+            "checkpoint_dir": args.out, "resume": args.resume, "max_steps": args.max_steps, "progress": True}
+
+
+def _evaluation_options(args: argparse.Namespace) -> dict:
+    return {"k": args.k, "channels": args.channels, "encoder": args.encoder, "pre_activation": args.pre_activation,
+            "visualize_channels": args.visualize, "seed": args.seed}
+
+
+def _print_attack(attack: str, metrics: dict, k: int) -> None:
+    print(f"{attack}: accuracy {metrics['accuracy_before']:.4f} -> {metrics['accuracy_after']:.4f}, "
+          f"held-out tau {metrics['heldout']['summary']['tau']:.3f}, train top-{k} overlap "
+          f"{metrics['train']['summary']['topk_overlap']:.3f}")
 
 
 # ----------------------------------------------------------------------------------------- actions
 def run_topk(args: argparse.Namespace) -> int:
     run_dir, model, layer = _setup(args)
-    data = _split(args, args.split)
-    start = time.perf_counter()
-    found = top_k(model, layer, data.x, args.k, pre_activation=args.pre_activation)
-    seconds = time.perf_counter() - start
-    save_file({"values": found.values.contiguous(), "indices": found.indices.contiguous()},
-              str(run_dir.file("topk.safetensors")))
-    if _is_image(data):
-        topk_grid(data.x, found.indices, run_dir.file("topk.png"), labels=data.y)
-    return _done(run_dir, {"layer": layer, "k": args.k, "channels": found.channels, "seconds": seconds,
-                           "samples_per_second": len(data) / seconds, "indices": found.indices,
-                           "values": found.values})
+    return _done(run_dir, topk_job(model, layer, _split(args, args.split), run_dir, args.k, args.pre_activation))
 
 
 def run_visualize(args: argparse.Namespace) -> int:
     run_dir, model, layer = _setup(args)
-    data = _split(args, "train")
-    decorrelation = channel_decorrelation(data.x) if _is_image(data) and data.x.shape[1] > 1 else None
-    images = visualize(model, layer, args.channels, input_shape=tuple(data.x.shape[1:]), steps=args.steps,
-                       lr=args.lr, decorrelation=decorrelation, pre_activation=args.pre_activation,
-                       seed=args.seed, progress=True)
-    channels = args.channels if args.channels is not None else list(range(len(images)))
-    save_file({"images": images.contiguous()}, str(run_dir.file("visualizations.safetensors")))
-    visualization_grid(images, run_dir.file("visualizations.png"), channels=channels)
-    response = activations(model, layer, images, pre_activation=args.pre_activation)
-    return _done(run_dir, {"layer": layer, "channels": channels,
-                           "activation_of_own_channel": response[torch.arange(len(channels)), channels]})
-
-
-def _visual_pair(original: nn.Module, attacked: nn.Module, layer: str, data: LabeledData, channels: list[int],
-                 args: argparse.Namespace, run_dir: RunDir) -> None:
-    """Fig. 9: synthetic visualisations of ``channels`` before and after, same seed."""
-    shape = tuple(data.x.shape[1:])
-    decorrelation = channel_decorrelation(data.x) if data.x.shape[1] > 1 else None
-    images = [visualize(model, layer, channels, input_shape=shape, decorrelation=decorrelation,
-                        pre_activation=args.pre_activation, seed=args.seed) for model in (original, attacked)]
-    visualization_grid(images[0], run_dir.file("visualizations.png"), images[1], channels)
-
-
-def evaluate_attack(original: nn.Module, attacked: nn.Module, layer: str, train: LabeledData,
-                    heldout: LabeledData, args: argparse.Namespace, run_dir: RunDir, attack: str,
-                    channels: list[int] | None = None, encoder: nn.Module | None = None) -> dict:
-    """Metrics of an attack on a layer (Nanfack et al. 2024, Table 1): top-k overlap, label overlap and
-    embedding-delta/-W on the training set (where ``D_attack`` lives) and the held-out set, Kendall-tau and
-    tau-W on the held-out set, accuracy before/after; top-k grids, visualisations and Table 1 files.
-    Means are over the attacked ``channels`` (``summary``) and over those of them that are alive, i.e.
-    whose activation is not constant over the training data (``summary_live``: a dead ReLU channel has
-    no ranking, its top-k is an arbitrary tie-break no attack can move)."""
-    metrics: dict = {"layer": layer, "attack": attack, "k": args.k,
-                     "accuracy_before": accuracy(original, heldout.x, heldout.y),
-                     "accuracy_after": accuracy(attacked, heldout.x, heldout.y)}
-    metrics["accuracy_drop_points"] = 100 * (metrics["accuracy_before"] - metrics["accuracy_after"])
-    comparisons, live = {}, None
-    for name, data in (("train", train), ("heldout", heldout)):
-        before = activations(original, layer, data.x, pre_activation=args.pre_activation)
-        after = activations(attacked, layer, data.x, pre_activation=args.pre_activation)
-        if live is None:  # channels whose activation varies over the training data: they have a ranking
-            live = (before.amax(dim=0) > before.amin(dim=0)).nonzero().flatten().tolist()
-            attacked_live = [c for c in (channels if channels is not None else live) if c in set(live)]
-            metrics["live_channels"] = live
-        comparison = compare_activations(before, after, args.k, labels=data.y, x=data.x, encoder=encoder,
-                                         rankings=name == "heldout")
-        comparisons[name] = comparison
-        metrics[name] = {"summary": comparison.summary(channels), "summary_live": comparison.summary(attacked_live),
-                         "per_channel": comparison.per_channel()}
-        if _is_image(data):
-            topk_grid(data.x, comparison.top_before, run_dir.file(f"topk_{name}.png"), comparison.top_after,
-                      channels=None, labels=data.y)
-    summary = metrics["heldout"]["summary"]
-    row = {"layer": layer, "attack": attack, "accuracy": metrics["accuracy_after"],
-           **{key: summary.get(key) for key in ("embedding_delta", "tau", "embedding_w", "tau_w")}}
-    write_table([row], run_dir.file("table1"))
-    metrics["table1"] = row
-    shown = (channels or list(range(len(comparisons["train"].topk_overlap))))[: args.visualize]
-    if _is_image(train) and shown:
-        _visual_pair(original, attacked, layer, train, shown, args, run_dir)
-    return metrics
-
-
-def _fine_tune_summary(result: FineTuneResult) -> dict:
-    return {"seconds": result.seconds, **result.measures,
-            "history": result.history[:: max(1, len(result.history) // 50)]}
-
-
-def _options(args: argparse.Namespace) -> dict:
-    return {"alpha": args.alpha, "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
-            "temperature": args.temperature, "recalibrate_steps": args.recalibrate_steps,
-            "recalibrate_lr": args.recalibrate_lr,
-            "pre_activation": args.pre_activation, "seed": args.seed, "channels": args.channels,
-            "attack_batch": args.attack_batch, "checkpoint_dir": args.out, "resume": args.resume,
-            "max_steps": args.max_steps, "progress": True}
-
-
-def _attack_run(args: argparse.Namespace, attack: str, run_attack) -> int:
-    """Shared body of push-down and push-up: set up, fine-tune, save the model, evaluate."""
-    run_dir, model, layer = _setup(args)
-    train, heldout = _split(args, "train"), _split(args, args.heldout_split)
-    encoder = resolve_encoder(args.encoder, train)
-    result, extra = run_attack(model, layer, train)
-    save(result.model, run_dir.file("attacked.safetensors"), {"attack": attack, "layer": layer, "seed": args.seed})
-    metrics = evaluate_attack(model, result.model, layer, train, heldout, args, run_dir, attack, args.channels,
-                              encoder)
-    metrics["fine_tune"] = _fine_tune_summary(result)
-    for key, compute in extra.items():
-        metrics[key] = compute(model, result.model, layer, train, heldout, metrics["live_channels"])
-    print(f"{attack}: accuracy {metrics['accuracy_before']:.4f} -> {metrics['accuracy_after']:.4f}, "
-          f"held-out tau {metrics['heldout']['summary']['tau']:.3f}, train top-{args.k} overlap "
-          f"{metrics['train']['summary']['topk_overlap']:.3f}")
-    return _done(run_dir, metrics)
+    return _done(run_dir, visualize_job(model, layer, _split(args, "train"), run_dir, args.channels, args.steps,
+                                        args.lr, args.pre_activation, args.seed, progress=True))
 
 
 def run_push_down(args: argparse.Namespace) -> int:
-    def attack(model, layer, train):
-        return PushDown(model, layer, k=args.k, relative=args.relative, **_options(args))(train), {}
-
-    return _attack_run(args, "push-down", attack)
-
-
-def decoy_share(original: nn.Module, attacked: nn.Module, layer: str, data: LabeledData, decoy_class: int,
-                k: int, pre_activation: bool = False, live: list[int] | None = None) -> dict:
-    """Share of the decoy class in each channel's top-k before/after a push-up attack, and the fraction of
-    channels where it fills at least half of the top-k; over all channels and over the ``live`` ones (a
-    dead channel's top-k is a tie-break, which picks the first samples, possibly of the decoy class)."""
-    found = {}
-    for when, model in (("before", original), ("after", attacked)):
-        share = label_share(data.y, topk_indices(activations(model, layer, data.x, pre_activation=pre_activation), k),
-                            decoy_class)
-        alive = share[live] if live is not None else share
-        found[when] = {"mean_share": _mean(share), "channels_at_least_half": _mean(share >= 0.5),
-                       "mean_share_live": _mean(alive), "channels_at_least_half_live": _mean(alive >= 0.5),
-                       "per_channel": share.tolist()}
-    return found
+    run_dir, model, layer = _setup(args)
+    metrics = push_down_job(model, layer, _split(args, "train"), _split(args, args.heldout_split), run_dir,
+                            relative=args.relative, **_evaluation_options(args), **_fine_tune_options(args))
+    _print_attack("push-down", metrics, args.k)
+    return _done(run_dir, metrics)
 
 
 def run_push_up(args: argparse.Namespace) -> int:
-    def attack(model, layer, train):
-        members = torch.nonzero(train.y == args.decoy_class).flatten()
-        if len(members) == 0:
-            raise ValueError(f"--decoy-class {args.decoy_class} has no training image")
-        decoys = train.x[members[: args.n_decoys]]
-        result = PushUp(model, layer, k=args.k, margin=args.margin, **_options(args))(train, decoys)
-        share = {f"decoy_share_{name}": (lambda o, a, lay, tr, he, live, split=name: decoy_share(
-            o, a, lay, tr if split == "train" else he, args.decoy_class, args.k, args.pre_activation, live))
-            for name in ("train", "heldout")}
-        return result, share
-
-    return _attack_run(args, "push-up", attack)
-
-
-def fairness_of(model: nn.Module, layer: str, data: LabeledData, group: torch.Tensor, k: int,
-                pre_activation: bool = False) -> dict[str, torch.Tensor]:
-    """Per-neuron KS distance and top-k balance (:func:`group_fairness`) and the DDI/DEO and accuracy of
-    the model's predictions on ``data``."""
-    found = group_fairness(activations(model, layer, data.x, pre_activation=pre_activation), group, k)
-    pred = predict(model, data.x).argmax(dim=1)
-    found["ddi"], found["deo"] = ddi(pred, group), deo(pred, data.y, group)
-    found["accuracy"] = (pred == data.y).float().mean()
-    return found
+    run_dir, model, layer = _setup(args)
+    metrics = push_up_job(model, layer, _split(args, "train"), _split(args, args.heldout_split), run_dir,
+                          decoy_class=args.decoy_class, n_decoys=args.n_decoys, margin=args.margin,
+                          **_evaluation_options(args), **_fine_tune_options(args))
+    _print_attack("push-up", metrics, args.k)
+    return _done(run_dir, metrics)
 
 
 def run_fairwash(args: argparse.Namespace) -> int:
     run_dir, model, layer = _setup(args)
-    train, heldout = _split(args, "train"), _split(args, args.heldout_split)
-    for data in (train, heldout):
-        if args.attribute not in data.protected:
-            raise ValueError(f"--attribute {args.attribute!r} is not a protected attribute of {args.data!r}; "
-                             f"known: {sorted(data.protected)}")
-    group_train, group_heldout = train.protected[args.attribute], heldout.protected[args.attribute]
-    before = fairness_of(model, layer, heldout, group_heldout, args.k, args.pre_activation)
-    channels = args.channels
-    if args.most_biased is not None:
-        channels = before["ks"].argsort(descending=True)[: args.most_biased].sort().values.tolist()
-    options = _options(args) | {"channels": channels}
-    result = Fairwash(model, layer, **options)(train, group_train)
-    save(result.model, run_dir.file("attacked.safetensors"), {"attack": "fairwash", "layer": layer, "seed": args.seed})
-    after = fairness_of(result.model, layer, heldout, group_heldout, args.k, args.pre_activation)
-    attacked = torch.zeros(len(before["ks"]), dtype=torch.bool)
-    attacked[channels if channels is not None else slice(None)] = True
-    ks_plot(before["ks"], after["ks"], run_dir.file("ks.png"), attacked)
-    balance_histogram(before["balance"][attacked], after["balance"][attacked], run_dir.file("balance.png"))
-    metrics = {"layer": layer, "attribute": args.attribute, "attacked_neurons": attacked.nonzero().flatten().tolist(),
-               "fine_tune": _fine_tune_summary(result)}
-    for when, found in (("before", before), ("after", after)):
-        metrics[when] = {"ks_attacked_mean": _mean(found["ks"][attacked]),
-                         "balance_attacked_mean": _mean(found["balance"][attacked]),
-                         "ddi": float(found["ddi"]), "deo": float(found["deo"]),
-                         "accuracy": float(found["accuracy"]),
-                         "ks": found["ks"].tolist(), "balance": found["balance"].tolist()}
+    metrics = fairwash_job(model, layer, _split(args, "train"), _split(args, args.heldout_split), run_dir,
+                           attribute=args.attribute, k=args.k, channels=args.channels, most_biased=args.most_biased,
+                           pre_activation=args.pre_activation, seed=args.seed, **_fine_tune_options(args))
     b, a = metrics["before"], metrics["after"]
-    metrics["ks_relative_drop"] = 1 - a["ks_attacked_mean"] / max(b["ks_attacked_mean"], 1e-12)
-    metrics["ddi_relative_change"] = abs(a["ddi"] - b["ddi"]) / max(b["ddi"], 1e-12)
-    metrics["deo_relative_change"] = abs(a["deo"] - b["deo"]) / max(b["deo"], 1e-12)
-    metrics["accuracy_drop_points"] = 100 * (b["accuracy"] - a["accuracy"])
     print(f"fairwash: mean KS {b['ks_attacked_mean']:.3f} -> {a['ks_attacked_mean']:.3f}, balance "
           f"{b['balance_attacked_mean']:.3f} -> {a['balance_attacked_mean']:.3f}, accuracy {b['accuracy']:.4f} -> "
           f"{a['accuracy']:.4f}, DDI {b['ddi']:.4f} -> {a['ddi']:.4f}, DEO {b['deo']:.4f} -> {a['deo']:.4f}")
     return _done(run_dir, metrics)
-
-
-def demo(run_dir: Path) -> dict:
-    """A short push-down of every channel of the bundled MNIST CNN's last conv layer (post-ReLU "4"):
-    120 fine-tuning steps, evaluated on the 1000 held-out images; writes top-k grids, synthetic
-    visualisations of 2 channels, Table 1 and the fine-tuned weights under ``run_dir``; returns the metrics."""
-    args = argparse.Namespace(model="mnist-cnn", weights=None, data="mnist", layer="4", pre_activation=False,
-                              k=10, n=None, out=str(run_dir), seed=0, channels=None, alpha=0.5, steps=120,
-                              lr=1e-3, batch_size=64, attack_batch=64, temperature=1.0, recalibrate_steps=0,
-                              recalibrate_lr=None, max_steps=None, resume=False,
-                              heldout_split="test", encoder="default",
-                              visualize=2, relative=True)
-    run_push_down(args)
-    return json.loads((Path(run_dir) / "metrics.json").read_text())

@@ -1,5 +1,7 @@
 """Differentiable, batched explanation methods sharing one call: ``Method(model, **options)(x, target)``."""
 
+import torch
+
 from veneer.explain.base import Explainer
 from veneer.explain.deeplift import DeepLift
 from veneer.explain.gradcam import GradCAM
@@ -27,5 +29,29 @@ def make_explainer(name: str, model, **options) -> Explainer:
     return METHODS[name](model, **options)
 
 
+def last_conv_layer(model) -> str:
+    """Name of the last ``Conv2d`` module (Grad-CAM's usual layer)."""
+    names = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    if not names:
+        raise ValueError("the model has no Conv2d layer for gradcam; pass a layer name")
+    return names[-1]
+
+
+def make_explainers(model, names: list[str], ig_steps: int = 32) -> dict[str, Explainer]:
+    """Explainers by name with the defaults used in reports: IG with ``ig_steps``, SmoothGrad seeded, Grad-CAM on
+    the last conv layer."""
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
+    options = {"ig": {"steps": ig_steps}, "smoothgrad": {"seed": 0}}
+    built = {}
+    for name in names:
+        kwargs = dict(options.get(name, {}))
+        if name == "gradcam":
+            kwargs["layer"] = last_conv_layer(model)
+        built[name] = make_explainer(name, model, **kwargs)
+    return built
+
+
 __all__ = ["Explainer", "Gradient", "GradientXInput", "IntegratedGradients", "SmoothGrad", "GradCAM",
-           "Occlusion", "LRP", "DeepLift", "heatmap", "METHODS", "make_explainer"]
+           "Occlusion", "LRP", "DeepLift", "heatmap", "METHODS", "make_explainer", "make_explainers", "last_conv_layer"]

@@ -1,0 +1,97 @@
+"""Input-level attacks on the correctly classified samples of a data set, every attack x method x eps, with
+their files: ``per_image.csv``, ``adversarial.safetensors``, Fig.-1 figures and the Fig.-3 sweep
+(``veneer attack-input``; Ghorbani et al. 2019)."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+
+from veneer.attacks import ATTACKS, Outcome, saliency_map, sweep
+from veneer.data import LabeledData, mnist
+from veneer.explain import make_explainers
+from veneer.models import pretrained
+from veneer.report.attacks import attack_figure, sweep_figure
+from veneer.runs import seed_everything
+
+
+def correctly_classified(model: torch.nn.Module, data: LabeledData, device: str, batch_size: int
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x, y, index)`` of the samples the model classifies correctly (Ghorbani et al. attack only those)."""
+    x, y = data.x.to(device), data.y.to(device)
+    with torch.no_grad():
+        predicted = torch.cat([model(part).argmax(dim=-1) for part in x.split(batch_size)])
+    index = (predicted == y).nonzero().squeeze(1)
+    return x[index], y[index], index
+
+
+def _figure_rows(outcome: Outcome, explainer, x: torch.Tensor, y: torch.Tensor, show: int) -> list[dict[str, Any]]:
+    chosen = slice(0, min(show, len(x)))
+    clean = saliency_map(explainer, x[chosen], y[chosen]).detach()
+    perturbed = saliency_map(explainer, outcome.x_adv[chosen], y[chosen]).detach()
+    stats = outcome.per_image
+    return [{"index": i, "x_adv": outcome.x_adv[i], "clean_map": clean[i], "adv_map": perturbed[i],
+             "title": f"{outcome.method}\nspearman {stats['spearman'][i]:.2f}"
+                      f"\ntop-k {stats['topk_intersection'][i]:.2f}\nCOM shift {stats['com_shift'][i]:.1f}"}
+            for i in range(len(clean))]
+
+
+def write_outputs(folder: pathlib.Path, outcomes: list[Outcome], explainers: dict, x: torch.Tensor, y: torch.Tensor,
+                  index: torch.Tensor, show: int, with_sweep: bool) -> list[dict[str, Any]]:
+    """Write the per-image CSV, the perturbed inputs, the Fig.-1 figures (and the Fig.-3 sweep); return summaries."""
+    frames, tensors = [], {"clean": x, "labels": y, "index": index}
+    for outcome in outcomes:
+        frame = pd.DataFrame({name: value.detach().cpu().numpy() for name, value in outcome.per_image.items()})
+        frame.insert(0, "label", y.cpu().numpy())
+        frame.insert(0, "index", index.cpu().numpy())
+        for position, (column, value) in enumerate((("attack", outcome.attack), ("method", outcome.method),
+                                                    ("eps", outcome.eps))):
+            frame.insert(position, column, value)
+        frames.append(frame)
+        tensors[f"{outcome.attack}/{outcome.method}/eps={outcome.eps:g}"] = outcome.x_adv
+    pd.concat(frames).to_csv(folder / "per_image.csv", index=False)
+    save_file({name: t.detach().cpu().contiguous() for name, t in tensors.items()},
+              str(folder / "adversarial.safetensors"))
+    summaries = [outcome.summary() for outcome in outcomes]
+    for attack, eps in dict.fromkeys((o.attack, o.eps) for o in outcomes):
+        rows = [row for o in outcomes if (o.attack, o.eps) == (attack, eps)
+                for row in _figure_rows(o, explainers[o.method], x, y, show)]
+        rows.sort(key=lambda row: row["index"])
+        if x.ndim == 4:
+            attack_figure(x, rows, folder / f"fig1_{attack}_eps{eps:g}.png")
+    if with_sweep:
+        pd.DataFrame(summaries).to_csv(folder / "sweep.csv", index=False)
+        sweep_figure(summaries, folder / "sweep.png")
+    return summaries
+
+
+def attack_inputs(model: torch.nn.Module, data: LabeledData, folder: pathlib.Path, *, methods: list[str],
+                  attacks: list[str], eps_values: list[float], with_sweep: bool, ig_steps: int = 32,
+                  device: str = "cpu", batch_size: int = 64, show: int = 4, k: int = 100, progress: bool = True,
+                  **attack_options: Any) -> dict[str, Any]:
+    """Attack the correctly classified samples of ``data`` with every attack x method x eps; write the run's
+    files (see the module docstring) into ``folder`` and return its metrics."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = model.to(device).eval()
+    x, y, index = correctly_classified(model, data, device, batch_size)
+    if len(x) == 0:
+        raise ValueError("the model classifies none of the chosen samples correctly; nothing to attack")
+    explainers = make_explainers(model, methods, ig_steps=ig_steps)
+    outcomes = sweep(model, explainers, x, y, eps_values, attacks, k=k, batch_size=batch_size, progress=progress,
+                     **attack_options)
+    summaries = write_outputs(folder, outcomes, explainers, x, y, index, show, with_sweep)
+    return {"n_requested": len(data), "n_attacked": len(x), "clean_accuracy": len(x) / len(data), "k": k,
+            "results": summaries}
+
+
+def demo(run_dir: pathlib.Path) -> dict[str, Any]:
+    """A short Fig.-3 sweep on bundled MNIST: 8 test images, eps 0.05 and 0.1, random / top-k / mass-center
+    with Gradient, IG (4 steps) and DeepLift, 5 steps each; writes sweep.png among the run files."""
+    seed_everything(0)
+    return attack_inputs(pretrained("mnist-cnn"), mnist("test").subset(slice(0, 8)), pathlib.Path(run_dir),
+                         methods=["gradient", "ig", "deeplift"], attacks=list(ATTACKS), eps_values=[0.05, 0.1],
+                         with_sweep=True, ig_steps=4, show=2, steps=5, progress=False)

@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m veneer demo --out runs/demo
+	$(PY) -m veneer demo --out runs/demo --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q

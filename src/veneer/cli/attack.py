@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 
 from veneer.attacks import ATTACKS
-from veneer.cli.common import add_data_args, add_model_args, add_run_args, load_data, load_model
+from veneer.cli.common import add_data_args, add_model_args, add_run_args, load_data, load_model, open_run
 from veneer.explain import METHODS
 from veneer.jobs.attack import attack_inputs
-from veneer.runs import RunDir, seed_everything
+from veneer.runs import seed_everything
 
 DEFAULTS = {"method": "gradient", "attack": "mass-center", "eps": "0.1"}
 SWEEP_DEFAULTS = {"method": "gradient,ig,deeplift", "attack": ",".join(ATTACKS), "eps": "0.02,0.05,0.1"}
@@ -70,10 +70,12 @@ def run(args: argparse.Namespace) -> int:
     input_range = _floats("--input-range", args.input_range)
     if len(input_range) != 2:
         raise ValueError(f"--input-range must be 'low,high', got {args.input_range!r}")
-    run_dir = RunDir(args.out, {k: v for k, v in vars(args).items() if k != "run"}, args.seed)
+    run_dir = open_run(args)
     seed_everything(args.seed)
+    model, data = load_model(args), load_data(args)
+    run_dir.start()
     metrics = attack_inputs(
-        load_model(args), load_data(args), run_dir.path, methods=methods, attacks=attacks, eps_values=eps_values,
+        model, data, run_dir.path, methods=methods, attacks=attacks, eps_values=eps_values,
         with_sweep=args.sweep, ig_steps=args.ig_steps, device=args.device, batch_size=args.batch_size,
         show=args.show, k=args.k, steps=args.steps, step_size=args.step_size,
         softplus_beta=args.softplus_beta or None, input_range=tuple(input_range), seed=args.seed)

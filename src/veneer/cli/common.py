@@ -8,6 +8,7 @@ import torch
 
 from veneer.data import DATASETS, LabeledData, load_dataset
 from veneer.models import RECIPES, resolve_model
+from veneer.runs import RunDir
 
 
 def add_model_args(parser: argparse.ArgumentParser, flag: str = "--model") -> None:
@@ -21,22 +22,43 @@ def add_data_args(parser: argparse.ArgumentParser, n: int | None = 64) -> None:
                         help=f"{', '.join(DATASETS)}, image-folder:PATH, cifar10:PATH or tensors:PATH")
     parser.add_argument("--split", default="test", help="train, test or all")
     parser.add_argument("--n", "--num-samples", dest="n", type=int, default=n,
-                        help="number of samples (the first n of the split); --num-samples under torchrun")
+                        help="number of samples: a seeded, class-stratified subset of the split (--seed); "
+                             "--num-samples under torchrun")
 
 
-def add_run_args(parser: argparse.ArgumentParser, out: str) -> None:
-    parser.add_argument("--out", default=out, help="run directory (config.json, metrics.json, figures)")
+def add_run_args(parser: argparse.ArgumentParser, out: str | None, resumable: bool = False) -> None:
+    parser.add_argument("--out", default=out, help="run directory (config.json, metrics.json, figures); a "
+                        "directory holding another run is refused unless --overwrite" +
+                        (" or --resume" if resumable else ""))
+    parser.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     parser.add_argument("--seed", type=int, default=0)
+    if resumable:
+        parser.add_argument("--resume", action="store_true",
+                            help="continue the run in --out (same settings) from its checkpoint")
+
+
+def open_run(args: argparse.Namespace, **extra) -> RunDir:
+    """The run directory of ``args.out`` with the command line (and ``extra``) as its config; refused before
+    anything is written when it holds another run (see :class:`veneer.runs.RunDir`)."""
+    config = {k: v for k, v in vars(args).items() if k not in ("run", "debug")} | extra
+    return RunDir(args.out, config, args.seed, resume=getattr(args, "resume", False), overwrite=args.overwrite)
+
+
+def check_count(name: str, value: int | None, minimum: int = 1) -> None:
+    """Refuse a count option below ``minimum``, naming the flag."""
+    if value is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def subset(data: LabeledData, n: int | None, seed: int) -> LabeledData:
+    """``n`` rows of ``data``: a seeded, class-stratified subset (:meth:`LabeledData.sample`)."""
+    check_count("--n", n)
+    return data if n is None else data.sample(n, seed)
 
 
 def load_data(args: argparse.Namespace, split: str | None = None, n: int | None = None) -> LabeledData:
     data = load_dataset(args.data, split or args.split)
-    n = args.n if n is None else n
-    if n is not None:
-        if n < 1:
-            raise SystemExit(f"--n must be >= 1, got {n}")
-        data = data.subset(slice(0, n))
-    return data
+    return subset(data, args.n if n is None else n, args.seed)
 
 
 def load_model(args: argparse.Namespace, spec_attr: str = "model") -> torch.nn.Module:

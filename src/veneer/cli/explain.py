@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import argparse
-from veneer.cli.common import add_data_args, add_model_args, add_run_args, load_data, load_model
-from veneer.explain import METHODS
+
+from veneer.cli.common import add_data_args, add_model_args, add_run_args, load_data, load_model, open_run
+from veneer.explain import METHODS, make_explainers
 from veneer.jobs.explain import explain_inputs
-from veneer.runs import RunDir, seed_everything
+from veneer.runs import seed_everything
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("explain", help="explain inputs with every chosen method")
     add_model_args(parser)
     add_data_args(parser, n=8)
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated method names")
+    parser.add_argument("--methods", default=None, help=f"comma-separated names from {', '.join(METHODS)} "
+                        "(default: every method that applies to the model and data)")
     add_run_args(parser, "runs/explain")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    run_dir = RunDir(args.out, {k: v for k, v in vars(args).items() if k != "run"}, args.seed)
+    run_dir = open_run(args)
     seed_everything(args.seed)
     model, data = load_model(args), load_data(args)
-    metrics = explain_inputs(model, data, [m for m in args.methods.split(",") if m], run_dir)
-    run_dir.write_metrics(metrics)
-    print(f"wrote {run_dir.file('explanations.png')} and {run_dir.file('metrics.json')}")
+    methods = None if args.methods is None else [m for m in args.methods.split(",") if m]
+    if methods is not None:
+        make_explainers(model, methods)  # unknown names are refused before the run directory is written
+    explain_inputs(model, data, methods, run_dir)
+    print(f"wrote {run_dir.path}/ (metrics.json, attributions.safetensors, figures)")
     return 0

@@ -22,13 +22,13 @@ from typing import Any
 
 import torch
 
-from veneer.cli.common import add_data_args, add_model_args, add_run_args, load_data, load_model
+from veneer.cli.common import add_data_args, add_model_args, add_run_args, load_data, load_model, open_run
 from veneer.explain import make_explainers
 from veneer.finetune import distributed_context
 from veneer.jobs.manipulate import evaluate_and_save, manipulate_and_save
 from veneer.manipulate import KEEP_LOSSES, OBJECTIVES, PICTURES, Objective, make_objective
 from veneer.models import resolve_model
-from veneer.runs import RunDir, seed_everything
+from veneer.runs import seed_everything
 
 IMAGE_METHODS = ["gradient", "gradient_x_input", "ig", "smoothgrad", "gradcam", "lrp", "occlusion"]
 TABULAR_METHODS = ["gradient", "gradient_x_input", "ig", "smoothgrad", "lrp"]
@@ -100,8 +100,7 @@ def register(subparsers) -> None:
     parser.add_argument("--softplus-beta", type=float, default=20.0, help="Softplus beta in training; 0: keep ReLU")
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (--resume later)")
-    parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.safetensors")
-    add_run_args(parser, "runs/manipulate")
+    add_run_args(parser, "runs/manipulate", resumable=True)
     parser.set_defaults(run=run_manipulate)
 
     parser = subparsers.add_parser("evaluate", help="compare an original and a manipulated model's explanations")
@@ -114,7 +113,7 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--examples", type=int, default=4, help="example inputs in heatmaps.png")
     add_objective_args(parser, None)
-    add_run_args(parser, "runs/evaluate")
+    add_run_args(parser, None)
     parser.set_defaults(run=run_evaluate)
 
 
@@ -122,14 +121,16 @@ def run_manipulate(args: argparse.Namespace) -> int:
     world, rank = distributed_context()
     if world > 1 and torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
-    config = {k: v for k, v in vars(args).items() if k != "run"}
-    run_dir = RunDir(args.out, config | {"world_size": world}, args.seed) if rank == 0 else None
+    run_dir = open_run(args, world_size=world) if rank == 0 else None
     seed_everything(args.seed)
     model, data = load_model(args), load_data(args)
     if world > 1 and torch.cuda.is_available():
         model = model.cuda()
     explainer = make_explainers(model, [args.method], ig_steps=args.ig_steps)[args.method]
     objective = objective_from_args(args)
+    objective.prepare(data)  # every argument is checked before the run directory is written
+    if run_dir is not None:
+        run_dir.start()
     _, metrics = manipulate_and_save(
         model, explainer, objective, data, Path(args.out), rank == 0, keep=args.keep, alpha=args.alpha,
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, softplus_beta=args.softplus_beta or None,
@@ -156,16 +157,21 @@ def _manipulated_model(args: argparse.Namespace) -> torch.nn.Module:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    run_dir = RunDir(args.out, {k: v for k, v in vars(args).items() if k != "run"}, args.seed)
-    seed_everything(args.seed)
-    manipulated = _manipulated_model(args)
+    if args.out is None:  # an evaluation of a run lives in that run, next to what it measures
+        args.out = str(Path(args.manipulated) / "evaluation") if Path(args.manipulated).is_dir() else "runs/evaluate"
+    manipulated = _manipulated_model(args)  # fills the objective flags from the run's config
     if args.objective is None:
         raise ValueError("--objective is required when --manipulated is a weights file")
+    run_dir = open_run(args)
+    seed_everything(args.seed)
     original, data = load_model(args, "original"), load_data(args)
     default = IMAGE_METHODS if data.x.ndim == 4 else TABULAR_METHODS
     methods = [m for m in args.methods.split(",") if m] if args.methods else default
     explainers = make_explainers(original, methods, ig_steps=args.ig_steps)
-    metrics = evaluate_and_save(original, manipulated, objective_from_args(args), data, explainers, run_dir.path,
+    objective = objective_from_args(args)
+    objective.prepare(data)
+    run_dir.start()
+    metrics = evaluate_and_save(original, manipulated, objective, data, explainers, run_dir.path,
                                 noise=args.noise, batch_size=args.batch_size, examples=args.examples,
                                 seed=args.seed)
     run_dir.write_metrics(metrics)

@@ -10,7 +10,7 @@ import argparse
 
 from torch import nn
 
-from veneer.cli.common import add_model_args, add_run_args, load_model
+from veneer.cli.common import add_model_args, add_run_args, load_model, open_run, subset
 from veneer.data import LabeledData, load_dataset
 from veneer.jobs.neurons import fairwash_job, push_down_job, push_up_job, topk_job, visualize_job
 from veneer.neurons import default_layer
@@ -32,7 +32,8 @@ def _channels(text: str) -> list[int] | None:
     return values
 
 
-def _common(parser: argparse.ArgumentParser, out: str, model: str = "mnist-cnn", data: str = "mnist") -> None:
+def _common(parser: argparse.ArgumentParser, out: str, model: str = "mnist-cnn", data: str = "mnist",
+            resumable: bool = False) -> None:
     add_model_args(parser)
     parser.set_defaults(model=model)
     parser.add_argument("--data", default=data, help="mnist, digits, adult, ... (a load_dataset spec)")
@@ -41,8 +42,9 @@ def _common(parser: argparse.ArgumentParser, out: str, model: str = "mnist-cnn",
     parser.add_argument("--pre-activation", action="store_true",
                         help="record the named module's input (the pre-activation when it is an activation)")
     parser.add_argument("--k", type=int, default=10, help="size of each channel's top-k set")
-    parser.add_argument("--n", type=int, default=None, help="use only the first n samples of each split")
-    add_run_args(parser, out)
+    parser.add_argument("--n", type=int, default=None,
+                        help="use a seeded, class-stratified subset of n samples of each split")
+    add_run_args(parser, out, resumable)
 
 
 def _attack_options(parser: argparse.ArgumentParser, steps: int, alpha: float, lr: float) -> None:
@@ -57,7 +59,6 @@ def _attack_options(parser: argparse.ArgumentParser, steps: int, alpha: float, l
     parser.add_argument("--temperature", type=float, default=1.0,
                         help="distillation temperature of L_M (1: the paper's, up to a constant)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (--resume later)")
-    parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.safetensors")
     parser.add_argument("--recalibrate-steps", type=int, default=0,
                         help="after the attack, steps of L_M alone on the layers after the attacked ones "
                              "(the attacked activations and their top-k stay unchanged)")
@@ -87,7 +88,7 @@ def register(subparsers) -> None:
     vis.set_defaults(run=run_visualize)
 
     down = actions.add_parser("push-down", help="remove each channel's top-k interpretation (Eq. 3)")
-    _common(down, "runs/neurons-push-down")
+    _common(down, "runs/neurons-push-down", resumable=True)
     _attack_options(down, steps=300, alpha=0.5, lr=1e-3)
     down.add_argument("--relative", action="store_true",
                       help="divide D_attack's activations by the channel's mean on random training images "
@@ -95,7 +96,7 @@ def register(subparsers) -> None:
     down.set_defaults(run=run_push_down)
 
     up = actions.add_parser("push-up", help="put decoy images into every channel's top-k (Eq. 4)")
-    _common(up, "runs/neurons-push-up")
+    _common(up, "runs/neurons-push-up", resumable=True)
     _attack_options(up, steps=400, alpha=0.5, lr=1e-3)
     up.add_argument("--decoy-class", type=int, default=0, help="decoys: training images of this class")
     up.add_argument("--n-decoys", type=int, default=100)
@@ -103,7 +104,7 @@ def register(subparsers) -> None:
     up.set_defaults(run=run_push_up)
 
     wash = actions.add_parser("fairwash", help="make biased neurons look fair (Eq. 5)")
-    _common(wash, "runs/neurons-fairwash", model="adult-mlp", data="adult")
+    _common(wash, "runs/neurons-fairwash", model="adult-mlp", data="adult", resumable=True)
     _attack_options(wash, steps=400, alpha=0.5, lr=1e-3)
     wash.set_defaults(run=run_fairwash, layer="1", batch_size=256, attack_batch=256, encoder="none", visualize=0)
     wash.add_argument("--attribute", default="sex", help="protected attribute of the data (e.g. sex)")
@@ -113,7 +114,7 @@ def register(subparsers) -> None:
 
 # ----------------------------------------------------------------------------------------- helpers
 def _setup(args: argparse.Namespace) -> tuple[RunDir, nn.Module, str]:
-    run_dir = RunDir(args.out, {k: v for k, v in vars(args).items() if k != "run"}, args.seed)
+    run_dir = open_run(args)
     seed_everything(args.seed)
     model = load_model(args)
     layer = args.layer or default_layer(model)
@@ -121,12 +122,7 @@ def _setup(args: argparse.Namespace) -> tuple[RunDir, nn.Module, str]:
 
 
 def _split(args: argparse.Namespace, split: str) -> LabeledData:
-    data = load_dataset(args.data, split)
-    if args.n is not None:
-        if args.n < 1:
-            raise ValueError(f"--n must be >= 1, got {args.n}")
-        data = data.subset(slice(0, args.n))
-    return data
+    return subset(load_dataset(args.data, split), args.n, args.seed)
 
 
 def _done(run_dir: RunDir, metrics: dict) -> int:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from veneer.cli.common import add_run_args
+from veneer.cli.common import add_run_args, open_run
 from veneer.models import RECIPES, train_bundled
-from veneer.runs import RunDir
 
 
 def register(subparsers) -> None:
@@ -19,7 +18,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     overrides = {} if args.epochs is None else {"epochs": args.epochs}
-    run_dir = RunDir(args.out, vars(args) | {"run": None}, args.seed)
+    run_dir = open_run(args)
     _, metadata = train_bundled(args.model, run_dir.file("model.safetensors"), seed=args.seed, **overrides)
     run_dir.write_metrics({k: metadata[k] for k in ("train_accuracy", "test_accuracy", "train_seconds")})
     print(f"{args.model}: test accuracy {metadata['test_accuracy']:.4f} in {metadata['train_seconds']:.1f} s "

@@ -46,6 +46,25 @@ class LabeledData(Dataset):
             {k: v[index] for k, v in self.protected.items()}, self.protected_groups,
         )
 
+    def sample(self, n: int, seed: int = 0) -> "LabeledData":
+        """A seeded, class-stratified subset of ``n`` rows (each class in proportion to its share, rounded by
+        a seeded draw), in a shuffled order that mixes the classes; ``n >= len(self)`` returns every row,
+        shuffled. The first rows of the split would be one class when the split is sorted by class."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(self), generator=generator)
+        labels = self.y[order]
+        counts = torch.bincount(labels, minlength=int(labels.max()) + 1)
+        # rank of each sample within its class, in the random order
+        by_class = torch.argsort(labels, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.empty_like(labels)
+        rank[by_class] = torch.arange(len(labels)) - starts[labels[by_class]]
+        key = (rank.double() + torch.rand(len(labels), generator=generator, dtype=torch.float64)) / counts[labels]
+        chosen = order[torch.argsort(key)[:n]]
+        return self.subset(chosen)
+
     def features(self, prefixes: list[str] | tuple[str, ...]) -> list[int]:
         """Column indices whose name equals or starts with ``prefix=`` for each prefix; unknown names raise."""
         if self.feature_names is None:

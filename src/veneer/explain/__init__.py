@@ -53,5 +53,19 @@ def make_explainers(model, names: list[str], ig_steps: int = 32) -> dict[str, Ex
     return built
 
 
+def applicable_methods(model, x: torch.Tensor) -> tuple[list[str], dict[str, str]]:
+    """``(names, reasons)``: the methods of :data:`METHODS` that explain ``model`` on inputs like ``x`` (each is
+    built with the report defaults and run on ``x[:1]``) and, for the others, why not (their error)."""
+    usable, reasons = [], {}
+    for name in METHODS:
+        try:
+            make_explainers(model, [name], ig_steps=2)[name](x[:1])
+            usable.append(name)
+        except (ValueError, TypeError, RuntimeError, NotImplementedError) as error:
+            reasons[name] = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return usable, reasons
+
+
 __all__ = ["Explainer", "Gradient", "GradientXInput", "IntegratedGradients", "SmoothGrad", "GradCAM",
-           "Occlusion", "LRP", "DeepLift", "heatmap", "METHODS", "make_explainer", "make_explainers", "last_conv_layer"]
+           "Occlusion", "LRP", "DeepLift", "heatmap", "METHODS", "make_explainer", "make_explainers", "last_conv_layer",
+           "applicable_methods"]

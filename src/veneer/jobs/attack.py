@@ -9,14 +9,13 @@ from typing import Any
 
 import pandas as pd
 import torch
-from safetensors.torch import save_file
 
 from veneer.attacks import ATTACKS, Outcome, saliency_map, sweep
 from veneer.data import LabeledData, mnist
 from veneer.explain import make_explainers
 from veneer.models import pretrained
 from veneer.report.attacks import attack_figure, sweep_figure
-from veneer.runs import seed_everything
+from veneer.runs import atomic_write_bytes, save_tensors, seed_everything
 
 
 def correctly_classified(model: torch.nn.Module, data: LabeledData, device: str, batch_size: int
@@ -53,9 +52,8 @@ def write_outputs(folder: pathlib.Path, outcomes: list[Outcome], explainers: dic
             frame.insert(position, column, value)
         frames.append(frame)
         tensors[f"{outcome.attack}/{outcome.method}/eps={outcome.eps:g}"] = outcome.x_adv
-    pd.concat(frames).to_csv(folder / "per_image.csv", index=False)
-    save_file({name: t.detach().cpu().contiguous() for name, t in tensors.items()},
-              str(folder / "adversarial.safetensors"))
+    atomic_write_bytes(folder / "per_image.csv", pd.concat(frames).to_csv(index=False).encode())
+    save_tensors(folder / "adversarial.safetensors", tensors)
     summaries = [outcome.summary() for outcome in outcomes]
     for attack, eps in dict.fromkeys((o.attack, o.eps) for o in outcomes):
         rows = [row for o in outcomes if (o.attack, o.eps) == (attack, eps)
@@ -64,7 +62,7 @@ def write_outputs(folder: pathlib.Path, outcomes: list[Outcome], explainers: dic
         if x.ndim == 4:
             attack_figure(x, rows, folder / f"fig1_{attack}_eps{eps:g}.png")
     if with_sweep:
-        pd.DataFrame(summaries).to_csv(folder / "sweep.csv", index=False)
+        atomic_write_bytes(folder / "sweep.csv", pd.DataFrame(summaries).to_csv(index=False).encode())
         sweep_figure(summaries, folder / "sweep.png")
     return summaries
 

@@ -13,11 +13,13 @@ from veneer.models import accuracy, pretrained
 from veneer.runs import RunDir, seed_everything
 
 
-def demo(out: str | Path, seed: int = 0, say: Callable[[str], Any] = lambda text: None) -> dict[str, Any]:
+def demo(out: str | Path, seed: int = 0, say: Callable[[str], Any] = lambda text: None,
+         overwrite: bool = False) -> dict[str, Any]:
     """Explanations of 8 MNIST test images by every method, a short input-level sweep, a short model-level
     centre-of-mass manipulation and a short neuron push-down of the bundled MNIST CNN; ``say`` is told what
-    runs. Returns the metrics written to ``out/metrics.json``."""
-    run_dir = RunDir(out, {"command": "demo", "out": str(out)}, seed)
+    runs. Returns the metrics written to ``out/metrics.json``; ``out`` holding another run is refused unless
+    ``overwrite``."""
+    run_dir = RunDir(out, {"command": "demo", "out": str(out)}, seed, overwrite=overwrite)
     seed_everything(seed)
     model, test = pretrained("mnist-cnn"), mnist("test")
     metrics = {"model": "mnist-cnn", "test_accuracy": accuracy(model, test.x, test.y)}

@@ -4,27 +4,39 @@ from __future__ import annotations
 
 import time
 
-from safetensors.torch import save_file
 
-from veneer.explain import heatmap, make_explainers
+from veneer.explain import applicable_methods, heatmap, make_explainers
 from veneer.models import accuracy
 from veneer.report import explanation_grid
-from veneer.runs import RunDir
+from veneer.runs import RunDir, save_tensors
 
 
-def explain_inputs(model, data, methods: list[str], run_dir: RunDir) -> dict:
-    """Explain ``data`` with each method; write explanations.png and attributions.safetensors; return metrics."""
+def explain_inputs(model, data, methods: list[str] | None, run_dir: RunDir) -> dict:
+    """Explain ``data`` with each method (``None``: every method that applies to the model and data, see
+    :func:`veneer.explain.applicable_methods`; a named method that does not apply is refused before any work);
+    write attributions.safetensors and metrics.json, then explanations.png; return the metrics."""
     x, y = data.x, data.y
+    usable, reasons = applicable_methods(model, x[:1])
+    if methods is None:
+        methods = usable
+    refused = {name: reasons[name] for name in methods if name in reasons}
+    if refused:
+        raise ValueError("methods that cannot explain this model and data: "
+                         + "; ".join(f"{name}: {why}" for name, why in refused.items()))
     explainers = make_explainers(model, methods)
     attributions, seconds = {}, {}
     for name, explainer in explainers.items():
         start = time.perf_counter()
         attributions[name] = explainer(x, target=y).detach()
         seconds[name] = time.perf_counter() - start
-    maps = {name: heatmap(a.expand_as(x) if a.shape[1] == 1 else a, reduce="sum") for name, a in attributions.items()}
+    save_tensors(run_dir.file("attributions.safetensors"), attributions)
+    metrics = {"accuracy_on_inputs": accuracy(model, x, y), "n": len(x), "methods": methods,
+               "methods_not_applicable": {k: v for k, v in reasons.items() if k not in methods},
+               "seconds_per_method": seconds, "images_per_second": {k: len(x) / v for k, v in seconds.items()}}
+    run_dir.write_metrics(metrics)  # before the figure: nothing computed is lost if drawing fails
     if x.ndim == 4:
+        maps = {name: heatmap(a.expand_as(x) if a.shape[1] == 1 else a, reduce="sum")
+                for name, a in attributions.items()}
         explanation_grid(x, maps, run_dir.file("explanations.png"),
                          row_titles=[f"label {data.classes[int(c)]}" for c in y])
-    save_file({k: v.contiguous() for k, v in attributions.items()}, str(run_dir.file("attributions.safetensors")))
-    return {"accuracy_on_inputs": accuracy(model, x, y), "n": len(x),
-            "seconds_per_method": seconds, "images_per_second": {k: len(x) / v for k, v in seconds.items()}}
+    return metrics

@@ -47,7 +47,8 @@ def demo(run_dir: Path) -> dict[str, Any]:
     cores): every fourth training image (1000), 60 steps; evaluation on every fifth test image (200) with
     Gradient, GradientXInput, IntegratedGradients (16 steps) and LRP. Writes the model, tables and
     ``heatmaps.png`` under ``run_dir``; returns the metrics (COM distance 20 -> 11 px, accuracy -1 pt)."""
-    run = RunDir(run_dir, {"demo": "manipulate", "objective": "com", "target": [0, 0], "method": "gradient"}, 0)
+    run = RunDir(run_dir, {"command": "manipulate", "demo": True, "objective": "com", "target": [0, 0],
+                           "method": "gradient"}, 0, overwrite=True)  # a part of the demo's own run
     seed_everything(0)
     original = pretrained("mnist-cnn")
     objective = make_objective("com", target=(0, 0))

@@ -8,7 +8,6 @@ import time
 from typing import Any, Callable
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from veneer.data import LabeledData, mnist
@@ -20,7 +19,7 @@ from veneer.neurons import (
     independent_encoder, label_share, top_k, topk_indices, visualize,
 )
 from veneer.report.neurons import balance_histogram, ks_plot, topk_grid, visualization_grid, write_table
-from veneer.runs import RunDir
+from veneer.runs import RunDir, save_tensors
 
 
 def _is_image(data: LabeledData) -> bool:
@@ -52,8 +51,7 @@ def topk_job(model: nn.Module, layer: str, data: LabeledData, run_dir: RunDir, k
     start = time.perf_counter()
     found = top_k(model, layer, data.x, k, pre_activation=pre_activation)
     seconds = time.perf_counter() - start
-    save_file({"values": found.values.contiguous(), "indices": found.indices.contiguous()},
-              str(run_dir.file("topk.safetensors")))
+    save_tensors(run_dir.file("topk.safetensors"), {"values": found.values, "indices": found.indices})
     if _is_image(data):
         topk_grid(data.x, found.indices, run_dir.file("topk.png"), labels=data.y)
     return {"layer": layer, "k": k, "channels": found.channels, "seconds": seconds,
@@ -68,7 +66,7 @@ def visualize_job(model: nn.Module, layer: str, data: LabeledData, run_dir: RunD
     images = visualize(model, layer, channels, input_shape=tuple(data.x.shape[1:]), steps=steps, lr=lr,
                        decorrelation=decorrelation, pre_activation=pre_activation, seed=seed, progress=progress)
     channels = channels if channels is not None else list(range(len(images)))
-    save_file({"images": images.contiguous()}, str(run_dir.file("visualizations.safetensors")))
+    save_tensors(run_dir.file("visualizations.safetensors"), {"images": images})
     visualization_grid(images, run_dir.file("visualizations.png"), channels=channels)
     response = activations(model, layer, images, pre_activation=pre_activation)
     return {"layer": layer, "channels": channels,
@@ -240,7 +238,7 @@ def demo(run_dir) -> dict[str, Any]:
     120 fine-tuning steps, evaluated on the 1000 held-out images; writes top-k grids, synthetic
     visualisations of 2 channels, Table 1 and the fine-tuned weights under ``run_dir``; returns the metrics."""
     run = RunDir(run_dir, {"command": "neurons", "action": "push-down", "demo": True, "layer": "4", "steps": 120},
-                 0)
+                 0, overwrite=True)  # a part of the demo's own run
     metrics = push_down_job(pretrained("mnist-cnn"), "4", mnist("train"), mnist("test"), run, relative=True,
                             visualize_channels=2, alpha=0.5, steps=120, lr=1e-3, progress=True)
     metrics.pop("model")

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from veneer.runs import atomic_write_bytes, seed_everything
+from veneer.runs import atomic_write_bytes, save_tensors, seed_everything
 
 
 @torch.no_grad()
@@ -81,11 +81,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1
 
 def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any]) -> Path:
     """Write ``path`` (.safetensors, the state dict) and ``path`` with suffix .json (metadata), atomically."""
-    path = Path(path).with_suffix(".safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
+    path = save_tensors(Path(path).with_suffix(".safetensors"), model.state_dict())
     atomic_write_bytes(path.with_suffix(".json"), (json.dumps(metadata, indent=2) + "\n").encode())
     return path
 

@@ -30,6 +30,13 @@ def check_tensor(
     return x
 
 
+def check_finite_parameters(model: nn.Module, name: str = "model") -> None:
+    """Refuse a model with NaN or infinite parameters or buffers (its outputs would be meaningless)."""
+    for key, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"{name} has NaN or infinite values in {key!r}; check the weights file")
+
+
 def check_eval_mode(model: nn.Module, name: str = "model") -> None:
     """Explanations of a model in training mode depend on dropout/batch-norm state: refuse them."""
     if model.training:
@@ -58,6 +65,16 @@ def resolve_target(target: object, logits: torch.Tensor, name: str = "target") -
     if ((target < 0) | (target >= classes)).any():
         raise ValueError(f"{name} must lie in [0, {classes - 1}], got values {target.unique().tolist()}")
     return target
+
+
+def check_labels(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str = "labels") -> None:
+    """Refuse labels outside the model's classes (its output width on one sample), naming them."""
+    with torch.no_grad():
+        classes = model(x[:1]).shape[-1]
+    bad = y[(y < 0) | (y >= classes)]
+    if len(bad):
+        raise ValueError(f"{name} must lie in [0, {classes - 1}] (the model has {classes} outputs), got "
+                         f"{sorted(set(bad.tolist()))[:10]}")
 
 
 def check_positive(name: str, value: float, *, integer: bool = False) -> None:

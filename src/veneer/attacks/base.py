@@ -88,12 +88,18 @@ class ExplanationAttack:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)):
             raise TypeError(f"eps must be a number, got {eps!r}")
         check_positive("eps", eps)
+        if eps == float("inf"):
+            raise ValueError("eps must be finite")
         if not isinstance(input_range, (tuple, list)) or len(input_range) != 2:
             raise ValueError(f"input_range must be a (low, high) pair, got {input_range!r}")
         low = _check_range_bound("input_range[0]", input_range[0])
         high = _check_range_bound("input_range[1]", input_range[1])
         if not bool(torch.all(torch.as_tensor(low) < torch.as_tensor(high))):
             raise ValueError(f"input_range must have low < high, got {input_range!r}")
+        width = float((torch.as_tensor(high) - torch.as_tensor(low)).max())
+        if eps >= width:
+            raise ValueError(f"eps={eps!r} is not below the width of input_range ({width:g}): the ball would "
+                             "hold every input, so nothing is imperceptible; use eps in the data's units")
         self.model, self.explainer, self.eps = model, explainer, float(eps)
         self.input_range = (low, high)
         self.progress = progress
@@ -203,6 +209,9 @@ class IterativeAttack(ExplanationAttack):
         elif isinstance(step_size, bool) or not isinstance(step_size, (int, float)):
             raise TypeError(f"step_size must be a number or None, got {step_size!r}")
         check_positive("step_size", step_size)
+        width = float((torch.as_tensor(self.input_range[1]) - torch.as_tensor(self.input_range[0])).max())
+        if step_size >= width:
+            raise ValueError(f"step_size={step_size!r} is not below the width of input_range ({width:g})")
         if softplus_beta is not None:
             check_positive("softplus_beta", softplus_beta)
         check_explainer(explainer, model, differentiable=True)

@@ -53,6 +53,8 @@ def check_count(name: str, value: int | None, minimum: int = 1) -> None:
 def subset(data: LabeledData, n: int | None, seed: int) -> LabeledData:
     """``n`` rows of ``data``: a seeded, class-stratified subset (:meth:`LabeledData.sample`)."""
     check_count("--n", n)
+    if len(data) == 0:
+        raise ValueError(f"data {data.name!r} holds no samples")
     return data if n is None else data.sample(n, seed)
 
 

@@ -31,7 +31,8 @@ def make_explainer(name: str, model, **options) -> Explainer:
 
 def last_conv_layer(model) -> str:
     """Name of the last ``Conv2d`` module (Grad-CAM's usual layer)."""
-    names = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    names = [name for name, m in model.named_modules()  # TorchScript keeps the class name as original_name
+             if isinstance(m, torch.nn.Conv2d) or getattr(m, "original_name", None) == "Conv2d"]
     if not names:
         raise ValueError("the model has no Conv2d layer for gradcam; pass a layer name")
     return names[-1]

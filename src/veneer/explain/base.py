@@ -12,7 +12,7 @@ import copy
 import torch
 from torch import nn
 
-from veneer.checks import check_eval_mode, check_tensor, resolve_target
+from veneer.checks import check_eval_mode, check_finite_parameters, check_tensor, resolve_target
 
 
 class Explainer:
@@ -28,6 +28,7 @@ class Explainer:
     def __init__(self, model: nn.Module):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_finite_parameters(model)
         self.model = model
 
     def __call__(self, x: torch.Tensor, target=None, create_graph: bool = False) -> torch.Tensor:
@@ -50,6 +51,9 @@ class Explainer:
             logits = torch.empty(x.shape[0], self._num_classes(x), device=x.device)
         target = resolve_target(target, logits)
         attr, output = self.attribute_with_output(x, target, create_graph)
+        if not torch.isfinite(attr).all():
+            raise ValueError(f"{type(self).__name__} gave NaN or infinite attributions: the model's outputs or "
+                             "gradients are not finite for these inputs")
         if not create_graph:
             attr, output = attr.detach(), None if output is None else output.detach()
         return attr, output

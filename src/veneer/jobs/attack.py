@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from veneer.attacks import ATTACKS, Outcome, saliency_map, sweep
+from veneer.checks import check_eval_mode, check_labels
 from veneer.data import LabeledData, mnist
 from veneer.explain import make_explainers
 from veneer.models import pretrained
@@ -74,7 +75,9 @@ def attack_inputs(model: torch.nn.Module, data: LabeledData, folder: pathlib.Pat
     """Attack the correctly classified samples of ``data`` with every attack x method x eps; write the run's
     files (see the module docstring) into ``folder`` and return its metrics."""
     folder.mkdir(parents=True, exist_ok=True)
-    model = model.to(device).eval()
+    check_eval_mode(model)
+    model = model.to(device)
+    check_labels(model, data.x.to(device), data.y.to(device))
     x, y, index = correctly_classified(model, data, device, batch_size)
     if len(x) == 0:
         raise ValueError("the model classifies none of the chosen samples correctly; nothing to attack")

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from veneer.checks import check_labels
 from veneer.data import LabeledData, mnist
 from veneer.finetune import FineTuneResult
 from veneer.metrics import ddi, deo
@@ -48,6 +49,7 @@ def topk_job(model: nn.Module, layer: str, data: LabeledData, run_dir: RunDir, k
              pre_activation: bool = False) -> dict[str, Any]:
     """Each channel's top-``k`` samples of ``data`` (dataset-based visualisation): ``topk.safetensors`` and, for
     images, ``topk.png``; returns the metrics."""
+    check_labels(model, data.x, data.y)
     start = time.perf_counter()
     found = top_k(model, layer, data.x, k, pre_activation=pre_activation)
     seconds = time.perf_counter() - start

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from veneer.checks import check_positive, find_module
+from veneer.checks import check_eval_mode, check_positive, find_module
 from veneer.models import capture
 
 __all__ = ["channel_scalar", "ActivationRecorder", "resolve_layers", "default_layer", "iterate_inputs",
@@ -134,7 +134,9 @@ def data_size(data: Data) -> int | None:
 @torch.no_grad()
 def record(model: nn.Module, layers: str | Sequence[str], x: torch.Tensor,
            pre_activation: bool = False) -> dict[str, torch.Tensor]:
-    """``{layer: (B, C)}`` activations of one batch ``x`` (no gradient), on the CPU."""
+    """``{layer: (B, C)}`` activations of one batch ``x`` (no gradient), on the CPU. A model in training mode
+    is refused: its activations would depend on dropout and would change batch-norm statistics."""
+    check_eval_mode(model)
     with ActivationRecorder(model, layers, pre_activation) as recorder:
         model(x.to(_device(model)))
         return {name: value.detach().cpu() for name, value in recorder.take().items()}

@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--input-range must be 'low,high', got {args.input_range!r}")
     run_dir = open_run(args)
     seed_everything(args.seed)
-    model, data = load_model(args), load_data(args)
+    model = load_model(args)
+    data = load_data(args, model=model)
     run_dir.start()
     metrics = attack_inputs(
         model, data, run_dir.path, methods=methods, attacks=attacks, eps_values=eps_values,

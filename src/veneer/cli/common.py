@@ -24,6 +24,8 @@ def add_data_args(parser: argparse.ArgumentParser, n: int | None = 64) -> None:
     parser.add_argument("--n", "--num-samples", dest="n", type=int, default=n,
                         help="number of samples: a seeded, class-stratified subset of the split (--seed); "
                              "--num-samples under torchrun")
+    parser.add_argument("--color", choices=("auto", "gray", "rgb"), default="auto",
+                        help="channels of an image folder (auto: what the model's first convolution expects)")
 
 
 def add_run_args(parser: argparse.ArgumentParser, out: str | None, resumable: bool = False) -> None:
@@ -58,8 +60,21 @@ def subset(data: LabeledData, n: int | None, seed: int) -> LabeledData:
     return data if n is None else data.sample(n, seed)
 
 
-def load_data(args: argparse.Namespace, split: str | None = None, n: int | None = None) -> LabeledData:
-    data = load_dataset(args.data, split or args.split)
+def input_channels(model: torch.nn.Module) -> int | None:
+    """The number of input channels the model's first convolution expects, when it has one."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d) or getattr(module, "original_name", None) == "Conv2d":
+            return int(module.weight.shape[1])
+    return None
+
+
+def load_data(args: argparse.Namespace, split: str | None = None, n: int | None = None,
+              model: torch.nn.Module | None = None) -> LabeledData:
+    """The data of ``--data``: ``--n`` rows as a seeded stratified subset; an image folder read with the
+    channels of ``--color`` (``auto``: what ``model``'s first convolution expects)."""
+    color = getattr(args, "color", "auto")
+    grayscale = color == "gray" or (color == "auto" and model is not None and input_channels(model) == 1)
+    data = load_dataset(args.data, split or args.split, grayscale=grayscale)
     return subset(data, args.n if n is None else n, args.seed)
 
 

@@ -23,7 +23,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     run_dir = open_run(args)
     seed_everything(args.seed)
-    model, data = load_model(args), load_data(args)
+    model = load_model(args)
+    data = load_data(args, model=model)
     methods = None if args.methods is None else [m for m in args.methods.split(",") if m]
     if methods is not None:
         make_explainers(model, methods)  # unknown names are refused before the run directory is written

@@ -123,7 +123,8 @@ def run_manipulate(args: argparse.Namespace) -> int:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
     run_dir = open_run(args, world_size=world) if rank == 0 else None
     seed_everything(args.seed)
-    model, data = load_model(args), load_data(args)
+    model = load_model(args)
+    data = load_data(args, model=model)
     if world > 1 and torch.cuda.is_available():
         model = model.cuda()
     explainer = make_explainers(model, [args.method], ig_steps=args.ig_steps)[args.method]
@@ -164,7 +165,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("--objective is required when --manipulated is a weights file")
     run_dir = open_run(args)
     seed_everything(args.seed)
-    original, data = load_model(args, "original"), load_data(args)
+    original = load_model(args, "original")
+    data = load_data(args, model=original)
     default = IMAGE_METHODS if data.x.ndim == 4 else TABULAR_METHODS
     methods = [m for m in args.methods.split(",") if m] if args.methods else default
     explainers = make_explainers(original, methods, ig_steps=args.ig_steps)

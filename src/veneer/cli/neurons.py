@@ -10,8 +10,8 @@ import argparse
 
 from torch import nn
 
-from veneer.cli.common import add_model_args, add_run_args, load_model, open_run, subset
-from veneer.data import LabeledData, load_dataset
+from veneer.cli.common import add_model_args, add_run_args, load_data, load_model, open_run
+from veneer.data import LabeledData
 from veneer.jobs.neurons import fairwash_job, push_down_job, push_up_job, topk_job, visualize_job
 from veneer.neurons import default_layer
 from veneer.runs import RunDir, seed_everything
@@ -44,6 +44,8 @@ def _common(parser: argparse.ArgumentParser, out: str, model: str = "mnist-cnn",
     parser.add_argument("--k", type=int, default=10, help="size of each channel's top-k set")
     parser.add_argument("--n", type=int, default=None,
                         help="use a seeded, class-stratified subset of n samples of each split")
+    parser.add_argument("--color", choices=("auto", "gray", "rgb"), default="auto",
+                        help="channels of an image folder (auto: what the model's first convolution expects)")
     add_run_args(parser, out, resumable)
 
 
@@ -121,8 +123,8 @@ def _setup(args: argparse.Namespace) -> tuple[RunDir, nn.Module, str]:
     return run_dir, model, layer
 
 
-def _split(args: argparse.Namespace, split: str) -> LabeledData:
-    return subset(load_dataset(args.data, split), args.n, args.seed)
+def _split(args: argparse.Namespace, split: str, model: nn.Module) -> LabeledData:
+    return load_data(args, split=split, model=model)
 
 
 def _done(run_dir: RunDir, metrics: dict) -> int:
@@ -153,18 +155,18 @@ def _print_attack(attack: str, metrics: dict, k: int) -> None:
 # ----------------------------------------------------------------------------------------- actions
 def run_topk(args: argparse.Namespace) -> int:
     run_dir, model, layer = _setup(args)
-    return _done(run_dir, topk_job(model, layer, _split(args, args.split), run_dir, args.k, args.pre_activation))
+    return _done(run_dir, topk_job(model, layer, _split(args, args.split, model), run_dir, args.k, args.pre_activation))
 
 
 def run_visualize(args: argparse.Namespace) -> int:
     run_dir, model, layer = _setup(args)
-    return _done(run_dir, visualize_job(model, layer, _split(args, "train"), run_dir, args.channels, args.steps,
+    return _done(run_dir, visualize_job(model, layer, _split(args, "train", model), run_dir, args.channels, args.steps,
                                         args.lr, args.pre_activation, args.seed, progress=True))
 
 
 def run_push_down(args: argparse.Namespace) -> int:
     run_dir, model, layer = _setup(args)
-    metrics = push_down_job(model, layer, _split(args, "train"), _split(args, args.heldout_split), run_dir,
+    metrics = push_down_job(model, layer, _split(args, "train", model), _split(args, args.heldout_split, model), run_dir,
                             relative=args.relative, **_evaluation_options(args), **_fine_tune_options(args))
     _print_attack("push-down", metrics, args.k)
     return _done(run_dir, metrics)
@@ -172,7 +174,7 @@ def run_push_down(args: argparse.Namespace) -> int:
 
 def run_push_up(args: argparse.Namespace) -> int:
     run_dir, model, layer = _setup(args)
-    metrics = push_up_job(model, layer, _split(args, "train"), _split(args, args.heldout_split), run_dir,
+    metrics = push_up_job(model, layer, _split(args, "train", model), _split(args, args.heldout_split, model), run_dir,
                           decoy_class=args.decoy_class, n_decoys=args.n_decoys, margin=args.margin,
                           **_evaluation_options(args), **_fine_tune_options(args))
     _print_attack("push-up", metrics, args.k)
@@ -181,7 +183,7 @@ def run_push_up(args: argparse.Namespace) -> int:
 
 def run_fairwash(args: argparse.Namespace) -> int:
     run_dir, model, layer = _setup(args)
-    metrics = fairwash_job(model, layer, _split(args, "train"), _split(args, args.heldout_split), run_dir,
+    metrics = fairwash_job(model, layer, _split(args, "train", model), _split(args, args.heldout_split, model), run_dir,
                            attribute=args.attribute, k=args.k, channels=args.channels, most_biased=args.most_biased,
                            pre_activation=args.pre_activation, seed=args.seed, **_fine_tune_options(args))
     b, a = metrics["before"], metrics["after"]

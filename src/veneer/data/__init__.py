@@ -16,18 +16,19 @@ DATASETS = ("mnist", "digits", "adult", "compas", "german")
 USER_SPECS = ("image-folder:PATH", "cifar10:PATH", "tensors:PATH")
 
 _BUNDLED = {"mnist": mnist, "digits": digits, "adult": adult, "compas": compas, "german": german}
-_USER = {"image-folder": lambda path, split: image_folder(path),
+_USER = {"image-folder": lambda path, split, grayscale=False: image_folder(path, grayscale=grayscale, split=split),
          "cifar10": cifar10,
          "tensors": lambda path, split: tensors(path)}
 
 
-def load_dataset(spec: str, split: str = "train") -> LabeledData:
+def load_dataset(spec: str, split: str = "train", grayscale: bool = False) -> LabeledData:
     """Load a data set named on the command line.
 
     ``spec`` is one of :data:`DATASETS` or ``"image-folder:PATH"``, ``"cifar10:PATH"``, ``"tensors:PATH"``.
-    ``split`` is ``"train"``, ``"test"`` or ``"all"``. A folder or tensor file holds a single split: write
-    ``{split}`` in its PATH (``"tensors:data/{split}.npz"``) to pick one per split; without it the same
-    data serve every split. ``cifar10`` uses its own train/test batches.
+    ``split`` is ``"train"``, ``"test"`` or ``"all"``. An image folder is split into a seeded, stratified
+    80/20 train/test split (``"all"``: every image); ``grayscale`` reads its images as one channel (else RGB).
+    A tensor file holds a single split: write ``{split}`` in its PATH (``"tensors:data/{split}.npz"``) to pick
+    one per split; without it the same data serve every split. ``cifar10`` uses its own train/test batches.
     """
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a str, got {type(spec).__name__}")
@@ -42,6 +43,8 @@ def load_dataset(spec: str, split: str = "train") -> LabeledData:
     if kind in _USER:
         if not path:
             raise ValueError(f"data spec {spec!r} needs a path: {kind}:PATH")
+        if kind == "image-folder":
+            return _USER[kind](path, split, grayscale)
         return _USER[kind](path.replace("{split}", split), split)
     raise ValueError(f"unknown data spec {spec!r}; valid: {valid}")
 

@@ -12,7 +12,7 @@ import torch
 
 from veneer.checks import check_tensor
 from veneer.data.base import LabeledData
-from veneer.data.images import check_split, missing_file
+from veneer.data.images import SPLIT_SEED, check_split, missing_file, stratified_split
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
@@ -27,13 +27,18 @@ def _size_pair(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
 
 
 def image_folder(path: str | Path, size: int | tuple[int, int] | None = None,
-                 grayscale: bool = False) -> LabeledData:
+                 grayscale: bool = False, split: str = "all", train_fraction: float = 0.8,
+                 seed: int = SPLIT_SEED) -> LabeledData:
     """Images in ``path/<class>/`` (one sub-folder per class; sorted folder names are the classes).
 
     Files ending in .png/.jpg/.jpeg/.bmp/.gif (any case) are read with Pillow and converted to RGB (or L
     if ``grayscale``). ``size`` = (height, width) resizes every image (bilinear); without it all images
-    must share one size. ``x`` is (N, 3 or 1, H, W) float32 in [0, 1].
+    must share one size. ``x`` is (N, 3 or 1, H, W) float32 in [0, 1]. ``split`` ``"train"``/``"test"`` takes
+    a seeded, stratified share of each class (``train_fraction`` of it for train, the rest for test, the test
+    rows in a shuffled order; :func:`stratified_split`), so held-out figures are not computed on training
+    images; ``"all"`` keeps every image.
     """
+    check_split(split)
     from PIL import Image, UnidentifiedImageError
 
     root = Path(path)
@@ -68,7 +73,11 @@ def image_folder(path: str | Path, size: int | tuple[int, int] | None = None,
             images.append(array.reshape(hw + (-1,)))
             labels.append(label)
     x = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
-    return LabeledData(x, torch.tensor(labels, dtype=torch.int64), root.name or "image-folder", classes)
+    data = LabeledData(x, torch.tensor(labels, dtype=torch.int64), root.name or "image-folder", classes)
+    if split == "all":
+        return data
+    train, test = stratified_split(data.y.numpy(), train_fraction, seed)
+    return data.subset(torch.from_numpy(train if split == "train" else test))
 
 
 # ------------------------------------------------------------------------------------------- CIFAR-10

@@ -316,7 +316,7 @@ def tiny_mnist(monkeypatch):
     g = torch.Generator().manual_seed(0)
     data = LabeledData(torch.rand(160, 1, 28, 28, generator=g), torch.arange(160) % 10, "mnist",
                        [str(d) for d in range(10)])
-    monkeypatch.setattr("veneer.cli.neurons.load_dataset", lambda spec, split: data)
+    monkeypatch.setattr("veneer.cli.common.load_dataset", lambda spec, split, grayscale=False: data)
     monkeypatch.setattr("veneer.cli.neurons.load_model", lambda args: _tiny_mnist_model_factory().eval())
     return data
 
@@ -360,7 +360,7 @@ def test_cli_fairwash_on_a_tabular_model(tmp_path, monkeypatch):
                        {"sex": sex}, {"sex": ["Female", "Male"]})
     torch.manual_seed(0)
     model = tabular_mlp(12, (16, 8), 2).eval()
-    monkeypatch.setattr("veneer.cli.neurons.load_dataset", lambda spec, split: data)
+    monkeypatch.setattr("veneer.cli.common.load_dataset", lambda spec, split, grayscale=False: data)
     monkeypatch.setattr("veneer.cli.neurons.load_model", lambda args: model)
     out = tmp_path / "wash"
     args = _cli(["neurons", "fairwash", "--layer", "0", "--most-biased", "4", "--steps", "20", "--lr", "1e-2",

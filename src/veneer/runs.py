@@ -8,6 +8,7 @@ import platform
 import random
 import sys
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,9 @@ class RunDir:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.seed = seed
-        write_json(self.path / "config.json", {"config": config, "seed": seed, "versions": versions()})
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_json(self.path / "config.json",
+                   {"config": config, "seed": seed, "versions": versions(), "started": started})
 
     def file(self, name: str) -> Path:
         return self.path / name

@@ -17,7 +17,8 @@ import torch
 from safetensors.torch import save_file
 
 from veneer.attacks import ATTACKS, Outcome, saliency_map, sweep
-from veneer.cli.common import add_data_args, add_model_args, add_run_args, build_explainers, load_data, load_model
+from veneer.cli.common import (add_data_args, add_model_args, add_run_args, build_explainers, load_data, load_model,
+                               report_run)
 from veneer.data import LabeledData, mnist
 from veneer.explain import METHODS
 from veneer.models import pretrained
@@ -159,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{row['attack']:>11} {row['method']:>9} eps={row['eps']:<6g} label kept {row['label_kept_rate']:.2f}  "
               f"top-k {row['topk_intersection']:.3f}  spearman {row['spearman']:.3f}  COM shift {row['com_shift']:.2f}")
     print(f"wrote {run_dir.path}")
+    report_run(args, run_dir.path)
     return 0
 
 

@@ -9,6 +9,7 @@ import torch
 from veneer.data import DATASETS, LabeledData, load_dataset
 from veneer.explain import METHODS, Explainer, make_explainer
 from veneer.models import RECIPES, resolve_model
+from veneer.report.html import write_report
 
 
 def add_model_args(parser: argparse.ArgumentParser, flag: str = "--model") -> None:
@@ -28,6 +29,14 @@ def add_data_args(parser: argparse.ArgumentParser, n: int | None = 64) -> None:
 def add_run_args(parser: argparse.ArgumentParser, out: str) -> None:
     parser.add_argument("--out", default=out, help="run directory (config.json, metrics.json, figures)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-report", action="store_true",
+                        help="do not write report.html (`veneer report DIR` writes it later)")
+
+
+def report_run(args: argparse.Namespace, path) -> None:
+    """Write the run's ``report.html`` (see :mod:`veneer.report.html`) unless ``--no-report``."""
+    if not args.no_report:
+        print(f"wrote {write_report(path)}")
 
 
 def load_data(args: argparse.Namespace, split: str | None = None, n: int | None = None) -> LabeledData:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from veneer.cli import attack, manipulate, neurons
+from veneer.cli.common import add_run_args, report_run
 from veneer.cli.explain import explain_inputs
 from veneer.data import mnist
 from veneer.explain import METHODS
@@ -14,13 +15,12 @@ from veneer.runs import RunDir, seed_everything
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="run the demonstration on bundled MNIST")
-    parser.add_argument("--out", default="runs/demo")
-    parser.add_argument("--seed", type=int, default=0)
+    add_run_args(parser, "runs/demo")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    run_dir = RunDir(args.out, {"out": args.out}, args.seed)
+    run_dir = RunDir(args.out, {"command": "demo", "out": args.out}, args.seed)
     seed_everything(args.seed)
     model, test = pretrained("mnist-cnn"), mnist("test")
     metrics = {"model": "mnist-cnn", "test_accuracy": accuracy(model, test.x, test.y)}
@@ -34,4 +34,5 @@ def run(args: argparse.Namespace) -> int:
     metrics["neurons"] = neurons.demo(run_dir.path / "neurons")
     run_dir.write_metrics(metrics)
     print(f"wrote {run_dir.file('explanations.png')} and {run_dir.file('metrics.json')}")
+    report_run(args, run_dir.path)
     return 0

@@ -8,7 +8,8 @@ import time
 import torch
 from safetensors.torch import save_file
 
-from veneer.cli.common import add_data_args, add_model_args, add_run_args, build_explainers, load_data, load_model
+from veneer.cli.common import (add_data_args, add_model_args, add_run_args, build_explainers, load_data, load_model,
+                               report_run)
 from veneer.explain import METHODS, heatmap
 from veneer.models import accuracy
 from veneer.report import explanation_grid
@@ -49,4 +50,5 @@ def run(args: argparse.Namespace) -> int:
     metrics = explain_inputs(model, data, [m for m in args.methods.split(",") if m], run_dir)
     run_dir.write_metrics(metrics)
     print(f"wrote {run_dir.file('explanations.png')} and {run_dir.file('metrics.json')}")
+    report_run(args, run_dir.path)
     return 0

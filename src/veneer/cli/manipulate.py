@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from veneer.cli.common import add_data_args, add_model_args, add_run_args, build_explainers, load_data, load_model
+from veneer.cli.common import (add_data_args, add_model_args, add_run_args, build_explainers, load_data, load_model,
+                               report_run)
 from veneer.data import LabeledData, mnist
 from veneer.explain import Explainer, Gradient, GradientXInput, IntegratedGradients, LRP
 from veneer.manipulate import (KEEP_LOSSES, OBJECTIVES, PICTURES, Objective, distributed_context, evaluate,
@@ -167,6 +168,7 @@ def run_manipulate(args: argparse.Namespace) -> int:
     if run_dir is not None:
         run_dir.write_metrics(metrics | {"world_size": world})
         print(f"{metrics['steps']} steps in {metrics['seconds']:.1f} s; wrote {run_dir.file('model.safetensors')}")
+        report_run(args, run_dir.path)
     return 0
 
 
@@ -199,6 +201,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                 seed=args.seed)
     run_dir.write_metrics(metrics)
     print(f"wrote {run_dir.file('transfer.md')} and {run_dir.file('metrics.json')}")
+    report_run(args, run_dir.path)
     return 0
 
 

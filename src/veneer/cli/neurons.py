@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from veneer.cli.common import add_model_args, add_run_args, load_model
+from veneer.cli.common import add_model_args, add_run_args, load_model, report_run
 from veneer.data import LabeledData, load_dataset
 from veneer.metrics import ddi, deo
 from veneer.models import accuracy, load, predict, save
@@ -154,9 +154,10 @@ def resolve_encoder(spec: str, data: LabeledData) -> nn.Module | None:
     return load(factory=spec)
 
 
-def _done(run_dir: RunDir, metrics: dict) -> int:
+def _done(args: argparse.Namespace, run_dir: RunDir, metrics: dict) -> int:
     run_dir.write_metrics(metrics)
     print(f"wrote {run_dir.path}/ (metrics.json and figures)")
+    report_run(args, run_dir.path)
     return 0
 
 
@@ -175,7 +176,7 @@ def run_topk(args: argparse.Namespace) -> int:
               str(run_dir.file("topk.safetensors")))
     if _is_image(data):
         topk_grid(data.x, found.indices, run_dir.file("topk.png"), labels=data.y)
-    return _done(run_dir, {"layer": layer, "k": args.k, "channels": found.channels, "seconds": seconds,
+    return _done(args, run_dir, {"layer": layer, "k": args.k, "channels": found.channels, "seconds": seconds,
                            "samples_per_second": len(data) / seconds, "indices": found.indices,
                            "values": found.values})
 
@@ -191,7 +192,7 @@ def run_visualize(args: argparse.Namespace) -> int:
     save_file({"images": images.contiguous()}, str(run_dir.file("visualizations.safetensors")))
     visualization_grid(images, run_dir.file("visualizations.png"), channels=channels)
     response = activations(model, layer, images, pre_activation=args.pre_activation)
-    return _done(run_dir, {"layer": layer, "channels": channels,
+    return _done(args, run_dir, {"layer": layer, "channels": channels,
                            "activation_of_own_channel": response[torch.arange(len(channels)), channels]})
 
 
@@ -272,7 +273,7 @@ def _attack_run(args: argparse.Namespace, attack: str, run_attack) -> int:
     print(f"{attack}: accuracy {metrics['accuracy_before']:.4f} -> {metrics['accuracy_after']:.4f}, "
           f"held-out tau {metrics['heldout']['summary']['tau']:.3f}, train top-{args.k} overlap "
           f"{metrics['train']['summary']['topk_overlap']:.3f}")
-    return _done(run_dir, metrics)
+    return _done(args, run_dir, metrics)
 
 
 def run_push_down(args: argparse.Namespace) -> int:
@@ -360,14 +361,14 @@ def run_fairwash(args: argparse.Namespace) -> int:
     print(f"fairwash: mean KS {b['ks_attacked_mean']:.3f} -> {a['ks_attacked_mean']:.3f}, balance "
           f"{b['balance_attacked_mean']:.3f} -> {a['balance_attacked_mean']:.3f}, accuracy {b['accuracy']:.4f} -> "
           f"{a['accuracy']:.4f}, DDI {b['ddi']:.4f} -> {a['ddi']:.4f}, DEO {b['deo']:.4f} -> {a['deo']:.4f}")
-    return _done(run_dir, metrics)
+    return _done(args, run_dir, metrics)
 
 
 def demo(run_dir: Path) -> dict:
     """A short push-down of every channel of the bundled MNIST CNN's last conv layer (post-ReLU "4"):
     120 fine-tuning steps, evaluated on the 1000 held-out images; writes top-k grids, synthetic
     visualisations of 2 channels, Table 1 and the fine-tuned weights under ``run_dir``; returns the metrics."""
-    args = argparse.Namespace(model="mnist-cnn", weights=None, data="mnist", layer="4", pre_activation=False,
+    args = argparse.Namespace(command="neurons", action="push-down", no_report=True, model="mnist-cnn", weights=None, data="mnist", layer="4", pre_activation=False,
                               k=10, n=None, out=str(run_dir), seed=0, channels=None, alpha=0.5, steps=120,
                               lr=1e-3, batch_size=64, temperature=1.0, recalibrate_steps=0, recalibrate_lr=None,
                               heldout_split="test", encoder="default",

@@ -368,7 +368,8 @@ def demo(run_dir: Path) -> dict:
     """A short push-down of every channel of the bundled MNIST CNN's last conv layer (post-ReLU "4"):
     120 fine-tuning steps, evaluated on the 1000 held-out images; writes top-k grids, synthetic
     visualisations of 2 channels, Table 1 and the fine-tuned weights under ``run_dir``; returns the metrics."""
-    args = argparse.Namespace(command="neurons", action="push-down", no_report=True, model="mnist-cnn", weights=None, data="mnist", layer="4", pre_activation=False,
+    args = argparse.Namespace(command="neurons", action="push-down", no_report=True,  # the demo writes one page
+                              model="mnist-cnn", weights=None, data="mnist", layer="4", pre_activation=False,
                               k=10, n=None, out=str(run_dir), seed=0, channels=None, alpha=0.5, steps=120,
                               lr=1e-3, batch_size=64, temperature=1.0, recalibrate_steps=0, recalibrate_lr=None,
                               heldout_split="test", encoder="default",

@@ -711,7 +711,8 @@ def _about(run: Run, kind: str) -> list[tuple[str, str]]:
         rows.append(("model", str(model) + (f" (weights {c['weights']})" if c.get("weights") else "")
                      + (f", manipulated: {c['manipulated']}" if c.get("manipulated") else "")))
     if c.get("data"):
-        rows.append(("data", ", ".join(f"{k} {fmt(c[k])}" for k in ("data", "split", "n") if k in c)))
+        details = ", ".join(f"{k} {fmt(c[k])}" for k in ("split", "n") if k in c)
+        rows.append(("data", f"{c['data']} ({details})" if details else str(c["data"])))
     rows.append(("seed", fmt(run.seed)))
     if run.started:
         rows.append(("started", run.started))

@@ -203,6 +203,11 @@ def external_references(html: str) -> list[str]:
     return found
 
 
+def _text(html: str) -> str:
+    """The page's text: tags dropped, white space collapsed."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
 def test_run_kind_from_config_and_from_metrics_of_older_runs(runs, tmp_path):
     for kind, (path, _) in runs.items():
         assert run_kind(path) == kind
@@ -222,7 +227,7 @@ def test_every_kind_is_self_contained_and_shows_its_headline(runs):
         assert len(images) >= len(list(path.glob("*.png"))), f"{kind}: a figure is missing"
         for image in images:
             Image.open(io.BytesIO(base64.b64decode(image))).verify()
-        text = re.sub(r"<[^>]+>", " ", html)
+        text = _text(html)
         for value in expected:
             assert value in text, f"{kind}: {value!r} missing"
         # The page links every file of the run directory, relatively.
@@ -232,7 +237,7 @@ def test_every_kind_is_self_contained_and_shows_its_headline(runs):
 
 def test_audit_report_leads_with_the_verdict_then_every_test(runs):
     html = (runs["audit"][0] / REPORT_NAME).read_text()
-    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+    text = _text(html)
     verdict = text.index("manipulated")
     assert verdict < text.index("What was run") < text.index("every test")
     assert 'class="verdict bad"' in html
@@ -292,7 +297,7 @@ def test_cli_writes_the_report_unless_no_report_and_veneer_report_rebuilds_it(re
     assert not (out / REPORT_NAME).exists()
     assert json.loads((out / "config.json").read_text())["config"]["command"] == "explain"
     assert main(["report", str(out)]) == 0
-    assert "veneer explain --model mnist-cnn" in (out / REPORT_NAME).read_text()
+    assert "veneer explain --model mnist-cnn --data mnist --split test --n 2" in _text((out / REPORT_NAME).read_text())
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "is not a directory" in capsys.readouterr().err
 

@@ -266,7 +266,10 @@ def test_partial_and_unknown_run_dirs_get_the_generic_page(tmp_path):
     (tmp_path / "table.md").write_text("| a | b |\n|---|---|\n| 1 | 0.1235 |\n")
     (tmp_path / "notes.md").write_text("# notes\n\n| x | y |\n|---|---|\n| 3 | 4 |\n")
     (tmp_path / "metrics.json").write_text("{not json")
+    (tmp_path / ".hidden").mkdir()
+    _png(tmp_path / ".hidden" / "skipped.png")
     html = render_report(tmp_path)
+    assert "skipped.png" not in html
     assert run_kind(tmp_path) == "generic"
     assert "metrics.json could not be read" in html
     assert "no metrics.json" in html
@@ -385,8 +388,12 @@ class Chromium:
             "text": text, "screenshot": Image.open(io.BytesIO(shot)).convert("L")}
 
     def close(self) -> None:
-        self.process.kill()
-        self.process.wait()
+        os.write(self.to_browser, json.dumps({"id": 0, "method": "Browser.close"}).encode() + b"\0")
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
         os.close(self.to_browser)
         os.close(self.from_browser)
         shutil.rmtree(self.profile, ignore_errors=True)

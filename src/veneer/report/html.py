@@ -37,6 +37,7 @@ __all__ = ["REPORT_NAME", "write_report", "render_report", "run_kind"]
 
 REPORT_NAME = "report.html"
 MAX_ROWS = 15  # table rows shown inline; the whole table is one link away
+MAX_FILES = 500  # file links listed (a run directory pointed at a large tree stays a small page)
 IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml"}
 TABLE_SUFFIXES = (".csv", ".md")
 
@@ -725,16 +726,21 @@ def _about(run: Run, kind: str) -> list[tuple[str, str]]:
     return rows
 
 
-def _files(root: Path) -> list[dict[str, str]]:
-    """Every file of the run directory (subdirectories included) with a relative link and its size."""
+def _files(root: Path) -> tuple[list[dict[str, str]], int]:
+    """The files of the run directory and its subdirectories (hidden ones skipped), with relative links and
+    sizes: at most :data:`MAX_FILES` of them, and how many more there are."""
     found = []
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if path.is_file() and path.name != REPORT_NAME and not any(p.startswith(".") for p in relative.parts):
-            size = path.stat().st_size
-            found.append({"name": relative.as_posix(), "href": quote(relative.as_posix()),
+    for folder, folders, names in os.walk(root):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        for name in sorted(names):
+            path = Path(folder) / name
+            if name.startswith(".") or path == root / REPORT_NAME or not path.is_file():
+                continue
+            relative, size = path.relative_to(root).as_posix(), path.stat().st_size
+            found.append({"name": relative, "href": quote(relative),
                           "size": f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.1f} kB"})
-    return found
+    found.sort(key=lambda f: f["name"])
+    return found[:MAX_FILES], max(0, len(found) - MAX_FILES)
 
 
 def _environment() -> Environment:
@@ -749,11 +755,12 @@ def render_report(run_dir: str | os.PathLike) -> str:
         raise FileNotFoundError(f"run_dir {str(path)!r} is not a directory")
     run = Run(path, path)
     kind = _kind(run)
+    files, more_files = _files(path)
     body = _section(run, kind)
     template = "audit.html" if kind == "audit" else "report.html"
     return _environment().get_template(template).render(
         title=TITLES.get(kind, kind.capitalize()), kind=kind, name=path.resolve().name, about=_about(run, kind),
-        body=body, problems=run.problems, files=_files(path),
+        body=body, problems=run.problems, files=files, more_files=more_files,
         generated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 

@@ -268,14 +268,17 @@ def test_partial_and_unknown_run_dirs_get_the_generic_page(tmp_path):
     (tmp_path / "metrics.json").write_text("{not json")
     (tmp_path / ".hidden").mkdir()
     _png(tmp_path / ".hidden" / "skipped.png")
+    (tmp_path / "huge.csv").write_text("a\n\"" + "x" * 200_000 + "\"\n")  # beyond the csv module's field limit
+    (tmp_path / "latin1.csv").write_bytes("name\nGödel\n".encode("latin-1"))
     html = render_report(tmp_path)
+    assert "huge.csv could not be read as a table" in html and "G\ufffddel" in html
     assert "skipped.png" not in html
     assert run_kind(tmp_path) == "generic"
     assert "metrics.json could not be read" in html
     assert "no metrics.json" in html
     assert html.count("<img") == 1 and "0.1235" in html
-    # Two tables: table.csv (its markdown twin table.md is not shown twice) and notes.md.
-    assert html.count("<thead>") == 2 and '<b><a href="table.csv">' in html and '<b><a href="table.md">' not in html
+    # Three tables: latin1.csv, table.csv (its markdown twin table.md is not shown twice) and notes.md.
+    assert html.count("<thead>") == 3 and '<b><a href="table.csv">' in html and '<b><a href="table.md">' not in html
     assert "<td>3</td><td>4</td>" in html
     # A kind-specific layout that meets metrics it cannot read falls back to the generic one.
     _run(tmp_path / "odd", {"command": "explain"}, {"seconds_per_method": ["not", "a", "mapping"]})

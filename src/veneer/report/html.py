@@ -199,7 +199,11 @@ class Run:
         else:
             return []
         self.used.update(f"{stem}{suffix}" for suffix in TABLE_SUFFIXES)
-        rows = _read_csv(path) if path.suffix == ".csv" else _read_markdown(path)
+        try:
+            rows = _read_csv(path) if path.suffix == ".csv" else _read_markdown(path)
+        except (csv.Error, OSError) as error:
+            self.problems.append(f"{path.name} could not be read as a table ({error}).")
+            return []
         if not rows:
             return []
         columns, body = rows[0], [[_cell(c) for c in row] for row in rows[1:]]
@@ -215,14 +219,14 @@ class Run:
 
 
 def _read_csv(path: Path) -> list[list[str]]:
-    with path.open(newline="") as handle:
+    with path.open(newline="", errors="replace") as handle:
         return [row for row in csv.reader(handle) if row]
 
 
 def _read_markdown(path: Path) -> list[list[str]]:
     """Rows of the first markdown table in the file (the separator line dropped)."""
     rows = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         line = line.strip()
         if not line.startswith("|"):
             if rows:

@@ -8,6 +8,7 @@ import platform
 import random
 import sys
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,9 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         for stale in self.path.glob(".*.tmp"):
             stale.unlink()
-        write_json(self.path / "config.json", {"config": self.config, "seed": self.seed, "versions": versions()})
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_json(self.path / "config.json",
+                   {"config": self.config, "seed": self.seed, "versions": versions(), "started": started})
         self._started = True
 
     def file(self, name: str) -> Path:

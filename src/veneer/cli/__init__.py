@@ -7,10 +7,10 @@ import signal
 import sys
 import threading
 
-from veneer.cli import attack, demo, explain, manipulate, neurons, train
+from veneer.cli import attack, demo, explain, manipulate, neurons, report, train
 from veneer.finetune import Interrupted
 
-SUBCOMMANDS = (train, explain, attack, manipulate, neurons, demo)
+SUBCOMMANDS = (train, explain, attack, manipulate, neurons, demo, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 
 from veneer.attacks import ATTACKS
-from veneer.cli.common import add_data_args, add_model_args, add_run_args, load_data, load_model, open_run
+from veneer.cli.common import (add_data_args, add_model_args, add_run_args, load_data, load_model, open_run,
+                               report_run)
 from veneer.explain import METHODS
 from veneer.jobs.attack import attack_inputs
 from veneer.runs import seed_everything
@@ -85,4 +86,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"{row['attack']:>11} {row['method']:>9} eps={row['eps']:<6g} label kept {row['label_kept_rate']:.2f}  "
               f"top-k {row['topk_intersection']:.3f}  spearman {row['spearman']:.3f}  COM shift {row['com_shift']:.2f}")
     print(f"wrote {run_dir.path}")
+    report_run(args, run_dir.path)
     return 0

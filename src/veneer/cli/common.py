@@ -8,6 +8,7 @@ import torch
 
 from veneer.data import DATASETS, LabeledData, load_dataset
 from veneer.models import RECIPES, resolve_model
+from veneer.report.html import write_report
 from veneer.runs import RunDir
 
 
@@ -37,6 +38,14 @@ def add_run_args(parser: argparse.ArgumentParser, out: str | None, resumable: bo
     if resumable:
         parser.add_argument("--resume", action="store_true",
                             help="continue the run in --out (same settings) from its checkpoint")
+    parser.add_argument("--no-report", action="store_true",
+                        help="do not write report.html (`veneer report DIR` writes it later)")
+
+
+def report_run(args: argparse.Namespace, path) -> None:
+    """Write the run's ``report.html`` (see :mod:`veneer.report.html`) unless ``--no-report``."""
+    if not args.no_report:
+        print(f"wrote {write_report(path)}")
 
 
 def open_run(args: argparse.Namespace, **extra) -> RunDir:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from veneer.cli.common import add_run_args
+from veneer.cli.common import add_run_args, report_run
 from veneer.jobs.demo import demo
 
 
@@ -18,4 +18,5 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     demo(args.out, args.seed, say=print, overwrite=args.overwrite)
     print(f"wrote {Path(args.out) / 'explanations.png'} and {Path(args.out) / 'metrics.json'}")
+    report_run(args, args.out)
     return 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from veneer.cli.common import add_data_args, add_model_args, add_run_args, load_data, load_model, open_run
+from veneer.cli.common import (add_data_args, add_model_args, add_run_args, load_data, load_model, open_run,
+                               report_run)
 from veneer.explain import METHODS, make_explainers
 from veneer.jobs.explain import explain_inputs
 from veneer.runs import seed_everything
@@ -30,4 +31,5 @@ def run(args: argparse.Namespace) -> int:
         make_explainers(model, methods)  # unknown names are refused before the run directory is written
     explain_inputs(model, data, methods, run_dir)
     print(f"wrote {run_dir.path}/ (metrics.json, attributions.safetensors, figures)")
+    report_run(args, run_dir.path)
     return 0

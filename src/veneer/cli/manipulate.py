@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from veneer.cli.common import add_data_args, add_model_args, add_run_args, load_data, load_model, open_run
+from veneer.cli.common import (add_data_args, add_model_args, add_run_args, load_data, load_model, open_run,
+                               report_run)
 from veneer.explain import make_explainers
 from veneer.finetune import distributed_context
 from veneer.jobs.manipulate import evaluate_and_save, manipulate_and_save
@@ -140,6 +141,7 @@ def run_manipulate(args: argparse.Namespace) -> int:
     if run_dir is not None:
         run_dir.write_metrics(metrics | {"world_size": world})
         print(f"{metrics['steps']} steps in {metrics['seconds']:.1f} s; wrote {run_dir.file('model.safetensors')}")
+        report_run(args, run_dir.path)
     return 0
 
 
@@ -178,4 +180,5 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                 seed=args.seed)
     run_dir.write_metrics(metrics)
     print(f"wrote {run_dir.file('transfer.md')} and {run_dir.file('metrics.json')}")
+    report_run(args, run_dir.path)
     return 0

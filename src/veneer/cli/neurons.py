@@ -10,7 +10,7 @@ import argparse
 
 from torch import nn
 
-from veneer.cli.common import add_model_args, add_run_args, load_data, load_model, open_run
+from veneer.cli.common import add_model_args, add_run_args, load_data, load_model, open_run, report_run
 from veneer.data import LabeledData
 from veneer.jobs.neurons import fairwash_job, push_down_job, push_up_job, topk_job, visualize_job
 from veneer.neurons import default_layer
@@ -127,10 +127,11 @@ def _split(args: argparse.Namespace, split: str, model: nn.Module) -> LabeledDat
     return load_data(args, split=split, model=model)
 
 
-def _done(run_dir: RunDir, metrics: dict) -> int:
+def _done(args: argparse.Namespace, run_dir: RunDir, metrics: dict) -> int:
     metrics.pop("model", None)
     run_dir.write_metrics(metrics)
     print(f"wrote {run_dir.path}/ (metrics.json and figures)")
+    report_run(args, run_dir.path)
     return 0
 
 
@@ -155,12 +156,12 @@ def _print_attack(attack: str, metrics: dict, k: int) -> None:
 # ----------------------------------------------------------------------------------------- actions
 def run_topk(args: argparse.Namespace) -> int:
     run_dir, model, layer = _setup(args)
-    return _done(run_dir, topk_job(model, layer, _split(args, args.split, model), run_dir, args.k, args.pre_activation))
+    return _done(args, run_dir, topk_job(model, layer, _split(args, args.split, model), run_dir, args.k, args.pre_activation))
 
 
 def run_visualize(args: argparse.Namespace) -> int:
     run_dir, model, layer = _setup(args)
-    return _done(run_dir, visualize_job(model, layer, _split(args, "train", model), run_dir, args.channels, args.steps,
+    return _done(args, run_dir, visualize_job(model, layer, _split(args, "train", model), run_dir, args.channels, args.steps,
                                         args.lr, args.pre_activation, args.seed, progress=True))
 
 
@@ -169,7 +170,7 @@ def run_push_down(args: argparse.Namespace) -> int:
     metrics = push_down_job(model, layer, _split(args, "train", model), _split(args, args.heldout_split, model), run_dir,
                             relative=args.relative, **_evaluation_options(args), **_fine_tune_options(args))
     _print_attack("push-down", metrics, args.k)
-    return _done(run_dir, metrics)
+    return _done(args, run_dir, metrics)
 
 
 def run_push_up(args: argparse.Namespace) -> int:
@@ -178,7 +179,7 @@ def run_push_up(args: argparse.Namespace) -> int:
                           decoy_class=args.decoy_class, n_decoys=args.n_decoys, margin=args.margin,
                           **_evaluation_options(args), **_fine_tune_options(args))
     _print_attack("push-up", metrics, args.k)
-    return _done(run_dir, metrics)
+    return _done(args, run_dir, metrics)
 
 
 def run_fairwash(args: argparse.Namespace) -> int:
@@ -190,4 +191,4 @@ def run_fairwash(args: argparse.Namespace) -> int:
     print(f"fairwash: mean KS {b['ks_attacked_mean']:.3f} -> {a['ks_attacked_mean']:.3f}, balance "
           f"{b['balance_attacked_mean']:.3f} -> {a['balance_attacked_mean']:.3f}, accuracy {b['accuracy']:.4f} -> "
           f"{a['accuracy']:.4f}, DDI {b['ddi']:.4f} -> {a['ddi']:.4f}, DEO {b['deo']:.4f} -> {a['deo']:.4f}")
-    return _done(run_dir, metrics)
+    return _done(args, run_dir, metrics)

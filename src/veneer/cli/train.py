@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from veneer.cli.common import add_run_args, open_run
+from veneer.cli.common import add_run_args, open_run, report_run
 from veneer.models import RECIPES, train_bundled
 
 
@@ -23,4 +23,5 @@ def run(args: argparse.Namespace) -> int:
     run_dir.write_metrics({k: metadata[k] for k in ("train_accuracy", "test_accuracy", "train_seconds")})
     print(f"{args.model}: test accuracy {metadata['test_accuracy']:.4f} in {metadata['train_seconds']:.1f} s "
           f"-> {run_dir.file('model.safetensors')}")
+    report_run(args, run_dir.path)
     return 0

@@ -18,7 +18,7 @@ from veneer.jobs.attack import attack_inputs
 from veneer.runs import seed_everything
 
 DEFAULTS = {"method": "gradient", "attack": "mass-center", "eps": "0.1"}
-SWEEP_DEFAULTS = {"method": "gradient,ig,deeplift", "attack": ",".join(ATTACKS), "eps": "0.02,0.05,0.1"}
+SWEEP_DEFAULTS = {"attack": ",".join(ATTACKS), "eps": "0.02,0.05,0.1"}
 
 
 def register(subparsers) -> None:
@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     add_model_args(parser)
     add_data_args(parser, n=64)
     parser.add_argument("--method", default=None, help="comma-separated explanation methods "
-                        "(default: gradient; with --sweep: gradient,ig,deeplift)")
+                        "(default: gradient; with --sweep: those of gradient,ig,deeplift that apply to the model)")
     parser.add_argument("--attack", default=None, help=f"comma-separated attacks from {', '.join(ATTACKS)} "
                         "(default: mass-center; with --sweep: all)")
     parser.add_argument("--eps", default=None, help="comma-separated l-inf budgets in the data's units "
@@ -65,7 +65,8 @@ def _names(name: str, text: str, known) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     defaults = SWEEP_DEFAULTS if args.sweep else DEFAULTS
-    methods = _names("--method", args.method or defaults["method"], METHODS)
+    methods = None if args.method is None and args.sweep else _names("--method", args.method or defaults["method"],
+                                                                      METHODS)
     attacks = _names("--attack", args.attack or defaults["attack"], ATTACKS)
     eps_values = _floats("--eps", args.eps or defaults["eps"])
     input_range = _floats("--input-range", args.input_range)
@@ -81,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
         with_sweep=args.sweep, ig_steps=args.ig_steps, device=args.device, batch_size=args.batch_size,
         show=args.show, k=args.k, steps=args.steps, step_size=args.step_size,
         softplus_beta=args.softplus_beta or None, input_range=tuple(input_range), seed=args.seed)
-    run_dir.write_metrics(metrics)
     for row in metrics["results"]:
         print(f"{row['attack']:>11} {row['method']:>9} eps={row['eps']:<6g} label kept {row['label_kept_rate']:.2f}  "
               f"top-k {row['topk_intersection']:.3f}  spearman {row['spearman']:.3f}  COM shift {row['com_shift']:.2f}")

@@ -6,7 +6,7 @@ import argparse
 
 from veneer.cli.common import (add_data_args, add_model_args, add_run_args, load_data, load_model, open_run,
                                report_run)
-from veneer.explain import METHODS, make_explainers
+from veneer.explain import METHODS
 from veneer.jobs.explain import explain_inputs
 from veneer.runs import seed_everything
 
@@ -27,8 +27,6 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     data = load_data(args, model=model)
     methods = None if args.methods is None else [m for m in args.methods.split(",") if m]
-    if methods is not None:
-        make_explainers(model, methods)  # unknown names are refused before the run directory is written
     explain_inputs(model, data, methods, run_dir)
     print(f"wrote {run_dir.path}/ (metrics.json, attributions.safetensors, figures)")
     report_run(args, run_dir.path)

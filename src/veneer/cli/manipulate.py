@@ -24,15 +24,13 @@ import torch
 
 from veneer.cli.common import (add_data_args, add_model_args, add_run_args, load_data, load_model, open_run,
                                report_run)
-from veneer.explain import make_explainers
+from veneer.explain import make_explainers, select_methods
 from veneer.finetune import distributed_context
 from veneer.jobs.manipulate import evaluate_and_save, manipulate_and_save
 from veneer.manipulate import KEEP_LOSSES, OBJECTIVES, PICTURES, Objective, make_objective
 from veneer.models import resolve_model
 from veneer.runs import seed_everything
 
-IMAGE_METHODS = ["gradient", "gradient_x_input", "ig", "smoothgrad", "gradcam", "lrp", "occlusion"]
-TABULAR_METHODS = ["gradient", "gradient_x_input", "ig", "smoothgrad", "lrp"]
 OBJECTIVE_FLAGS = ("objective", "target", "map", "region", "thickness", "k", "classes", "features")
 
 
@@ -169,8 +167,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     original = load_model(args, "original")
     data = load_data(args, model=original)
-    default = IMAGE_METHODS if data.x.ndim == 4 else TABULAR_METHODS
-    methods = [m for m in args.methods.split(",") if m] if args.methods else default
+    requested = [m for m in args.methods.split(",") if m] if args.methods else None
+    methods = select_methods(original, data.x[:1], requested)
     explainers = make_explainers(original, methods, ig_steps=args.ig_steps)
     objective = objective_from_args(args)
     objective.prepare(data)

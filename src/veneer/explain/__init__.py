@@ -67,6 +67,30 @@ def applicable_methods(model, x: torch.Tensor) -> tuple[list[str], dict[str, str
     return usable, reasons
 
 
+def select_methods(model, x: torch.Tensor, requested: list[str] | None = None,
+                   default: tuple[str, ...] | None = None, differentiable: bool = False) -> list[str]:
+    """The methods to run on ``model`` for inputs like ``x``: ``requested`` when every one of them applies (else a
+    ``ValueError`` that lists why each does not, raised before any work), or, for ``requested=None``, those of
+    ``default`` (default: all of :data:`METHODS`) that apply. ``differentiable`` keeps only methods an attack can
+    back-propagate through."""
+    usable, reasons = applicable_methods(model, x)
+    if differentiable:
+        for name in usable:
+            if not METHODS[name].differentiable:
+                reasons[name] = f"{METHODS[name].__name__} is not differentiable"
+        usable = [name for name in usable if name not in reasons]
+    if requested is None:
+        return [name for name in (default or tuple(METHODS)) if name in usable]
+    unknown = [name for name in requested if name not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
+    refused = {name: reasons[name] for name in requested if name in reasons}
+    if refused:
+        raise ValueError("methods that cannot be used on this model and data: "
+                         + "; ".join(f"{name}: {why}" for name, why in refused.items()))
+    return list(requested)
+
+
 __all__ = ["Explainer", "Gradient", "GradientXInput", "IntegratedGradients", "SmoothGrad", "GradCAM",
            "Occlusion", "LRP", "DeepLift", "heatmap", "METHODS", "make_explainer", "make_explainers", "last_conv_layer",
-           "applicable_methods"]
+           "applicable_methods", "select_methods"]

@@ -10,13 +10,16 @@ from typing import Any
 import pandas as pd
 import torch
 
-from veneer.attacks import ATTACKS, Outcome, saliency_map, sweep
+from veneer.attacks import ATTACKS, Outcome, make_attack, saliency_map, sweep
 from veneer.checks import check_eval_mode, check_labels
 from veneer.data import LabeledData, mnist
-from veneer.explain import make_explainers
+from veneer.explain import make_explainers, select_methods
 from veneer.models import pretrained
 from veneer.report.attacks import attack_figure, sweep_figure
-from veneer.runs import atomic_write_bytes, save_tensors, seed_everything
+from veneer.runs import atomic_write_bytes, save_tensors, seed_everything, write_json
+
+
+FIG3_METHODS = ("gradient", "ig", "deeplift")
 
 
 def correctly_classified(model: torch.nn.Module, data: LabeledData, device: str, batch_size: int
@@ -41,8 +44,10 @@ def _figure_rows(outcome: Outcome, explainer, x: torch.Tensor, y: torch.Tensor, 
 
 
 def write_outputs(folder: pathlib.Path, outcomes: list[Outcome], explainers: dict, x: torch.Tensor, y: torch.Tensor,
-                  index: torch.Tensor, show: int, with_sweep: bool) -> list[dict[str, Any]]:
-    """Write the per-image CSV, the perturbed inputs, the Fig.-1 figures (and the Fig.-3 sweep); return summaries."""
+                  index: torch.Tensor, show: int, with_sweep: bool, metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """Write the per-image CSV, the perturbed inputs, ``metrics.json`` (``metrics`` with the summaries, before
+    any figure: nothing computed is lost if drawing fails), then the Fig.-1 figures of the first ``show``
+    images (none for 0) and the Fig.-3 sweep; return the summaries."""
     frames, tensors = [], {"clean": x, "labels": y, "index": index}
     for outcome in outcomes:
         frame = pd.DataFrame({name: value.detach().cpu().numpy() for name, value in outcome.per_image.items()})
@@ -56,37 +61,53 @@ def write_outputs(folder: pathlib.Path, outcomes: list[Outcome], explainers: dic
     atomic_write_bytes(folder / "per_image.csv", pd.concat(frames).to_csv(index=False).encode())
     save_tensors(folder / "adversarial.safetensors", tensors)
     summaries = [outcome.summary() for outcome in outcomes]
-    for attack, eps in dict.fromkeys((o.attack, o.eps) for o in outcomes):
+    write_json(folder / "metrics.json", {**metrics, "results": summaries})
+    if with_sweep:
+        atomic_write_bytes(folder / "sweep.csv", pd.DataFrame(summaries).to_csv(index=False).encode())
+    for attack, eps in dict.fromkeys((o.attack, o.eps) for o in outcomes if show > 0):
         rows = [row for o in outcomes if (o.attack, o.eps) == (attack, eps)
                 for row in _figure_rows(o, explainers[o.method], x, y, show)]
         rows.sort(key=lambda row: row["index"])
         if x.ndim == 4:
             attack_figure(x, rows, folder / f"fig1_{attack}_eps{eps:g}.png")
     if with_sweep:
-        atomic_write_bytes(folder / "sweep.csv", pd.DataFrame(summaries).to_csv(index=False).encode())
         sweep_figure(summaries, folder / "sweep.png")
     return summaries
 
 
-def attack_inputs(model: torch.nn.Module, data: LabeledData, folder: pathlib.Path, *, methods: list[str],
+def attack_inputs(model: torch.nn.Module, data: LabeledData, folder: pathlib.Path, *, methods: list[str] | None,
                   attacks: list[str], eps_values: list[float], with_sweep: bool, ig_steps: int = 32,
                   device: str = "cpu", batch_size: int = 64, show: int = 4, k: int = 100, progress: bool = True,
-                  **attack_options: Any) -> dict[str, Any]:
+                  input_range: tuple[Any, Any] = (0.0, 1.0), **attack_options: Any) -> dict[str, Any]:
     """Attack the correctly classified samples of ``data`` with every attack x method x eps; write the run's
-    files (see the module docstring) into ``folder`` and return its metrics."""
-    folder.mkdir(parents=True, exist_ok=True)
+    files (see the module docstring) into ``folder`` and return its metrics. ``methods=None`` takes those of
+    Ghorbani et al.'s Fig. 3 (Gradient, IG, DeepLift) that apply to the model and data; every argument is checked before any attack runs
+    (a method that cannot apply, an eps that is not below the input range's width, counts below 1)."""
+    for name, value, least in (("batch_size", batch_size, 1), ("show", show, 0), ("k", k, 1),
+                               ("ig_steps", ig_steps, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: this torch build or machine has no CUDA device; use device='cpu'")
+    if data.x.ndim != 4:
+        raise ValueError(f"input-level attacks need image data (N, C, H, W), got data {data.name!r} of shape "
+                         f"{tuple(data.x.shape)}")
     check_eval_mode(model)
     model = model.to(device)
     check_labels(model, data.x.to(device), data.y.to(device))
+    methods = select_methods(model, data.x[:1].to(device), methods, FIG3_METHODS, differentiable=True)
+    explainers = make_explainers(model, methods, ig_steps=ig_steps)
+    for eps in eps_values:  # every budget is checked before the first attack runs
+        make_attack(attacks[0], model, explainers[methods[0]], eps, k=k, input_range=input_range)
     x, y, index = correctly_classified(model, data, device, batch_size)
     if len(x) == 0:
         raise ValueError("the model classifies none of the chosen samples correctly; nothing to attack")
-    explainers = make_explainers(model, methods, ig_steps=ig_steps)
     outcomes = sweep(model, explainers, x, y, eps_values, attacks, k=k, batch_size=batch_size, progress=progress,
-                     **attack_options)
-    summaries = write_outputs(folder, outcomes, explainers, x, y, index, show, with_sweep)
-    return {"n_requested": len(data), "n_attacked": len(x), "clean_accuracy": len(x) / len(data), "k": k,
-            "results": summaries}
+                     input_range=input_range, **attack_options)
+    metrics = {"n_requested": len(data), "n_attacked": len(x), "clean_accuracy": len(x) / len(data), "k": k,
+               "methods": methods}
+    summaries = write_outputs(folder, outcomes, explainers, x, y, index, show, with_sweep, metrics)
+    return {**metrics, "results": summaries}
 
 
 def demo(run_dir: pathlib.Path) -> dict[str, Any]:

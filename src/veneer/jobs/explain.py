@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 
-from veneer.explain import applicable_methods, heatmap, make_explainers
+from veneer.explain import heatmap, make_explainers, select_methods
 from veneer.models import accuracy
 from veneer.report import explanation_grid
 from veneer.runs import RunDir, save_tensors
@@ -16,13 +16,7 @@ def explain_inputs(model, data, methods: list[str] | None, run_dir: RunDir) -> d
     :func:`veneer.explain.applicable_methods`; a named method that does not apply is refused before any work);
     write attributions.safetensors and metrics.json, then explanations.png; return the metrics."""
     x, y = data.x, data.y
-    usable, reasons = applicable_methods(model, x[:1])
-    if methods is None:
-        methods = usable
-    refused = {name: reasons[name] for name in methods if name in reasons}
-    if refused:
-        raise ValueError("methods that cannot explain this model and data: "
-                         + "; ".join(f"{name}: {why}" for name, why in refused.items()))
+    methods = select_methods(model, x[:1], methods)
     explainers = make_explainers(model, methods)
     attributions, seconds = {}, {}
     for name, explainer in explainers.items():
@@ -31,7 +25,6 @@ def explain_inputs(model, data, methods: list[str] | None, run_dir: RunDir) -> d
         seconds[name] = time.perf_counter() - start
     save_tensors(run_dir.file("attributions.safetensors"), attributions)
     metrics = {"accuracy_on_inputs": accuracy(model, x, y), "n": len(x), "methods": methods,
-               "methods_not_applicable": {k: v for k, v in reasons.items() if k not in methods},
                "seconds_per_method": seconds, "images_per_second": {k: len(x) / v for k, v in seconds.items()}}
     run_dir.write_metrics(metrics)  # before the figure: nothing computed is lost if drawing fails
     if x.ndim == 4:

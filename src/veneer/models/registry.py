@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import importlib
 import json
+import warnings
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -132,6 +133,9 @@ def load(factory: str | None = None, weights: str | os.PathLike | None = None,
         raise TypeError(f"factory={factory!r} returned {type(model).__name__}, expected a torch.nn.Module")
     if weights is not None:
         load_state(model, weights)
+    else:
+        warnings.warn(f"factory={factory!r} built a model with the weights it initialises itself (no weights "
+                      "file given): pass weights= (--weights) to explain a trained model", stacklevel=2)
     return model.eval()
 
 

@@ -37,6 +37,13 @@ def check_finite_parameters(model: nn.Module, name: str = "model") -> None:
             raise ValueError(f"{name} has NaN or infinite values in {key!r}; check the weights file")
 
 
+def check_not_torchscript(model: nn.Module, needs: str, name: str = "model") -> None:
+    """Refuse a TorchScript model where ``needs`` (e.g. forward hooks) is something TorchScript does not offer."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ValueError(f"{name} is a TorchScript model, and {needs}, which TorchScript does not support; pass "
+                         "the model as a Python nn.Module (e.g. --model module:function --weights FILE)")
+
+
 def check_eval_mode(model: nn.Module, name: str = "model") -> None:
     """Explanations of a model in training mode depend on dropout/batch-norm state: refuse them."""
     if model.training:

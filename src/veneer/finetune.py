@@ -56,7 +56,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
-from veneer.checks import check_eval_mode, check_positive
+from veneer.checks import check_eval_mode, check_finite_parameters, check_not_torchscript, check_positive
 from veneer.data import LabeledData
 from veneer.models import softplus_activations
 from veneer.runs import atomic_write_bytes, seed_everything
@@ -328,7 +328,9 @@ class FineTuner:
                  recalibrate_lr: float | None = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_not_torchscript(model, "fine-tuning needs its parameters and modules (a copy, the Softplus swap)")
         check_eval_mode(model)
+        check_finite_parameters(model)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
             raise ValueError(f"alpha must lie in [0, 1] (lambda = alpha / (1 - alpha)), got {alpha!r}")
         keep_loss(keep)

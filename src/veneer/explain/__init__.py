@@ -80,7 +80,11 @@ def select_methods(model, x: torch.Tensor, requested: list[str] | None = None,
                 reasons[name] = f"{METHODS[name].__name__} is not differentiable"
         usable = [name for name in usable if name not in reasons]
     if requested is None:
-        return [name for name in (default or tuple(METHODS)) if name in usable]
+        chosen = [name for name in (default or tuple(METHODS)) if name in usable]
+        if not chosen:
+            raise ValueError("no explanation method applies to this model and data: "
+                             + "; ".join(f"{name}: {why}" for name, why in reasons.items()))
+        return chosen
     unknown = [name for name in requested if name not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")

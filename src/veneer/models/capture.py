@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from veneer.checks import find_module
+from veneer.checks import check_not_torchscript, find_module
 
 
 class capture:  # noqa: N801 - used as a context manager, like torch.no_grad
@@ -21,6 +21,7 @@ class capture:  # noqa: N801 - used as a context manager, like torch.no_grad
 
     def __init__(self, model: nn.Module, layers: Sequence[str], inputs: bool = False,
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        check_not_torchscript(model, "reading layer activations needs forward hooks")
         self.layers = list(layers)
         self.modules = [find_module(model, name) for name in self.layers]
         self.inputs, self.transform = bool(inputs), transform

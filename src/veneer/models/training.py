@@ -92,7 +92,10 @@ def load_state(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except Exception as error:  # safetensors raises its own error types for a damaged file
+            raise ValueError(f"weights file {path} cannot be read as safetensors: {error}") from None
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -25,23 +23,11 @@ from veneer.models import mnist_cnn
 from veneer.neurons import PushDown
 from veneer.report.manipulate import markdown_table
 
+from timing import median_seconds  # bench/timing.py (the script's folder is on sys.path)
+
 EXPLAINERS = {"Gradient": Gradient, "IntegratedGradients (32)": lambda m: IntegratedGradients(m, steps=32),
               "SmoothGrad (16)": lambda m: SmoothGrad(m, samples=16, seed=0), "LRP epsilon": LRP,
               "DeepLift": DeepLift, "GradCAM": lambda m: GradCAM(m, "3")}
-
-
-def median_seconds(fn, device: torch.device, repeats: int) -> float:
-    fn()  # warm-up (kernels, allocator)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def measure(device: torch.device, repeats: int) -> dict[str, float]:
@@ -53,7 +39,8 @@ def measure(device: torch.device, repeats: int) -> dict[str, float]:
     found = {}
     for name, build in EXPLAINERS.items():
         explainer = build(model)
-        found[f"explain: {name} (batch 256)"] = median_seconds(lambda: explainer(x, target=y), device, repeats)
+        found[f"explain: {name} (batch 256)"] = median_seconds(lambda: explainer(x, target=y), repeats, device,
+                                                               warmup=1)
     steps = (2, 6)
     for name, run in {
         "manipulation step (Gradient, COM, batch 64)":
@@ -61,8 +48,8 @@ def measure(device: torch.device, repeats: int) -> dict[str, float]:
         "push-down step (64 + 64 images)":
             lambda n: PushDown(model, "4", k=10, steps=n, batch_size=64, attack_batch=64)((x, y)),
     }.items():
-        low = median_seconds(lambda: run(steps[0]), device, max(2, repeats // 2))
-        high = median_seconds(lambda: run(steps[1]), device, max(2, repeats // 2))
+        low = median_seconds(lambda: run(steps[0]), max(2, repeats // 2), device, warmup=1)
+        high = median_seconds(lambda: run(steps[1]), max(2, repeats // 2), device, warmup=1)
         found[name] = (high - low) / (steps[1] - steps[0])
     return found
 

@@ -32,22 +32,10 @@ from veneer.manipulate import CenterOfMass, Manipulation
 from veneer.models import cifar_vgg, mnist_cnn, softplus_activations
 from veneer.report.manipulate import markdown_table
 
+from timing import median_seconds  # bench/timing.py (the script's folder is on sys.path)
+
 METHODS = {"gradient": Gradient, "gradient_x_input": GradientXInput,
            "ig (8 steps)": lambda m: IntegratedGradients(m, steps=8), "lrp": LRP}
-
-
-def median_seconds(step, repeats: int, device: torch.device) -> float:
-    times = []
-    for index in range(repeats + 2):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if index >= 2:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def engine_step(model: torch.nn.Module, explainer, x: torch.Tensor, y: torch.Tensor):

@@ -74,27 +74,43 @@ def _functional_hooks(model: nn.Module, beta: float) -> list:
     return [model.register_forward_pre_hook(enter), model.register_forward_hook(leave, always_call=True)]
 
 
-@contextmanager
-def softplus_activations(model: nn.Module, beta: float = 20.0) -> Iterator[nn.Module]:
+class softplus_activations:  # noqa: N801 - used as a context manager, like torch.no_grad
     """Swap every ``nn.ReLU`` module (inplace ones too) for ``Softplus(beta)`` in place and replace functional
     ReLUs during the model's forward passes, restoring both on exit. Parameters are untouched, so gradients
-    computed inside the block reach the model's own weights."""
-    _check_beta(beta)
-    if is_torchscript(model):
-        _warn_torchscript(model, beta)
-        yield model
-        return
-    slots = _relu_slots(model)
-    for parent, name, _ in slots:
-        setattr(parent, name, nn.Softplus(beta=beta))
-    handles = _functional_hooks(model, beta)
-    try:
-        yield model
-    finally:
-        for handle in handles:
+    computed inside the block reach the model's own weights. The object can be entered again after it was
+    left (e.g. to measure the ReLU model in the middle of a fine-tune: ``with swap.paused(): ...``)."""
+
+    def __init__(self, model: nn.Module, beta: float = 20.0):
+        _check_beta(beta)
+        self.model, self.beta = model, beta
+        self._slots: list = []
+        self._handles: list = []
+
+    def __enter__(self) -> nn.Module:
+        if is_torchscript(self.model):
+            _warn_torchscript(self.model, self.beta)
+            return self.model
+        self._slots = _relu_slots(self.model)
+        for parent, name, _ in self._slots:
+            setattr(parent, name, nn.Softplus(beta=self.beta))
+        self._handles = _functional_hooks(self.model, self.beta)
+        return self.model
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
             handle.remove()
-        for parent, name, relu in slots:
+        for parent, name, relu in self._slots:
             setattr(parent, name, relu)
+        self._slots, self._handles = [], []
+
+    @contextmanager
+    def paused(self) -> Iterator[nn.Module]:
+        """The model's own activations inside the block, the Softplus ones again after it."""
+        self.__exit__(None, None, None)
+        try:
+            yield self.model
+        finally:
+            self.__enter__()
 
 
 def with_softplus(model: nn.Module, beta: float = 20.0) -> nn.Module:

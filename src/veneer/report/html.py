@@ -454,7 +454,7 @@ def _evaluate(run: Run, m: dict[str, Any] | None = None) -> Section:
     if m.get("criterion"):
         section.text.append(f"Objective {m.get('objective')}; an input counts as a success when its {measure} "
                             f"meets: {m['criterion']}.")
-    section.figures += run.figure("heatmaps.png", "Thesis Fig. 3.3: normalised heatmaps of the original and "
+    section.figures += run.figure("heatmaps.png", "Thesis Fig. 3.3: normalized heatmaps of the original and "
                                   "the manipulated model, per method.")
     section.figures += run.figure("feature_attribution.png", "Mean |attribution| per feature, original and "
                                   "manipulated (thesis Figs. 3.14/3.15).")

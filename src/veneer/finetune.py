@@ -29,6 +29,11 @@ say what ``L_attack`` is by implementing :meth:`FineTuner.attack_step`; the engi
   reducer does not support);
 * the optional recalibration phase (an extension): ``recalibrate_steps`` steps of ``L_keep`` alone on the
   parameters ``L_attack`` does not depend on (found by autograd);
+* an optional behaviour budget (:class:`BehaviourBudget`): with ``min_agreement`` the weight between attack
+  and keep becomes a Lagrange multiplier on "the fine-tuned model predicts the original model's label on at
+  least ``min_agreement`` of the validation inputs", updated by dual ascent every ``check_every`` steps, and
+  the run returns the best iterate that meets the budget (the history's ``phase: "check"`` row 0 and the
+  ``val_*`` / ``multiplier`` keys of every checked step record it);
 * a progress bar and one history schema: ``{"step", "epoch", "phase", "loss", "attack", "keep"}``
   (``phase`` is ``"attack"`` or ``"recalibrate"``; ``attack`` is ``None`` in the recalibration phase).
 """
@@ -42,6 +47,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -57,7 +63,7 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from veneer.checks import check_eval_mode, check_finite_parameters, check_not_torchscript, check_positive
-from veneer.data import LabeledData
+from veneer.data import LabeledData, as_labeled
 from veneer.models import softplus_activations
 from veneer.runs import atomic_write_bytes, seed_everything
 
@@ -299,6 +305,67 @@ def _holds_tensors(value: Any) -> bool:
     return isinstance(value, torch.Tensor)
 
 
+class BehaviourBudget:
+    """The constraint ``agreement(student, original) >= min_agreement`` on validation data, enforced with a
+    Lagrange multiplier ``lambda`` on ``L_keep`` (Platt & Barr 1988, "Constrained Differential Optimization";
+    the dual-ascent scheme of constrained deep learning, e.g. Cotter et al. 2019): each step minimises
+    ``(L_attack + lambda * L_keep) / (1 + lambda)``, i.e. ``alpha = 1 / (1 + lambda)``, and every ``check_every``
+    steps ``log lambda`` moves by ``dual_lr * (min_agreement - agreement) / (1 - min_agreement)`` (up while the
+    budget is broken, down while it holds), clamped to ``[1e-3, 1e4]``. It starts at the ``alpha`` given.
+
+    At each check the student is measured with its own activations (ReLU, not the training surrogate): the
+    agreement with the original model's labels and the accuracy on the validation data, and ``L_attack`` on a
+    fixed validation batch. The iterate with the lowest validation ``L_attack`` among those that meet the budget
+    is kept and returned; the original model (step 0, checked before training) meets any budget, so a run in
+    which no fine-tuned iterate does returns it, with a warning.
+    """
+
+    def __init__(self, min_agreement: float, alpha: float, validation: LabeledData, teacher: nn.Module,
+                 dual_lr: float, batch: int, device: torch.device):
+        self.target, self.dual_lr = float(min_agreement), float(dual_lr)
+        self.validation, self.batch, self.device = validation, batch, device
+        self.multiplier = min(max((1 - alpha) / max(alpha, 1e-12), 1e-3), 1e4)
+        with torch.no_grad():
+            self.original = self._labels(teacher)
+        self.best_attack, self.best_step = math.inf, 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    @property
+    def alpha(self) -> float:
+        return 1.0 / (1.0 + self.multiplier)
+
+    @torch.no_grad()
+    def _labels(self, model: nn.Module) -> torch.Tensor:
+        return torch.cat([model(part.to(self.device)).argmax(1).cpu() for part in self.validation.x.split(512)])
+
+    def check(self, tuner: "FineTuner", student: nn.Module, step: int) -> dict[str, float]:
+        """Measure the student, keep it when it is the best that meets the budget, move the multiplier."""
+        labels = self._labels(student)
+        agreement = float((labels == self.original).float().mean())
+        accuracy = float((labels == self.validation.y).float().mean())
+        x, y = self.validation.x[:self.batch].to(self.device), self.validation.y[:self.batch].to(self.device)
+        attack = float(tuner.attack_step(student, x, y, torch.Generator().manual_seed(tuner.seed), step).attack.detach())
+        if agreement >= self.target and attack < self.best_attack:
+            self.best_attack, self.best_step = attack, step
+            self.best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        gap = (self.target - agreement) / max(1.0 - self.target, 1e-3)
+        self.multiplier = min(max(self.multiplier * math.exp(self.dual_lr * gap), 1e-3), 1e4)
+        return {"val_agreement": agreement, "val_accuracy": accuracy, "val_attack": attack,
+                "multiplier": self.multiplier}
+
+    def state(self) -> dict[str, torch.Tensor]:
+        found = {"budget.numbers": torch.tensor([self.multiplier, self.best_attack, float(self.best_step)],
+                                                dtype=torch.float64)}
+        found.update({f"budget.best.{k}": v for k, v in (self.best_state or {}).items()})
+        return found
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.multiplier, self.best_attack, best_step = state["budget.numbers"].tolist()
+        self.best_step = int(best_step)
+        best = {k[len("budget.best."):]: v.to(self.device) for k, v in state.items() if k.startswith("budget.best.")}
+        self.best_state = best or None
+
+
 class Interrupted(RuntimeError):
     """A fine-tuning run stopped by Ctrl-C / SIGTERM after writing its checkpoint."""
 
@@ -311,7 +378,10 @@ class FineTuner:
     ``max_steps`` (stop once the run has made that many steps; a resumed run continues to the end),
     ``batch_size`` (global, over all ranks), ``trainable`` (module-name prefixes, default all),
     ``softplus_beta`` (``None``: the model's own activations), ``checkpoint_dir`` / ``checkpoint_every`` /
-    ``resume``, ``seed``, ``progress``, ``recalibrate_steps`` / ``recalibrate_lr``.
+    ``resume``, ``seed``, ``progress``, ``recalibrate_steps`` / ``recalibrate_lr``; the behaviour budget
+    ``min_agreement`` (in (0, 1], ``None``: a fixed ``alpha``), ``validation`` (data in any form, or the
+    fraction of the training data held out for it, default 0.1), ``check_every`` and ``dual_lr``
+    (:class:`BehaviourBudget`).
 
     Subclasses implement :meth:`prepare` (per call: check and index the data) and :meth:`attack_step`, and may
     override :meth:`attack_state` / :meth:`load_attack_state` (tensors checkpointed with the run) and
@@ -325,7 +395,8 @@ class FineTuner:
                  batch_size: int = 64, trainable=None, softplus_beta: float | None = None,
                  checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 100,
                  resume: bool = False, seed: int = 0, progress: bool = False, recalibrate_steps: int = 0,
-                 recalibrate_lr: float | None = None):
+                 recalibrate_lr: float | None = None, min_agreement: float | None = None,
+                 validation: object = 0.1, check_every: int = 25, dual_lr: float = 1.0):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         check_not_torchscript(model, "fine-tuning needs its parameters and modules (a copy, the Softplus swap)")
@@ -350,6 +421,13 @@ class FineTuner:
             raise ValueError(f"recalibrate_steps must be an int >= 0, got {recalibrate_steps!r}")
         if recalibrate_lr is not None:
             check_positive("recalibrate_lr", recalibrate_lr)
+        if min_agreement is not None and (isinstance(min_agreement, bool) or not isinstance(min_agreement, (int, float))
+                                          or not 0 < min_agreement <= 1):
+            raise ValueError(f"min_agreement must lie in (0, 1] (a fraction of validation inputs), got {min_agreement!r}")
+        if isinstance(validation, float) and not 0 < validation < 1:
+            raise ValueError(f"validation must be data or a fraction in (0, 1) of the training data, got {validation!r}")
+        check_positive("check_every", check_every, integer=True)
+        check_positive("dual_lr", dual_lr)
         select_trainable(model, trainable)
         self.model = model
         self.alpha, self.keep, self.temperature, self.lr = float(alpha), keep, float(temperature), float(lr)
@@ -359,6 +437,8 @@ class FineTuner:
         self.checkpoint_every, self.resume, self.seed, self.progress = checkpoint_every, bool(resume), int(seed), progress
         self.recalibrate_steps = recalibrate_steps
         self.recalibrate_lr = float(lr if recalibrate_lr is None else recalibrate_lr)
+        self.min_agreement = None if min_agreement is None else float(min_agreement)
+        self.validation, self.check_every, self.dual_lr = validation, check_every, float(dual_lr)
 
     # ---------------------------------------------------------------- what attacks provide
 
@@ -380,7 +460,7 @@ class FineTuner:
 
     def fingerprint(self) -> dict[str, Any]:
         """Settings a checkpoint must share to be resumed (``max_steps``, ``progress`` and ``resume`` excluded)."""
-        skip = {"model", "max_steps", "progress", "resume", "checkpoint_dir", "checkpoint_every"}
+        skip = {"model", "max_steps", "progress", "resume", "checkpoint_dir", "checkpoint_every", "validation"}
         return {k: repr(v) for k, v in vars(self).items()
                 if k not in skip and not k.startswith("_") and not _holds_tensors(v)}
 
@@ -393,6 +473,7 @@ class FineTuner:
         """Run the fine-tuning on ``data`` (a :class:`LabeledData`; attacks convert user data with
         :func:`veneer.data.as_labeled` before calling this)."""
         start = time.perf_counter()
+        data, validation = self._validation_split(data)
         world, rank = distributed_context()
         if self.batch_size % world:
             raise ValueError(f"batch_size={self.batch_size} must be divisible by the number of processes ({world})")
@@ -411,7 +492,11 @@ class FineTuner:
         device = next(student.parameters()).device
         generator = seed_everything(self.seed)
         trained = [p for _, p in select_trainable(student, self.trainable)]
-        fingerprint = {**self.fingerprint(), "world_size": world, "samples": len(data)}
+        fingerprint = {**self.fingerprint(), "world_size": world, "samples": len(data),
+                       "validation": None if validation is None else len(validation)}
+        budget = (None if self.min_agreement is None else
+                  BehaviourBudget(self.min_agreement, self.alpha, validation, teacher, self.dual_lr, local_batch,
+                                  device))
         path = None if self.checkpoint_dir is None else self.checkpoint_dir / CHECKPOINT
         resumed_step = (checkpoint_step(path, fingerprint) if self.resume and path is not None and path.is_file()
                         else 0)
@@ -423,7 +508,9 @@ class FineTuner:
         step, history = 0, []
         if resumed_step:
             step, history, state = load_checkpoint(path, student, optimizer, fingerprint, generator)
-            self.load_attack_state(state)
+            self.load_attack_state({k: v for k, v in state.items() if not k.startswith("budget.")})
+            if budget is not None:
+                budget.load_state(state)
         elif world > 1:
             for tensor in student.state_dict().values():
                 dist.broadcast(tensor, src=0)
@@ -431,13 +518,16 @@ class FineTuner:
         def checkpoint() -> None:
             if path is not None and rank == 0:
                 save_checkpoint(path, student, optimizer, step, history, fingerprint, generator,
-                                self.attack_state())
+                                {**self.attack_state(), **(budget.state() if budget is not None else {})})
             if world > 1:
                 dist.barrier()
 
         keep_fn = keep_loss(self.keep)
         activations = (contextlib.nullcontext() if self.softplus_beta is None
                        else softplus_activations(student, self.softplus_beta))
+        if budget is not None and step == 0:  # the model itself meets any budget: the fallback iterate
+            history.append({"step": 0, "epoch": 0, "phase": "check", "alpha": budget.alpha,
+                            **budget.check(self, student, 0)})
         bar = tqdm(total=stop, initial=step, desc=self.name, disable=not self.progress or rank != 0)
         try:
             with activations, bar:
@@ -467,7 +557,8 @@ class FineTuner:
                         if labels is None:
                             labels = original.argmax(1)
                         keep = keep_fn(logits, labels, original, self.temperature)
-                        loss = keep if attack is None else self.alpha * attack + (1 - self.alpha) * keep
+                        alpha = self.alpha if budget is None else budget.alpha
+                        loss = keep if attack is None else alpha * attack + (1 - alpha) * keep
                         optimizer.zero_grad(set_to_none=True)
                         loss.backward()
                         average_gradients(trained, world)
@@ -476,10 +567,14 @@ class FineTuner:
                         parts = [loss, keep] if attack is None else [loss, keep, attack]
                         values = _all_reduce_mean(torch.stack([p.detach() for p in parts]).double(),
                                                   world).cpu().tolist()
-                        history.append({"step": step, "epoch": epoch + 1,
-                                        "phase": "recalibrate" if attack is None else "attack",
-                                        "loss": values[0], "attack": values[2] if attack is not None else None,
-                                        "keep": values[1]})
+                        record = {"step": step, "epoch": epoch + 1,
+                                  "phase": "recalibrate" if attack is None else "attack",
+                                  "loss": values[0], "attack": values[2] if attack is not None else None,
+                                  "keep": values[1]}
+                        if budget is not None and (step % self.check_every == 0 or step == total):
+                            with activations.paused() if self.softplus_beta is not None else contextlib.nullcontext():
+                                record.update(alpha=alpha, **budget.check(self, student, step))
+                        history.append(record)
                         bar.update(1)
                         bar.set_postfix(loss=f"{values[0]:.4g}", keep=f"{values[1]:.4g}")
                         if step % self.checkpoint_every == 0 or step == stop:
@@ -492,7 +587,28 @@ class FineTuner:
             raise Interrupted(f"{self.name} interrupted at step {step} of {total}{where}") from None
         for mine, theirs in zip(student.parameters(), teacher.parameters()):
             mine.requires_grad_(theirs.requires_grad)
-        return FineTuneResult(student.eval(), history, time.perf_counter() - start)
+        measures = {}
+        if budget is not None:
+            measures = {"best_step": budget.best_step, "best_val_attack": budget.best_attack,
+                        "min_agreement": budget.target}
+            if step == total:
+                student.load_state_dict(budget.best_state)
+                if budget.best_step == 0:
+                    warnings.warn(f"{self.name}: no fine-tuned iterate kept min_agreement={budget.target:g} on the "
+                                  "validation data, so the original model is returned (lower lr, or run longer)",
+                                  stacklevel=2)
+        return FineTuneResult(student.eval(), history, time.perf_counter() - start, measures)
+
+    def _validation_split(self, data: LabeledData) -> tuple[LabeledData, LabeledData | None]:
+        """``(training data, validation data)``: without a budget all of ``data`` trains; with one, ``validation``
+        is the data given or a seeded, stratified share of ``data`` held out from training."""
+        if self.min_agreement is None:
+            return data, None
+        if not isinstance(self.validation, float):
+            return data, as_labeled(self.validation, "validation")
+        held = max(1, round(self.validation * len(data)))
+        mixed = data.sample(len(data), seed=self.seed)  # every row, the classes interleaved in proportion
+        return mixed.subset(slice(held, None)), mixed.subset(slice(0, held))
 
     def _downstream(self, student: nn.Module, teacher: nn.Module, data: LabeledData,
                     trained: list[nn.Parameter], batch: int, device: torch.device, generator: torch.Generator

@@ -48,6 +48,21 @@ def report_run(args: argparse.Namespace, path) -> None:
         print(f"wrote {write_report(path)}")
 
 
+def add_budget_args(parser: argparse.ArgumentParser) -> None:
+    """The behaviour budget of a fine-tune (:class:`veneer.finetune.BehaviourBudget`)."""
+    parser.add_argument("--min-agreement", type=float, default=None,
+                        help="behaviour budget: the fraction of validation inputs whose label must stay the "
+                             "original model's (e.g. 0.99); alpha becomes an adaptive multiplier, the best iterate "
+                             "within the budget is returned")
+    parser.add_argument("--validation", type=float, default=0.1,
+                        help="share of the training data held out to measure the budget (default 0.1)")
+    parser.add_argument("--check-every", type=int, default=25, help="steps between budget checks")
+
+
+def budget_options(args: argparse.Namespace) -> dict:
+    return {"min_agreement": args.min_agreement, "validation": args.validation, "check_every": args.check_every}
+
+
 def open_run(args: argparse.Namespace, **extra) -> RunDir:
     """The run directory of ``args.out`` with the command line (and ``extra``) as its config; refused before
     anything is written when it holds another run (see :class:`veneer.runs.RunDir`)."""

@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from veneer.cli.common import (add_data_args, add_model_args, add_run_args, load_data, load_model, open_run,
-                               report_run)
+from veneer.cli.common import (add_budget_args, add_data_args, add_model_args, add_run_args, budget_options,
+                               load_data, load_model, open_run, report_run)
 from veneer.explain import make_explainers, select_methods
 from veneer.finetune import distributed_context
 from veneer.jobs.manipulate import evaluate_and_save, manipulate_and_save
@@ -99,6 +99,7 @@ def register(subparsers) -> None:
     parser.add_argument("--softplus-beta", type=float, default=20.0, help="Softplus beta in training; 0: keep ReLU")
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (--resume later)")
+    add_budget_args(parser)
     add_run_args(parser, "runs/manipulate", resumable=True)
     parser.set_defaults(run=run_manipulate)
 
@@ -135,7 +136,7 @@ def run_manipulate(args: argparse.Namespace) -> int:
         model, explainer, objective, data, Path(args.out), rank == 0, keep=args.keep, alpha=args.alpha,
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, softplus_beta=args.softplus_beta or None,
         trainable=args.trainable.split(",") if args.trainable else None, checkpoint_every=args.checkpoint_every,
-        resume=args.resume, seed=args.seed, max_steps=args.max_steps, progress=True)
+        resume=args.resume, seed=args.seed, max_steps=args.max_steps, progress=True, **budget_options(args))
     if run_dir is not None:
         run_dir.write_metrics(metrics | {"world_size": world})
         print(f"{metrics['steps']} steps in {metrics['seconds']:.1f} s; wrote {run_dir.file('model.safetensors')}")

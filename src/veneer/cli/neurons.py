@@ -10,7 +10,8 @@ import argparse
 
 from torch import nn
 
-from veneer.cli.common import add_model_args, add_run_args, load_data, load_model, open_run, report_run
+from veneer.cli.common import (add_budget_args, add_model_args, add_run_args, budget_options, load_data, load_model,
+                               open_run, report_run)
 from veneer.data import LabeledData
 from veneer.jobs.neurons import fairwash_job, push_down_job, push_up_job, topk_job, visualize_job
 from veneer.neurons import default_layer
@@ -66,6 +67,7 @@ def _attack_options(parser: argparse.ArgumentParser, steps: int, alpha: float, l
                              "(the attacked activations and their top-k stay unchanged)")
     parser.add_argument("--recalibrate-lr", type=float, default=None, help="learning rate of that phase (default --lr)")
     parser.add_argument("--heldout-split", default="test", help="split for Kendall-tau and held-out metrics")
+    add_budget_args(parser)
     parser.add_argument("--encoder", default="default",
                         help="'default' (independent bundled CNN for MNIST, raw features for tabular data), "
                              "'none', or 'module:function' returning an nn.Module mapping inputs to vectors")
@@ -139,7 +141,8 @@ def _fine_tune_options(args: argparse.Namespace) -> dict:
     return {"alpha": args.alpha, "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
             "attack_batch": args.attack_batch, "temperature": args.temperature,
             "recalibrate_steps": args.recalibrate_steps, "recalibrate_lr": args.recalibrate_lr,
-            "checkpoint_dir": args.out, "resume": args.resume, "max_steps": args.max_steps, "progress": True}
+            "checkpoint_dir": args.out, "resume": args.resume, "max_steps": args.max_steps, "progress": True,
+            **budget_options(args)}
 
 
 def _evaluation_options(args: argparse.Namespace) -> dict:

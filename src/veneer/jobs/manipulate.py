@@ -23,7 +23,7 @@ def manipulate_and_save(model: torch.nn.Module, explainer: Explainer, objective:
     false (ranks other than 0), write ``model.safetensors`` and ``history.md/.csv`` there; return
     ``(manipulated model, metrics)``."""
     result = Manipulation(model, explainer, objective, checkpoint_dir=directory, **options)(data)
-    metrics = {"steps": len(result.history), "seconds": result.seconds, "final": result.history[-1],
+    metrics = {"steps": result.history[-1]["step"], "seconds": result.seconds, "final": result.history[-1],
                "train_accuracy": accuracy(result.model, data.x, data.y)}
     if write:
         save(result.model, Path(directory) / "model.safetensors", {"objective": repr(objective),

@@ -84,7 +84,7 @@ def run_case(name: str, out: Path, epochs: int | None, max_steps: int | None, no
     directory = out / name
     epochs = epochs or case["epochs"]
     config = {k: (v if isinstance(v, (str, int, float)) else repr(v)) for k, v in case.items()}
-    run = RunDir(directory, config | {"epochs": epochs, "max_steps": max_steps}, seed=0)
+    run = RunDir(directory, config | {"epochs": epochs, "max_steps": max_steps}, seed=0, resume=True)
     dataset = mnist if case["model"] == "mnist-cnn" else adult
     train, test = dataset("train"), dataset("test")
     original = pretrained(case["model"], progress=False)

@@ -13,7 +13,7 @@ def test_train_command_writes_run_dir(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["seed"] == 3 and "torch" in config["versions"]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert 0 < metrics["test_accuracy"] <= 1
+    assert metrics["test_accuracy"] > 0.5  # ten classes: chance is 0.1
     assert (tmp_path / "model.safetensors").is_file()
 
 

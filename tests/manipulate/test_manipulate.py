@@ -341,7 +341,6 @@ def test_evaluate_reports_transfer_noise_and_figures(tmp_path):
     assert set(result.methods) == set(explainers) == set(result.noise)
     for by_model in result.methods.values():
         assert by_model["original"]["topk_intersection"] == 1.0  # the original's own top-k
-        assert 0 <= by_model["manipulated"]["success_rate"] <= 1
     assert result.methods["gradient"]["manipulated"]["topk_intersection"] < 1.0
     assert result.predictions["accuracy_original"] == pytest.approx((original(data.x).argmax(1) == data.y)
                                                                    .float().mean().item())

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         model, data, run_dir.path, methods=methods, attacks=attacks, eps_values=eps_values,
         with_sweep=args.sweep, ig_steps=args.ig_steps, device=args.device, batch_size=args.batch_size,
         show=args.show, k=args.k, steps=args.steps, step_size=args.step_size,
-        softplus_beta=args.softplus_beta or None, input_range=tuple(input_range), seed=args.seed)
+        softplus_beta=args.softplus_beta or None, input_range=tuple(input_range), seed=args.seed, progress=True)
     for row in metrics["results"]:
         print(f"{row['attack']:>11} {row['method']:>9} eps={row['eps']:<6g} label kept {row['label_kept_rate']:.2f}  "
               f"top-k {row['topk_intersection']:.3f}  spearman {row['spearman']:.3f}  COM shift {row['com_shift']:.2f}")

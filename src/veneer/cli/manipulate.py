@@ -176,7 +176,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     run_dir.start()
     metrics = evaluate_and_save(original, manipulated, objective, data, explainers, run_dir.path,
                                 noise=args.noise, batch_size=args.batch_size, examples=args.examples,
-                                seed=args.seed)
+                                seed=args.seed, progress=True)
     run_dir.write_metrics(metrics)
     print(f"wrote {run_dir.file('transfer.md')} and {run_dir.file('metrics.json')}")
     report_run(args, run_dir.path)

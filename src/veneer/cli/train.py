@@ -19,7 +19,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     overrides = {} if args.epochs is None else {"epochs": args.epochs}
     run_dir = open_run(args)
-    _, metadata = train_bundled(args.model, run_dir.file("model.safetensors"), seed=args.seed, **overrides)
+    _, metadata = train_bundled(args.model, run_dir.file("model.safetensors"), seed=args.seed, progress=True, **overrides)
     run_dir.write_metrics({k: metadata[k] for k in ("train_accuracy", "test_accuracy", "train_seconds")})
     print(f"{args.model}: test accuracy {metadata['test_accuracy']:.4f} in {metadata['train_seconds']:.1f} s "
           f"-> {run_dir.file('model.safetensors')}")

@@ -77,7 +77,7 @@ def write_outputs(folder: pathlib.Path, outcomes: list[Outcome], explainers: dic
 
 def attack_inputs(model: torch.nn.Module, data: LabeledData, folder: pathlib.Path, *, methods: list[str] | None,
                   attacks: list[str], eps_values: list[float], with_sweep: bool, ig_steps: int = 32,
-                  device: str = "cpu", batch_size: int = 64, show: int = 4, k: int = 100, progress: bool = True,
+                  device: str = "cpu", batch_size: int = 64, show: int = 4, k: int = 100, progress: bool = False,
                   input_range: tuple[Any, Any] = (0.0, 1.0), **attack_options: Any) -> dict[str, Any]:
     """Attack the correctly classified samples of ``data`` with every attack x method x eps; write the run's
     files (see the module docstring) into ``folder`` and return its metrics. ``methods=None`` takes those of

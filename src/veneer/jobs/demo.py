@@ -21,7 +21,7 @@ def demo(out: str | Path, seed: int = 0, say: Callable[[str], Any] = lambda text
     ``overwrite``."""
     run_dir = RunDir(out, {"command": "demo", "out": str(out)}, seed, overwrite=overwrite)
     seed_everything(seed)
-    model, test = pretrained("mnist-cnn"), mnist("test")
+    model, test = pretrained("mnist-cnn", progress=True), mnist("test")
     metrics = {"model": "mnist-cnn", "test_accuracy": accuracy(model, test.x, test.y)}
     say(f"MNIST CNN test accuracy: {metrics['test_accuracy']:.4f}")
     metrics["explanations"] = explain_inputs(model, test.subset(slice(0, 8)), list(METHODS), run_dir)

@@ -170,7 +170,7 @@ def fairness_measures(original: nn.Module, manipulated: nn.Module, data: Labeled
 
 def evaluate(original: nn.Module, manipulated: nn.Module, objective: Objective, data: LabeledData,
              explainers: dict[str, Explainer], noise: int | None = None, batch_size: int = 32,
-             examples: int = 4, seed: int = 0, progress: bool = True) -> Evaluation:
+             examples: int = 4, seed: int = 0, progress: bool = False) -> Evaluation:
     """Compare ``original`` and ``manipulated`` on ``data`` (the test split) under every explainer.
 
     ``explainers`` maps a name to an explainer (bound to any model: each is rebound to both models with

@@ -44,7 +44,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "veneer"
 
 
-def train_bundled(name: str, out: str | os.PathLike, seed: int = 0, progress: bool = True,
+def train_bundled(name: str, out: str | os.PathLike, seed: int = 0, progress: bool = False,
                   **overrides: Any) -> tuple[nn.Module, dict[str, Any]]:
     """Train the bundled model ``name`` on its bundled dataset; write ``out``.safetensors and ``out``.json."""
     if name not in RECIPES:
@@ -72,7 +72,7 @@ def _cached_path(name: str, cache: str | os.PathLike | None, seed: int) -> Path:
     return Path(cache or cache_dir()) / f"{stem}.safetensors"
 
 
-def pretrained(name: str, cache: str | os.PathLike | None = None, progress: bool = True, seed: int = 0) -> nn.Module:
+def pretrained(name: str, cache: str | os.PathLike | None = None, progress: bool = False, seed: int = 0) -> nn.Module:
     """The bundled model ``name`` ("mnist-cnn", "digits-mlp", "adult-mlp") in eval mode.
 
     Trained on first use (the MNIST CNN takes about a minute on 2 CPU cores) and cached as safetensors

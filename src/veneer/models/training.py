@@ -49,7 +49,7 @@ class TrainResult:
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 10, lr: float = 1e-3,
           batch_size: int = 64, weight_decay: float = 0.0, max_shift: int = 0, seed: int = 0,
           x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = False) -> TrainResult:
     """Adam + cross-entropy with a cosine learning-rate schedule; returns the model in eval mode."""
     generator = seed_everything(seed)
     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True, generator=generator)

@@ -203,7 +203,7 @@ def penultimate_encoder(model: nn.Module) -> LayerEncoder:
 
 
 def independent_encoder(name: str = "mnist-cnn", seed: int = 1, cache: str | os.PathLike | None = None,
-                        progress: bool = True) -> LayerEncoder:
+                        progress: bool = False) -> LayerEncoder:
     """The default embedding encoder of veneer (no CLIP weights can be downloaded): the penultimate layer
     of the bundled model ``name`` trained again with another ``seed`` (independent of the attacked
     model, same recipe; :func:`veneer.models.pretrained` caches it as ``{name}-seed{seed}``).

@@ -5,6 +5,7 @@ from veneer.explain.deeplift import DeepLift
 from veneer.explain.gradcam import GradCAM
 from veneer.explain.gradient import Gradient, GradientXInput, IntegratedGradients, SmoothGrad
 from veneer.explain.heatmap import heatmap
+from veneer.explain.influence import Influence, TopInfluence
 from veneer.explain.lrp import LRP
 from veneer.explain.occlusion import Occlusion
 
@@ -28,4 +29,4 @@ def make_explainer(name: str, model, **options) -> Explainer:
 
 
 __all__ = ["Explainer", "Gradient", "GradientXInput", "IntegratedGradients", "SmoothGrad", "GradCAM",
-           "Occlusion", "LRP", "DeepLift", "heatmap", "METHODS", "make_explainer"]
+           "Occlusion", "LRP", "DeepLift", "heatmap", "METHODS", "make_explainer", "Influence", "TopInfluence"]

@@ -1,7 +1,8 @@
 """Input-level attacks on explanations: a small perturbation keeps the label and moves the saliency map.
 
 Ghorbani, Abid & Zou (2019), "Interpretation of Neural Networks is Fragile": :class:`RandomSign` (baseline),
-:class:`TopK`, :class:`MassCenter`, :class:`TargetRegion`; Dombrowski et al. (2019), "Explanations can be
+:class:`TopK`, :class:`MassCenter`, :class:`TargetRegion`, :class:`InfluenceAttack` (on influence functions);
+Dombrowski et al. (2019), "Explanations can be
 manipulated and geometry is to blame": :class:`TargetMap`. Torchattacks-style::
 
     attack = MassCenter(model, Gradient(model), eps=0.1, steps=300)
@@ -16,8 +17,9 @@ from veneer.attacks.base import AttackResult, ExplanationAttack, IterativeAttack
 from veneer.attacks.dombrowski import TargetMap
 from veneer.attacks.evaluation import explanation_change
 from veneer.attacks.ghorbani import MassCenter, RandomSign, TargetRegion, TopK
+from veneer.attacks.influence import InfluenceAttack, influence_change, influence_sweep
 from veneer.attacks.sweep import ATTACKS, Outcome, attack_images, make_attack, sweep
 
 __all__ = ["ExplanationAttack", "IterativeAttack", "AttackResult", "RandomSign", "TopK", "MassCenter",
            "TargetRegion", "TargetMap", "saliency_map", "explanation_change", "ATTACKS", "make_attack",
-           "attack_images", "Outcome", "sweep"]
+           "attack_images", "Outcome", "sweep", "InfluenceAttack", "influence_change", "influence_sweep"]

@@ -26,10 +26,11 @@ def case():
     return model, Influence(model, (x[:60], y), params=["9"]), x[60:], y_test
 
 
-def test_single_step_keeps_labels_and_beats_random_sign(case):
+@pytest.mark.parametrize("normalize", [True, False])
+def test_single_step_keeps_labels_and_beats_random_sign(case, normalize):
     model, influence, x, y = case
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    attack = InfluenceAttack(model, influence, eps=EPS)
+    attack = InfluenceAttack(model, influence, eps=EPS, normalize=normalize)
     x_adv = attack(x, y)
     assert attack.result.label_kept.all()
     assert torch.equal(model(x_adv).argmax(1), y)

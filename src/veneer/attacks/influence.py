@@ -36,36 +36,50 @@ class InfluenceAttack(IterativeAttack):
     The gradient is taken on the model itself (no Softplus surrogate: influence scores of the top layers
     already have a non-zero input gradient through ReLU networks).
 
-    ``attack.result.dissimilarity`` is the drop of the ``top`` training samples' summed influence, which also
-    picks each image's returned iterate. ``x_adv = attack(x, y)``; batched, deterministic.
+    ``normalize=True`` (default) divides the scores by their l2 norm over the training set before summing the
+    top ones, as the reference code's influence scores (Ghorbani et al.'s ``compute_exact_influence``). Every
+    score carries the test loss gradient's scale, so without it (``normalize=False``, the literal Eq. 1) much of
+    the step only makes the prediction more confident, which shrinks all scores alike and leaves the ranking.
+
+    ``attack.result.dissimilarity`` is the drop of the ``top`` training samples' (normalised) summed influence,
+    which also picks each image's returned iterate (the clean image when no accepted step lowers it).
+    ``x_adv = attack(x, y)``; batched, deterministic.
     """
 
     name = "influence"
 
     def __init__(self, model: nn.Module, influence: Influence, eps: float = 8 / 255, top: int = 3, steps: int = 1,
-                 step_size: float | None = None, input_range: tuple[Any, Any] = (0.0, 1.0), progress: bool = False):
+                 step_size: float | None = None, normalize: bool = True, input_range: tuple[Any, Any] = (0.0, 1.0),
+                 progress: bool = False):
         if not isinstance(influence, Influence):
             raise TypeError(f"influence must be a veneer.explain.Influence, got {type(influence).__name__}")
         super().__init__(model, influence, eps=eps, alpha=step_size, steps=steps, surrogate_beta=None,
                          input_range=input_range, progress=progress)
         check_positive("top", top, integer=True)
-        self.top = top
+        self.top, self.normalize = top, bool(normalize)
 
     def prepare(self, x, clean_map):
         if self.top > clean_map.shape[1]:
             raise ValueError(f"top must be at most the number of training samples ({clean_map.shape[1]}), "
                              f"got {self.top}")
         self._top = clean_map.topk(self.top, dim=1).indices
-        self._clean_top = clean_map.gather(1, self._top).sum(1)
+        self._clean_top = self._top_influence(clean_map)
+
+    def _top_influence(self, scores: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` summed influence of the originally most influential samples (divided by the l2 norm of all
+        scores when ``normalize``)."""
+        if self.normalize:
+            scores = scores / scores.norm(dim=1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
+        return scores.gather(1, self._top).sum(1)
 
     def ascent_direction(self, current, labels):
         x_adv = current.detach().requires_grad_(True)
         scores = explanation_map(self.explainer, x_adv, labels, create_graph=True)
-        (gradient,) = torch.autograd.grad(-scores.gather(1, self._top).sum(), x_adv)
+        (gradient,) = torch.autograd.grad(-self._top_influence(scores).sum(), x_adv)
         return gradient.sign()
 
     def dissimilarity(self, scores):
-        return self._clean_top - scores.gather(1, self._top).sum(1)
+        return self._clean_top - self._top_influence(scores)
 
 
 def influence_change(influence: Influence, x: torch.Tensor, x_adv: torch.Tensor, target: torch.Tensor, k: int = 5

@@ -92,6 +92,14 @@ def frozen_prefix(model: nn.Module, theta: dict[str, torch.Tensor]) -> tuple[nn.
     return nn.Identity(), model
 
 
+def last_layer(model: nn.Module) -> str:
+    """Name of the last module that owns parameters (the default ``params`` prefix of the CLI)."""
+    owners = [name for name, module in model.named_modules() if name and any(True for _ in module.parameters(False))]
+    if not owners:
+        raise ValueError("model has no parameters")
+    return owners[-1]
+
+
 class _InverseHVP(torch.autograd.Function):
     """``(H + damping I)^-1 v`` by an iterative solver, differentiable in ``v``: ``H`` is symmetric and does
     not depend on ``v``, so the backward pass applies the same solver to the incoming gradient."""
@@ -342,4 +350,4 @@ class Influence(Explainer):
         return total / self.repeats
 
 
-__all__ = ["Influence", "TopInfluence", "select_parameters", "METHODS"]
+__all__ = ["Influence", "TopInfluence", "select_parameters", "frozen_prefix", "last_layer", "METHODS"]

@@ -1,8 +1,8 @@
 """Influence scores: veneer's ``Influence`` against Captum's ``NaiveInfluenceFunction`` (issue 12 benchmark).
 
 The bundled MNIST CNN (``mnist-cnn``), parameters of its last layer (``"9"``, 1290), ``--train`` training images
-(a seeded random subset of the train split) and 100 test images, in float64 so that both libraries' results can
-be compared to rounding. Each repeat builds each library's object from scratch (training gradients, Hessian and
+(a seeded random subset of the train split) and 100 test images, in float32 (the model's own dtype) and in
+float64 (where both libraries' results agree to rounding). Each repeat builds each library's object from scratch (training gradients, Hessian and
 its inverse) and scores the 100 test images; the libraries alternate within each repeat (interleaved timing).
 Prints the median seconds, the ratio Captum / veneer and the largest relative difference of the scores after
 Captum's constant (``captum = -I_up,loss / N``). One untimed warm-up call of each comes first (veneer's first
@@ -32,22 +32,10 @@ from veneer.models import pretrained
 DAMPING = 0.001
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--train", type=int, default=1000)
-    parser.add_argument("--test", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    model = copy.deepcopy(pretrained("mnist-cnn", progress=False)).double().eval()
-    train = mnist("train")
-    chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:args.train]
-    x, y = train.x[chosen].double(), train.y[chosen]
-    test = mnist("test")
-    x_test, y_test = test.x[:args.test].double(), test.y[:args.test]
+def measure(model, x, y, x_test, y_test, repeats: int) -> tuple[float, float, float]:
+    """Median seconds of veneer and Captum (interleaved, after one warm-up call each) and the largest relative
+    difference of their scores after Captum's constant."""
     n = len(x)
-
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = Path(folder) / "model.pt"
         torch.save(model.state_dict(), checkpoint)
@@ -64,20 +52,35 @@ def main() -> None:
 
         times: dict[str, list[float]] = {"veneer": [], "captum": []}
         results = {"veneer": veneer(), "captum": captum()}  # warm-up: the first torch.func call imports torch._dynamo
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             for name, call in (("veneer", veneer), ("captum", captum)):
                 start = time.perf_counter()
                 results[name] = call()
                 times[name].append(time.perf_counter() - start)
-    reference = -n * results["captum"]
-    error = ((results["veneer"] - reference).abs().max() / reference.abs().max()).item()
-    v, c = statistics.median(times["veneer"]), statistics.median(times["captum"])
-    print(f"mnist-cnn last layer (1290 parameters), {n} training x {len(x_test)} test images, float64, "
-          f"damping {DAMPING}, {args.threads} thread(s), median of {args.repeats}")
-    print("| | veneer exact | Captum NaiveInfluenceFunction | Captum / veneer |")
-    print("|---|---|---|---|")
-    print(f"| seconds | {v:.2f} | {c:.2f} | {c / v:.1f}x |")
-    print(f"\nmax relative difference of the scores (veneer vs -N * Captum): {error:.2e}")
+    reference = -n * results["captum"].double()
+    error = ((results["veneer"].double() - reference).abs().max() / reference.abs().max()).item()
+    return statistics.median(times["veneer"]), statistics.median(times["captum"]), error
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--train", type=int, default=1000)
+    parser.add_argument("--test", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    train, test = mnist("train"), mnist("test")
+    chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:args.train]
+    print(f"mnist-cnn last layer (1290 parameters), {len(chosen)} training x {args.test} test images, damping "
+          f"{DAMPING}, {args.threads} thread(s), median of {args.repeats}")
+    print("| dtype | veneer exact (s) | Captum NaiveInfluenceFunction (s) | Captum / veneer | max rel. difference |")
+    print("|---|---|---|---|---|")
+    for dtype in (torch.float32, torch.float64):
+        model = copy.deepcopy(pretrained("mnist-cnn", progress=False)).to(dtype).eval()
+        v, c, error = measure(model, train.x[chosen].to(dtype), train.y[chosen], test.x[:args.test].to(dtype),
+                              test.y[:args.test], args.repeats)
+        print(f"| {str(dtype).replace('torch.', '')} | {v:.2f} | {c:.2f} | {c / v:.1f}x | {error:.1e} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -155,9 +155,11 @@ def run_influence(args: argparse.Namespace) -> int:
     model = load_model(args).to(args.device).eval()
     influence, train = build_influence(args, model)
     x, y, index = correctly_classified(model, load_data(args), args.device, args.batch_size)
+    if len(x) == 0:
+        raise ValueError("the model classifies none of the chosen samples correctly; nothing to attack")
     k = args.k or 5
-    metrics = influence_attack_report(model, influence, x, y, train.x, run_dir.path, eps_values, top=args.top,
-                                      k=k, steps=args.steps or 1, step_size=args.alpha,
+    metrics = influence_attack_report(model, influence, x, y, train.x, run_dir.path, eps_values, train_y=train.y,
+                                      top=args.top, k=k, steps=args.steps or 1, step_size=args.alpha,
                                       input_range=tuple(_floats("--input-range", args.input_range)),
                                       seed=args.seed, batch_size=args.batch_size, show=args.show)
     run_dir.write_metrics(dict(metrics, index=index))

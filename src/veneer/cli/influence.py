@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     influence, train = build_influence(args, model)
     test = load_data(args)
-    metrics = influence_report(influence, test.x, test.y, train.x, run_dir.path,
-                               k=args.k, show=args.show)
+    metrics = influence_report(influence, test.x, test.y, train.x, run_dir.path, k=args.k, show=args.show,
+                               train_y=train.y)
     run_dir.write_metrics(metrics)
     print(f"{metrics['n_test']} test samples x {metrics['n_train']} training samples; wrote {run_dir.path}")
     return 0

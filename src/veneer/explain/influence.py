@@ -12,9 +12,10 @@ frozen), which keeps ``H`` small enough to factorise.
 
 Three ways to apply ``H^-1``:
 
-* ``"exact"``: ``H`` is formed from batched Hessian-vector products of the basis vectors and inverted through
-  its eigendecomposition (a pseudo-inverse when ``damping == 0``: the softmax cross-entropy Hessian of a last
-  layer is singular along the directions that shift every logit equally; every gradient is orthogonal to them).
+* ``"exact"``: ``H`` is formed from batched Hessian-vector products of the basis vectors and factorised
+  (Cholesky, or the eigendecomposition's pseudo-inverse when ``damping == 0``: the softmax cross-entropy
+  Hessian of a last layer is singular along the directions that shift every logit equally, and every gradient
+  is orthogonal to them).
 * ``"cg"``: conjugate gradients on ``(H + damping I) s = v`` with full-data Hessian-vector products, one
   independent CG per test point, batched (Koh & Liang, Sec. 3).
 * ``"lissa"``: the stochastic Neumann series of Agarwal, Bullins & Hazan (2017), "Second-order stochastic
@@ -22,8 +23,8 @@ Three ways to apply ``H^-1``:
   ``h_j = v + h_{j-1} - (H_batch + damping I) h_{j-1} / scale``, ``H^-1 v ~ h_depth / scale``.
 
 Per-sample training gradients come from ``torch.func`` (``vmap`` of ``grad`` of a ``functional_call``), a chunk
-of ``batch_size`` samples at a time; they and the exact inverse are cached per model state (recomputed when a
-parameter or buffer is changed in place or replaced). In an ``nn.Sequential`` the leading layers without a
+of ``batch_size`` samples at a time; they and (``exact``) their inverse-Hessian products are cached per model
+state (recomputed when a parameter or buffer is changed in place or replaced). In an ``nn.Sequential`` the leading layers without a
 selected parameter are run once on the training set (:func:`frozen_prefix`).
 """
 
@@ -134,8 +135,9 @@ class Influence(Explainer):
 
     Method options (defaults converge on the bundled models' last layers; see docs/influence.md):
 
-    * ``"exact"``: eigendecomposition of ``H + damping I`` (``P x P`` for ``P`` selected parameters: keep ``P``
-      in the thousands); eigenvalues below ``P * machine-eps * max |eigenvalue|`` are dropped (pseudo-inverse).
+    * ``"exact"``: ``H + damping I`` (``P x P`` for ``P`` selected parameters: keep ``P`` in the thousands) is
+      formed and factorised: Cholesky when ``damping > 0`` and it is positive definite, else its
+      eigendecomposition with eigenvalues below ``P * machine-eps * max |eigenvalue|`` dropped (pseudo-inverse).
     * ``"cg"``: ``tol`` (relative residual, default 1e-6) and ``max_iter`` (default ``P``). ``H + damping I``
       must be positive semi-definite on the gradients' span (true for a last layer; elsewhere add damping).
     * ``"lissa"``: ``depth`` (default 5000) recursion steps on Hessians of ``lissa_batch_size`` random training
@@ -229,7 +231,7 @@ class Influence(Explainer):
         if int(self._y.max()) >= classes:
             raise ValueError(f"train_data: y holds class {int(self._y.max())} but the model has {classes} outputs")
         self._train_grad = self._gradients(self._features, self._y).detach()
-        self._train_inverse = self._train_grad @ self._inverse_hessian() if self.method == "exact" else None
+        self._train_inverse = self._inverse_products(self._train_grad) if self.method == "exact" else None
         self._scale = self._lissa_scale() if self.method == "lissa" else None
         self._cache_key = key
 
@@ -277,18 +279,26 @@ class Influence(Explainer):
 
         return apply
 
-    def _inverse_hessian(self) -> torch.Tensor:
-        """``(H + damping I)^-1`` from its eigendecomposition; eigenvalues within rounding of 0 are dropped (a
-        pseudo-inverse), negative ones (a non-convex loss) are inverted as they are."""
-        size = sum(p.numel() for p in self._theta.values())
-        theta = self._flat_theta()
-        basis = torch.eye(size, dtype=theta.dtype, device=theta.device)
+    def _inverse_products(self, gradients: torch.Tensor) -> torch.Tensor:
+        """``(K, P)`` rows ``(H + damping I)^-1 g`` for the rows ``g`` of ``gradients``, ``H`` formed from
+        Hessian-vector products of the basis vectors and factorised in float64. A Cholesky solve when
+        ``damping > 0`` and the matrix is positive definite; otherwise its eigendecomposition, eigenvalues within
+        rounding (of the model's dtype) of 0 dropped (a pseudo-inverse) and negative ones (a non-convex loss)
+        inverted as they are."""
+        size = gradients.shape[1]
+        basis = torch.eye(size, dtype=gradients.dtype, device=gradients.device)
         operator = self._hessian()
         hessian = torch.cat([operator(part) for part in basis.split(self.batch_size)])
-        values, vectors = torch.linalg.eigh((hessian + hessian.T) / 2)
-        cutoff = size * torch.finfo(values.dtype).eps * values.abs().max()
+        hessian = ((hessian + hessian.T) / 2).double()  # factorised in float64: robust for float32 models
+        rhs = gradients.double()
+        if self.damping > 0:
+            factor, info = torch.linalg.cholesky_ex(hessian)
+            if int(info) == 0:
+                return torch.cholesky_solve(rhs.T, factor).T.to(gradients.dtype)
+        values, vectors = torch.linalg.eigh(hessian)
+        cutoff = size * torch.finfo(gradients.dtype).eps * values.abs().max()
         inverse = torch.where(values.abs() > cutoff, 1 / values, torch.zeros_like(values))
-        return (vectors * inverse) @ vectors.T
+        return (((rhs @ vectors) * inverse) @ vectors.T).to(gradients.dtype)
 
     # ---------------------------------------------------------------- iterative solvers
 

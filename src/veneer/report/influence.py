@@ -17,25 +17,27 @@ from veneer.report.figures import save_figure, show_image
 
 
 def _image_row(axes, query: torch.Tensor, query_title: str, train_x: torch.Tensor, index: torch.Tensor,
-               scores: torch.Tensor) -> None:
+               scores: torch.Tensor, train_y: torch.Tensor | None) -> None:
     show_image(axes[0], query)
     axes[0].set_title(query_title, fontsize=8)
     for ax, i in zip(axes[1:], index.tolist()):
         show_image(ax, train_x[i])
-        ax.set_title(f"#{i}\n{scores[i].item():.3g}", fontsize=7)
+        label = "" if train_y is None else f" (label {int(train_y[i])})"
+        ax.set_title(f"#{i}{label}\n{scores[i].item():.3g}", fontsize=7)
     for ax in axes:
         ax.axis("off")
 
 
-def influence_figure(rows: list[dict[str, Any]], train_x: torch.Tensor, path: str | os.PathLike) -> Path:
+def influence_figure(rows: list[dict[str, Any]], train_x: torch.Tensor, path: str | os.PathLike,
+                     train_y: torch.Tensor | None = None) -> Path:
     """One row per entry of ``rows``: a query image and its most influential training images, each titled with
-    its training index and score. A row is a dict with ``image`` ``(C, H, W)``, ``title``, ``index`` ``(k,)``
+    its training index (and label, given ``train_y``) and score. A row is a dict with ``image`` ``(C, H, W)``, ``title``, ``index`` ``(k,)``
     (training indices) and ``scores`` ``(N_train,)``. For Ghorbani et al.'s Fig. 4 pass the clean test image
     with its top-k and the perturbed image with its new top-k as two rows."""
     k = max(len(row["index"]) for row in rows)
     fig, axes = plt.subplots(len(rows), k + 1, figsize=(1.3 * (k + 1), 1.6 * len(rows)), squeeze=False)
     for ax_row, row in zip(axes, rows):
-        _image_row(ax_row, row["image"], row["title"], train_x, row["index"], row["scores"])
+        _image_row(ax_row, row["image"], row["title"], train_x, row["index"], row["scores"], train_y)
     return save_figure(fig, path)
 
 
@@ -57,7 +59,8 @@ def influence_sweep_figure(rows: list[dict[str, Any]], path: str | os.PathLike, 
 
 
 def influence_report(influence, x: torch.Tensor, y: torch.Tensor, train_x: torch.Tensor, folder: str | os.PathLike,
-                     k: int = 5, show: int = 4, index: torch.Tensor | None = None) -> dict[str, Any]:
+                     k: int = 5, show: int = 4, index: torch.Tensor | None = None,
+                     train_y: torch.Tensor | None = None) -> dict[str, Any]:
     """Influence of every training sample on each test sample ``x`` (labels ``y``, data indices ``index``,
     default ``0 .. B-1``):
     writes ``scores.safetensors`` (``scores`` ``(B, N_train)`` = ``I_up,loss``, ``helpful``/``harmful``
@@ -80,7 +83,7 @@ def influence_report(influence, x: torch.Tensor, y: torch.Tensor, train_x: torch
         rows = [row for i in range(min(show, len(x))) for row in (
             {"image": x[i], "title": f"test #{int(index[i])}\nhelpful", "index": top.helpful[i], "scores": scores[i]},
             {"image": x[i], "title": f"test #{int(index[i])}\nharmful", "index": top.harmful[i], "scores": scores[i]})]
-        influence_figure(rows, train_x, folder / "influence.png")
+        influence_figure(rows, train_x, folder / "influence.png", train_y)
     return {"n_test": len(x), "n_train": scores.shape[1], "k": k, "method": influence.method,
             "damping": influence.damping, "params": influence.params,
             "mean_abs_score": scores.abs().mean().item()}
@@ -88,7 +91,8 @@ def influence_report(influence, x: torch.Tensor, y: torch.Tensor, train_x: torch
 
 
 def influence_attack_report(model, influence, x: torch.Tensor, y: torch.Tensor, train_x: torch.Tensor,
-                            folder: str | os.PathLike, eps_values: list[float], *, top: int = 3, k: int = 5,
+                            folder: str | os.PathLike, eps_values: list[float], *, train_y: torch.Tensor | None = None,
+                            top: int = 3, k: int = 5,
                             steps: int = 1, step_size: float | None = None, input_range=(0.0, 1.0), seed: int = 0,
                             batch_size: int = 100, show: int = 2) -> dict[str, Any]:
     """Ghorbani et al. (2019), Fig. 4 on ``x`` (labels ``y`` kept): :func:`veneer.attacks.influence_sweep` at
@@ -112,7 +116,7 @@ def influence_attack_report(model, influence, x: torch.Tensor, y: torch.Tensor, 
             influence_figure([{"image": x[i], "title": "test image", "index": clean.topk(k).indices, "scores": clean},
                               {"image": x_adv[i], "title": f"perturbed\neps={eps:g}",
                                "index": perturbed.topk(k).indices, "scores": perturbed}],
-                             train_x, folder / f"example_{i}.png")
+                             train_x, folder / f"example_{i}.png", train_y)
     return {"n_attacked": len(x), "top": top, "k": k, "steps": steps, "results": rows}
 
 

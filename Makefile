@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(PY) bench/attacks.py
 	$(PY) bench/manipulate.py
 	$(PY) bench/neurons.py
+	$(PY) bench/influence.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -134,6 +134,7 @@ def test_explainer_conventions():
     predicted = model(x_test).argmax(1)
     assert torch.equal(influence(x_test), influence(x_test, predicted))  # target None: the predicted class
     assert not influence(x_test).requires_grad
+    assert repr(influence).startswith(f"Influence(train_data=<{N_TRAIN} samples>, params=['4'], method='exact'")
 
 
 def test_bad_inputs_name_the_argument():

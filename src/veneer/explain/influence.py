@@ -130,8 +130,9 @@ class Influence(Explainer):
     DataLoader); it is cast to the model's dtype and device. ``batch_size`` samples (and ``batch_size``
     Hessian basis vectors) are processed per chunk.
 
-    Captum's ``NaiveInfluenceFunction`` returns ``grad L(z_t)^T H_sum^-1 grad L(z_i)`` with ``H_sum = N H``
-    the Hessian of the summed loss: ``captum = -I_up,loss / N``.
+    Captum's ``NaiveInfluenceFunction`` returns ``grad L(z_t)^T (H_sum + hessian_reg I)^-1 grad L(z_i)`` with
+    ``H_sum = N H`` the Hessian of the summed loss: with ``hessian_reg = N * damping``, ``captum = -I_up,loss / N``
+    (checked in tests/explain/test_influence.py).
 
     Method options (defaults converge on the bundled models' last layers; see docs/influence.md):
 
@@ -145,7 +146,8 @@ class Influence(Explainer):
       (default: 1.5x the largest eigenvalue of ``H + damping I`` from 30 power iterations; the series converges
       for ``scale`` above the mini-batch Hessians' largest eigenvalue, and an eigenvalue ``l`` of ``H + damping
       I`` converges as ``(1 - l / scale)^depth``: the defaults suit ``damping >= 0.01`` on the bundled models'
-      last layers, where the undamped Hessian's condition number is ~1e7), ``seed``.
+      last layers, whose undamped Hessians have eigenvalues down to rounding; ``mnist-cnn``'s last layer,
+      1000 training images, damping 0.01: correlation 0.964 with ``exact``), ``seed``.
 
     ``name = "influence"``; the attribution is over training samples, not input features.
     """
@@ -183,6 +185,11 @@ class Influence(Explainer):
         self._cache_key: tuple | None = None
 
     # ---------------------------------------------------------------- public
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
+                            if k not in ("model", "train_data") and not k.startswith("_"))
+        return f"Influence(train_data=<{len(self.train_data)} samples>, {options})"
 
     def top(self, x: torch.Tensor, y=None, k: int = 5) -> TopInfluence:
         """The ``k`` most helpful and most harmful training indices for each test sample, ``(B, k)`` each."""

@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(PY) bench/manipulate.py
 	$(PY) bench/neurons.py
 	$(PY) bench/gpu.py
+	$(PY) bench/influence.py
 
 clean:
 	rm -rf $(VENV) runs

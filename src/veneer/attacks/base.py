@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from veneer.checks import check_eval_mode, check_positive, check_tensor, resolve_target
-from veneer.explain import Explainer, heatmap
+from veneer.explain import Explainer, Influence, heatmap
 from veneer.explain.base import check_explainer
 from veneer.models import with_softplus
 
@@ -60,6 +60,16 @@ def saliency_map(explainer: Explainer, x: torch.Tensor, target: torch.Tensor, cr
                  ) -> torch.Tensor:
     """Ghorbani et al.'s saliency map (Sec. 3): the absolute attribution summed over channels, ``(B, H, W)``."""
     return heatmap(explainer(x, target=target, create_graph=create_graph), reduce="abs_sum")
+
+
+def explanation_map(explainer: Explainer, x: torch.Tensor, target: torch.Tensor, create_graph: bool = False
+                    ) -> torch.Tensor:
+    """The explanation an attack compares: :func:`saliency_map` for feature attributions, and for
+    :class:`~veneer.explain.Influence` each training sample's helpfulness ``-I_up,loss``, ``(B, N_train)``
+    (larger = more influential in support of the prediction; Ghorbani et al. 2019, Sec. 3)."""
+    if isinstance(explainer, Influence):
+        return -explainer(x, target=target, create_graph=create_graph)
+    return saliency_map(explainer, x, target, create_graph)
 
 
 def normalized(saliency: torch.Tensor) -> torch.Tensor:
@@ -131,7 +141,7 @@ class ExplanationAttack:
         x = x.detach()
         with torch.no_grad():
             labels = resolve_target(y, self.model(x), "y")
-        self._clean_map = saliency_map(self.explainer, x, labels).detach()
+        self._clean_map = explanation_map(self.explainer, x, labels).detach()
         self.prepare(x, self._clean_map)
         best, score, step = self.search(x, labels, bounds)
         best = best.detach()
@@ -167,7 +177,7 @@ class ExplanationAttack:
         """``(label kept, dissimilarity)`` of each candidate, on the original model and explainer."""
         with torch.no_grad():
             kept = self.model(candidate).argmax(dim=-1) == labels
-        score = self.dissimilarity(saliency_map(self.explainer, candidate, labels).detach())
+        score = self.dissimilarity(explanation_map(self.explainer, candidate, labels).detach())
         return kept, score
 
     def __repr__(self) -> str:

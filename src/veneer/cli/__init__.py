@@ -7,10 +7,10 @@ import signal
 import sys
 import threading
 
-from veneer.cli import attack, demo, explain, manipulate, neurons, report, train
+from veneer.cli import attack, demo, explain, influence, manipulate, neurons, report, train
 from veneer.finetune import Interrupted
 
-SUBCOMMANDS = (train, explain, attack, manipulate, neurons, demo, report)
+SUBCOMMANDS = (train, explain, attack, manipulate, neurons, demo, influence, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,8 +13,10 @@ import argparse
 from veneer.attacks import ATTACKS
 from veneer.cli.common import (add_data_args, add_model_args, add_run_args, load_data, load_model, open_run,
                                report_run)
+from veneer.cli.influence import add_influence_args, build_influence
 from veneer.explain import METHODS
-from veneer.jobs.attack import attack_inputs
+from veneer.jobs.attack import attack_inputs, correctly_classified
+from veneer.report.influence import influence_attack_report
 from veneer.runs import seed_everything
 
 DEFAULTS = {"method": "gradient", "attack": "mass-center", "eps": "0.1"}
@@ -29,21 +31,27 @@ def register(subparsers) -> None:
     parser.add_argument("--method", default=None, help="comma-separated explanation methods "
                         "(default: gradient; with --sweep: those of gradient,ig,deeplift that apply to the model)")
     parser.add_argument("--attack", default=None, help=f"comma-separated attacks from {', '.join(ATTACKS)} "
-                        "(default: mass-center; with --sweep: all)")
+                        "(default: mass-center; with --sweep: all), or 'influence' alone: Ghorbani et al.'s attack "
+                        "on influence functions (Fig. 4) against random sign, steps default 1")
     parser.add_argument("--eps", default=None, help="comma-separated l-inf budgets in the data's units "
                         "(default: 0.1; with --sweep: 0.02,0.05,0.1)")
     parser.add_argument("--sweep", action="store_true",
                         help="Ghorbani Fig. 3: every attack x method over the budgets; writes sweep.csv and sweep.png")
-    parser.add_argument("--steps", type=int, default=300, help="signed-gradient steps of the iterative attacks")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="signed-gradient steps of the iterative attacks (default 300; --attack influence: 1)")
     parser.add_argument("--step-size", type=float, default=None, help="step size (default 2.5 * eps / steps)")
     parser.add_argument("--softplus-beta", type=float, default=30.0,
                         help="beta of the Softplus that replaces ReLU for the attack's gradients (0: no surrogate)")
-    parser.add_argument("--k", type=int, default=100, help="top-k attack size and top-k intersection size")
+    parser.add_argument("--k", type=int, default=None,
+                        help="top-k attack size and top-k intersection size (default 100; --attack influence: 5)")
     parser.add_argument("--ig-steps", type=int, default=32, help="integration steps of integrated gradients")
     parser.add_argument("--input-range", default="0,1", help="valid input values 'low,high' in the data's units")
     parser.add_argument("--batch-size", type=int, default=64, help="images attacked together")
     parser.add_argument("--show", type=int, default=4, help="images per Fig.-1 figure")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--top", type=int, default=3, help="--attack influence: training samples whose influence "
+                        "is lowered")
+    add_influence_args(parser)
     add_run_args(parser, "runs/attack-input")
     parser.set_defaults(run=run)
 
@@ -63,7 +71,36 @@ def _names(name: str, text: str, known) -> list[str]:
     return names
 
 
+def run_influence(args: argparse.Namespace) -> int:
+    """``--attack influence``: sign attack vs random sign on the influence of ``--train-n`` training samples."""
+    eps_values = _floats("--eps", args.eps or DEFAULTS["eps"])
+    run_dir = open_run(args)
+    seed_everything(args.seed)
+    model = load_model(args).to(args.device)
+    influence, train = build_influence(args, model)
+    x, y, index = correctly_classified(model, load_data(args, model=model), args.device, args.batch_size)
+    if len(x) == 0:
+        raise ValueError("the model classifies none of the chosen samples correctly; nothing to attack")
+    k = args.k or 5
+    run_dir.start()
+    metrics = influence_attack_report(model, influence, x, y, train.x, run_dir.path, eps_values, train_y=train.y,
+                                      top=args.top, k=k, steps=args.steps or 1, step_size=args.step_size,
+                                      input_range=tuple(_floats("--input-range", args.input_range)),
+                                      seed=args.seed, batch_size=args.batch_size, show=args.show)
+    run_dir.write_metrics(dict(metrics, index=index))
+    for row in metrics["results"]:
+        print(f"{row['attack']:>9} eps={row['eps']:<6g} label kept {row['label_kept_rate']:.2f}  "
+              f"spearman {row['spearman']:.3f}  top-{k} {row[f'top{k}_intersection']:.3f}")
+    print(f"wrote {run_dir.path}")
+    report_run(args, run_dir.path)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.attack is not None and "influence" in args.attack.split(","):
+        if args.attack.strip() != "influence" or args.sweep:
+            raise ValueError("--attack influence runs alone (its own sweep over --eps against random sign)")
+        return run_influence(args)
     defaults = SWEEP_DEFAULTS if args.sweep else DEFAULTS
     methods = None if args.method is None and args.sweep else _names("--method", args.method or defaults["method"],
                                                                       METHODS)
@@ -80,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = attack_inputs(
         model, data, run_dir.path, methods=methods, attacks=attacks, eps_values=eps_values,
         with_sweep=args.sweep, ig_steps=args.ig_steps, device=args.device, batch_size=args.batch_size,
-        show=args.show, k=args.k, steps=args.steps, step_size=args.step_size,
+        show=args.show, k=args.k or 100, steps=args.steps or 300, step_size=args.step_size,
         softplus_beta=args.softplus_beta or None, input_range=tuple(input_range), seed=args.seed, progress=True)
     for row in metrics["results"]:
         print(f"{row['attack']:>11} {row['method']:>9} eps={row['eps']:<6g} label kept {row['label_kept_rate']:.2f}  "

@@ -7,6 +7,7 @@ from veneer.explain.deeplift import DeepLift
 from veneer.explain.gradcam import GradCAM
 from veneer.explain.gradient import Gradient, GradientXInput, IntegratedGradients, SmoothGrad
 from veneer.explain.heatmap import heatmap
+from veneer.explain.influence import Influence, TopInfluence
 from veneer.explain.lrp import LRP
 from veneer.explain.occlusion import Occlusion
 
@@ -97,4 +98,4 @@ def select_methods(model, x: torch.Tensor, requested: list[str] | None = None,
 
 __all__ = ["Explainer", "Gradient", "GradientXInput", "IntegratedGradients", "SmoothGrad", "GradCAM",
            "Occlusion", "LRP", "DeepLift", "heatmap", "METHODS", "make_explainer", "make_explainers", "last_conv_layer",
-           "applicable_methods", "select_methods"]
+           "applicable_methods", "select_methods", "Influence", "TopInfluence"]

@@ -8,7 +8,7 @@
 2. Second order: d loss(attr) / d parameter against central finite differences for every composite and for
    DeepLift, on a tiny CNN and a tiny MLP; d loss(attr) / d x on Softplus models.
 3. ``create_graph`` semantics.
-4. Errors: models that are not chains, unsupported layers, bad options, training mode.
+4. Errors: unsupported layers, bad options, training mode (graphs: tests/explain/test_graph.py).
 
 Captum's DeepLift drops the max-pooling rule (and the Rescale rule) of a hooked nonlinearity whose output
 feeds another hooked nonlinearity directly (ReLU -> MaxPool2d): its backward hook records the output gradient
@@ -422,43 +422,8 @@ def test_target_none_is_the_predicted_class(cnn_case):
 # ====================================================================== 4. errors
 
 
-class Residual(nn.Module):
-    def __init__(self, where: str):
-        super().__init__()
-        self.where = where
-        self.fc1, self.act, self.fc2 = nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)
-
-    def forward(self, x):
-        h = self.act(self.fc1(x))
-        if self.where == "middle":
-            return self.fc2(h + x)
-        return self.fc2(h) + h[:, :2]
-
-
 def _both(model):
     return [LRP(model), DeepLift(model)]
-
-
-@pytest.mark.parametrize("where, message", [
-    ("middle", r"form a chain.*module 'fc2' \(Linear\) received a tensor that is not the output of the "
-               r"previous module 'act' \(ReLU\)"),
-    ("end", r"form a chain.*model's output is not the output of its last module 'fc2' \(Linear\)"),
-])
-def test_residual_model_is_refused(where, message):
-    model = Residual(where).eval()
-    for explainer in _both(model):
-        with pytest.raises(ValueError, match=message):
-            explainer(torch.randn(3, 4), target=0)
-
-
-def test_functional_op_on_the_input_is_refused():
-    class Scaled(nn.Sequential):
-        def forward(self, x):
-            return super().forward(2 * x)
-
-    for explainer in _both(Scaled(nn.Linear(4, 2)).eval()):
-        with pytest.raises(ValueError, match=r"module '0' \(Linear\) received a tensor that is not the model's input"):
-            explainer(torch.randn(3, 4), target=0)
 
 
 class Recurrent(nn.Module):
@@ -483,14 +448,6 @@ def test_recurrent_layer_is_named():
     for explainer, method in zip(_both(Recurrent().eval()), ("LRP", "DeepLift")):
         with pytest.raises(ValueError, match=rf"layer 'lstm' of type LSTM is not supported by {method}"):
             explainer(torch.randn(3, 5, 4), target=1)
-
-
-def test_module_called_twice_is_refused():
-    relu = nn.ReLU()
-    model = nn.Sequential(nn.Linear(4, 4), relu, nn.Linear(4, 4), relu, nn.Linear(4, 2)).eval()
-    for explainer in _both(model):
-        with pytest.raises(ValueError, match=r"module '1' \(ReLU\) is called more than once"):
-            explainer(torch.randn(3, 4), target=0)
 
 
 def test_batch_norm_without_running_statistics_is_refused():

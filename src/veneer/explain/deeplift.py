@@ -8,25 +8,14 @@ element-wise nonlinearities use the Rescale rule (Sec. 3.5.2), ``m_in = m_out * 
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
-from torch import nn
 
 from veneer.checks import check_tensor
 from veneer.explain.base import Explainer
-from veneer.explain.chain import Step, lookup, one_hot_like, reshape_to_input, sweep, trace_chain, vjp
+from veneer.explain.chain import Step, one_hot_like, vjp
+from veneer.explain.graph import Op, live_ops, record, sweep, trace_graph, transpose
 
 RESCALE_EPS = 1e-10  # below this |x - x0| the local derivative replaces delta_y / delta_x (as Captum)
-
-
-def linear(step: Step, ref: Step, multiplier: torch.Tensor) -> torch.Tensor:
-    """Linear rule: ``m_in = J^T m_out`` (the map's Jacobian does not depend on the input)."""
-    return vjp(step.output, step.input, multiplier)
-
-
-def shape_only(step: Step, ref: Step, multiplier: torch.Tensor) -> torch.Tensor:
-    return reshape_to_input(step, multiplier)
 
 
 def _safe_ratio(numerator: torch.Tensor, delta_in: torch.Tensor, small: torch.Tensor) -> torch.Tensor:
@@ -60,24 +49,19 @@ def maxpool(step: Step, ref: Step, multiplier: torch.Tensor) -> torch.Tensor:
     return result
 
 
-RULES = {
-    nn.Conv2d: linear, nn.Linear: linear, nn.BatchNorm2d: linear, nn.AvgPool2d: linear,
-    nn.AdaptiveAvgPool2d: linear,
-    nn.Flatten: shape_only, nn.Dropout: shape_only, nn.Identity: shape_only,
-    nn.ReLU: rescale, nn.Softplus: rescale, nn.Sigmoid: rescale, nn.Tanh: rescale,
-    nn.MaxPool2d: maxpool,
-}
-
-
 class DeepLift(Explainer):
-    """DeepLift, Rescale rule (Shrikumar et al. 2017, Sec. 3.5.2), for chains of modules; ``(x - x0) * m``.
+    """DeepLift, Rescale rule (Shrikumar et al. 2017, Sec. 3.5.2), on any traceable model; ``(x - x0) * m``.
 
-    ``baseline``: ``"zero"`` or a tensor broadcastable to ``x``. The model runs once on ``x`` and once on the
-    baseline; multipliers flow backward through Conv2d, Linear, BatchNorm2d (eval), AvgPool2d,
-    AdaptiveAvgPool2d (transposed Jacobian), Flatten, Dropout, Identity (reshape), ReLU, Softplus, Sigmoid, Tanh
-    (Rescale) and MaxPool2d (Captum's cross-maximum rule), so the result equals Captum's DeepLift and sums to
-    ``f_target(x) - f_target(x0)``. With ``create_graph=True`` it is exactly differentiable with respect to the
-    parameters and ``x``.
+    ``baseline``: ``"zero"`` or a tensor broadcastable to ``x``. The model's forward is traced with
+    ``torch.fx`` (:mod:`veneer.explain.graph`) and run once on ``x`` and once on the baseline; multipliers flow
+    backward through every linear map -- convolutions, linear layers, batch norm (eval), average pooling,
+    sums (residual connections), scaling by constants, ``mean``, reshapes, permutations, ``cat``,
+    ``chunk``/``split``, indexing, Dropout, Identity -- by its transposed Jacobian (the Linear rule, Sec. 3.5.1;
+    at a sum every summand receives the multiplier), through ReLU, Softplus, Sigmoid and Tanh (modules or
+    functions) by the Rescale rule and through max pooling by Captum's cross-maximum rule. The result sums to
+    ``f_target(x) - f_target(x0)`` and equals Captum's DeepLift wherever Captum applies the Rescale rule (its
+    hooks see activation *modules* only: it differentiates functional ``F.relu`` plainly). With
+    ``create_graph=True`` it is exactly differentiable with respect to the parameters and ``x``.
     """
 
     name = "deeplift"
@@ -101,9 +85,17 @@ class DeepLift(Explainer):
                              f"{tuple(x.shape)}") from None
 
     def attribute(self, x, target, create_graph):
-        trace = trace_chain(self.model, x, "DeepLift", tuple(RULES))
-        ref = trace_chain(self.model, self.baseline_for(x), "DeepLift", tuple(RULES))
-        rules = [partial(lookup(RULES, step.module), step, ref_step) for step, ref_step in zip(trace.steps, ref.steps)]
-        multiplier = sweep(rules, one_hot_like(trace.output, target))
-        attribution = (trace.input - ref.input) * multiplier
+        graph = trace_graph(self.model, "DeepLift")
+        rec, ref = record(self.model, graph, (x,)), record(self.model, graph, (self.baseline_for(x),))
+        ops, ref_ops = live_ops(self.model, rec, "DeepLift"), live_ops(self.model, ref, "DeepLift")
+
+        def rule(op: Op, multiplier):
+            if op.kind == "pointwise":
+                return (rescale(op.step(), ref_ops[op.node].step(), multiplier),)
+            if op.kind == "maxpool":
+                return (maxpool(op.step(), ref_ops[op.node].step(), multiplier),)
+            return transpose(op, multiplier)  # the Linear rule
+
+        (multiplier,) = sweep(rec, ops, one_hot_like(rec.output, target), rule)
+        attribution = (rec.values[rec.inputs[0]] - ref.values[ref.inputs[0]]) * multiplier
         return attribution if create_graph else attribution.detach()

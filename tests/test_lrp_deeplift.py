@@ -25,7 +25,7 @@ import warnings
 
 import pytest
 import torch
-from agreement import AgreementLog
+from agreement import AgreementLog, central_difference, check_against_finite_differences, randomize_batch_norm
 from agreement import generator as _gen
 from captum.attr import LRP as CaptumLRP
 from captum.attr import DeepLift as CaptumDeepLift
@@ -40,7 +40,6 @@ from veneer.models.architectures import tabular_mlp
 
 DTYPE = torch.float64
 CAPTUM_RTOL = 1e-5
-FD_RTOL = 1e-4
 AGREEMENT = AgreementLog(CAPTUM_RTOL)
 
 
@@ -53,18 +52,6 @@ def _print_captum_errors():
 # ====================================================================== models
 
 
-def _randomize_batch_norm(model: nn.Module, seed: int) -> nn.Module:
-    g = _gen(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            with torch.no_grad():
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g, dtype=DTYPE) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g, dtype=DTYPE) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g, dtype=DTYPE) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g, dtype=DTYPE) + 0.5)
-    return model
-
-
 def bn_cnn() -> nn.Sequential:
     """(B, 1, 12, 12) -> 5 classes: Conv, BatchNorm2d, ReLU, AvgPool2d, Conv, BatchNorm2d, ReLU,
     AdaptiveAvgPool2d, Flatten, Linear, ReLU, Linear."""
@@ -74,7 +61,7 @@ def bn_cnn() -> nn.Sequential:
         nn.Conv2d(4, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
         nn.Flatten(), nn.Linear(24, 8), nn.ReLU(), nn.Linear(8, 5),
     ).to(DTYPE).eval()
-    return _randomize_batch_norm(model, seed=4)
+    return randomize_batch_norm(model, seed=4)
 
 
 def separated(model: nn.Sequential) -> nn.Sequential:
@@ -103,7 +90,7 @@ def tiny_cnn() -> nn.Sequential:
         nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
         nn.Flatten(), nn.Dropout(0.5), nn.Linear(16, 6), nn.ReLU(), nn.Linear(6, 3),
     ).to(DTYPE).eval()
-    return _randomize_batch_norm(model, seed=6)
+    return randomize_batch_norm(model, seed=6)
 
 
 def tiny_mlp() -> nn.Sequential:
@@ -295,32 +282,6 @@ def test_zbox_bounds_apply_to_a_flattened_first_layer(cnn_case):
 
 
 # ====================================================================== 2. second order
-
-
-def central_difference(loss, tensor: torch.Tensor, index: int, h: float = 1e-6) -> float:
-    flat = tensor.data.view(-1)
-    original = flat[index].item()
-    flat[index] = original + h
-    up = loss()
-    flat[index] = original - h
-    down = loss()
-    flat[index] = original
-    return (up - down) / (2 * h)
-
-
-def check_against_finite_differences(name: str, analytic: torch.Tensor, tensor: torch.Tensor, loss, seed: int,
-                                     count: int = 6) -> None:
-    """Central differences on the largest entries of |analytic| and random ones, ``count`` in all."""
-    flat = analytic.reshape(-1)
-    assert flat.abs().max() > 0, f"{name}: gradient is zero but the attribution depends on it"
-    chosen = flat.abs().topk(min(2, flat.numel())).indices.tolist()
-    chosen += [i for i in torch.randperm(flat.numel(), generator=_gen(seed)).tolist() if i not in chosen]
-    entries = chosen[:count]
-    numeric = torch.tensor([central_difference(loss, tensor, i) for i in entries], dtype=DTYPE)
-    picked = flat[entries].detach()
-    scale = max(picked.abs().max().item(), numeric.abs().max().item())
-    err = (picked - numeric).abs().max().item() / scale
-    assert err < FD_RTOL, f"{name}: autograd {picked.tolist()} vs finite differences {numeric.tolist()} ({err:.3g})"
 
 
 def _explainer(method: str, model: nn.Module):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import operator
 import weakref
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Sequence
 
 import torch
@@ -120,11 +121,18 @@ def trace_graph(model: nn.Module, method: str) -> fx.Graph:
 
 @dataclass
 class Record:
-    """One run of the graph: ``values`` of every node, the attributed ``inputs`` (placeholders, in order, as
-    the tensors that went in, requiring grad) and the ``output`` tensor."""
+    """One run of the graph: ``values`` of every node, the ``aliases`` each op received its tensor inputs as
+    (by op, then by input node), the attributed ``inputs`` (placeholders, in order; their values are the
+    tensors that went in, requiring grad) and the ``output`` tensor.
+
+    Each op receives its own alias (a view) of every input tensor, so that a vector-Jacobian product of the op
+    with respect to its aliases is the op's *own* (partial) Jacobian, even where one input is computed from
+    another (``conv(h) + h``: differentiating with respect to ``h`` itself would also follow the path through
+    ``conv``)."""
 
     graph: fx.Graph
     values: dict[fx.Node, object]
+    aliases: dict[fx.Node, dict[fx.Node, torch.Tensor]]
     inputs: tuple[fx.Node, ...]
     output: torch.Tensor
 
@@ -157,6 +165,7 @@ def record(model: nn.Module, graph: fx.Graph, inputs: Sequence[torch.Tensor], ex
     inputs = tuple(x if x.requires_grad else x.detach().requires_grad_(True) for x in inputs)
     arguments = iter(inputs + tuple(extra))
     values: dict[fx.Node, object] = {}
+    aliases: dict[fx.Node, dict[fx.Node, torch.Tensor]] = {}
     placeholders: list[fx.Node] = []
     output = None
     with torch.enable_grad():
@@ -175,17 +184,28 @@ def record(model: nn.Module, graph: fx.Graph, inputs: Sequence[torch.Tensor], ex
             elif node.op == "output":
                 output = fx.node.map_arg(node.args[0], values.__getitem__)
             else:
-                args = fx.node.map_arg(node.args, values.__getitem__)
-                kwargs = fx.node.map_arg(node.kwargs, values.__getitem__)
+                aliases[node] = local = {}
+                args = fx.node.map_arg(node.args, partial(_alias, values, local))
+                kwargs = fx.node.map_arg(node.kwargs, partial(_alias, values, local))
                 values[node] = _run_node(model, node, args, kwargs)
     if len(placeholders) < len(inputs):
         raise ValueError(f"the model's forward takes {len(placeholders)} input(s), got {len(inputs)}")
     if not isinstance(output, torch.Tensor):
         raise ValueError(f"the model must return a tensor of (B, classes) logits, got {type(output).__name__}")
-    return Record(graph, values, tuple(placeholders), output)
+    return Record(graph, values, aliases, tuple(placeholders), output)
 
 
 _MISSING = object()
+
+
+def _alias(values: dict, local: dict, node: fx.Node):
+    """``node``'s value as the op being run receives it: one view per (op, input) pair for tensors in the graph."""
+    value = values[node]
+    if isinstance(value, torch.Tensor) and value.requires_grad:
+        if node not in local:
+            local[node] = value.view_as(value)
+        return local[node]
+    return value
 
 
 def _get_attr(model: nn.Module, target: str):
@@ -297,7 +317,7 @@ def live_ops(model: nn.Module, rec: Record, method: str, supported: Sequence[str
         if kind in ("maxpool", "pointwise") and (not isinstance(value, torch.Tensor) or len(sources) != 1):
             raise GraphError(f"{method} cannot propagate through {describe(node, model)}: it must map one tensor "
                              f"to one tensor (return_indices is not supported)")
-        inputs = tuple(rec.values[n] for n in sources)
+        inputs = tuple(rec.aliases[node].get(n, rec.values[n]) for n in sources)
         ops[node] = Op(node, kind, module, sources, inputs, value)
     return ops
 

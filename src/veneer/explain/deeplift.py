@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from veneer.checks import check_tensor
-from veneer.explain.base import Explainer
+from veneer.explain.base import Explainer, check_baseline, per_input_baselines
 from veneer.explain.chain import Step, one_hot_like, vjp
 from veneer.explain.graph import Op, live_ops, record, sweep, trace_graph, transpose
 
@@ -68,14 +67,19 @@ class DeepLift(Explainer):
 
     def __init__(self, model, baseline="zero"):
         super().__init__(model)
-        if isinstance(baseline, str):
-            if baseline != "zero":
-                raise ValueError(f"baseline must be 'zero' or a tensor, got {baseline!r}")
-        else:
-            check_tensor("baseline", baseline)
+        if isinstance(baseline, str) and baseline != "zero":
+            raise ValueError(f"baseline must be 'zero', a tensor or a tuple of tensors, got {baseline!r}")
+        check_baseline(baseline)
         self.baseline = baseline
 
+    def packed_options(self, inputs):
+        if isinstance(self.baseline, tuple):
+            return {"baseline": per_input_baselines(self.baseline, inputs, self.baseline_for)}
+        return {}
+
     def baseline_for(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.baseline, tuple):
+            raise ValueError("a tuple of baselines needs a tuple of inputs x, got a single tensor")
         if isinstance(self.baseline, str):
             return torch.zeros_like(x)
         try:

@@ -31,6 +31,7 @@ that names the module being traced.
 
 from __future__ import annotations
 
+import inspect
 import operator
 import weakref
 from dataclasses import dataclass
@@ -97,22 +98,35 @@ class _Tracer(fx.Tracer):
         return result
 
 
-_GRAPHS: "weakref.WeakKeyDictionary[nn.Module, fx.Graph]" = weakref.WeakKeyDictionary()
+_GRAPHS: "weakref.WeakKeyDictionary[nn.Module, dict[int, fx.Graph]]" = weakref.WeakKeyDictionary()
 
 
-def trace_graph(model: nn.Module, method: str) -> fx.Graph:
-    """The ``torch.fx`` graph of ``model.forward`` (cached per model); ``GraphError`` if it cannot be traced."""
-    graph = _GRAPHS.get(model)
+def _defaults_after(model: nn.Module, given: int) -> dict[str, object]:
+    """The forward's parameters after the first ``given`` positional ones that have defaults: traced as the
+    constants they default to (``if y is not None``, ``if flag:`` in the forward then trace)."""
+    try:
+        parameters = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in parameters[given:]
+            if p.default is not inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD}
+
+
+def trace_graph(model: nn.Module, method: str, given: int = 1) -> fx.Graph:
+    """The ``torch.fx`` graph of ``model.forward`` called with ``given`` positional arguments (cached per model
+    and ``given``); ``GraphError`` if it cannot be traced."""
+    graphs = _GRAPHS.setdefault(model, {})
+    graph = graphs.get(given)
     if graph is None:
         tracer = _Tracer()
         try:
-            graph = tracer.trace(model)
+            graph = tracer.trace(model, concrete_args=_defaults_after(model, given) or None)
         except Exception as error:  # noqa: BLE001 -- any tracing failure is reported with its module
             where = tracer.stack[-1] if tracer.stack else ("<model>", type(model).__name__)
             raise GraphError(f"{method} cannot trace the model with torch.fx in module '{where[0]}' ({where[1]}): "
                              f"{type(error).__name__}: {error}. Make its forward traceable (no control flow "
                              f"on tensor values) or wrap the offending part in a module") from error
-        _GRAPHS[model] = graph
+        graphs[given] = graph
     return graph
 
 

@@ -159,6 +159,7 @@ class Occlusion(Explainer):
 
     name = "occlusion"
     differentiable = False
+    accepts_several_inputs = False
 
     def __init__(self, model, window=(5, 5), stride=1, baseline: float = 0.0, batch_size: int = 256,
                  incremental: bool = True):

@@ -446,7 +446,7 @@ def test_bad_zbox_placement_and_bounds(small_cnn, cnn_inputs):
 
 
 def test_bad_deeplift_baseline(small_cnn, cnn_inputs):
-    with pytest.raises(ValueError, match="baseline must be 'zero' or a tensor"):
+    with pytest.raises(ValueError, match="baseline must be 'zero', a tensor or a tuple of tensors"):
         DeepLift(small_cnn, baseline="mean")
     with pytest.raises(ValueError, match="does not broadcast"):
         DeepLift(small_cnn, baseline=torch.zeros(3, 5))(cnn_inputs, target=0)

@@ -1,4 +1,4 @@
-"""Tests of LRP and DeepLift (:mod:`veneer.explain.lrp`, :mod:`veneer.explain.deeplift`, :mod:`veneer.explain.chain`).
+"""Tests of LRP and DeepLift (:mod:`veneer.explain.lrp`, :mod:`veneer.explain.deeplift`, :mod:`veneer.explain.graph`).
 
 1. Agreement with Captum (relative error = max |ours - captum| / max |captum| <= 1e-5), batch of 4 with a
    different target per sample: LRP-epsilon (two epsilons), LRP-z+ (composite ``epsilon_plus``), DeepLift with
@@ -32,7 +32,7 @@ from captum.attr import DeepLift as CaptumDeepLift
 from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule, EpsilonRule
 from torch import nn
 
-from veneer.explain.chain import Step
+from veneer.explain.graph import Step
 from veneer.explain.deeplift import DeepLift
 from veneer.explain.lrp import LRP, AlphaBeta, Flat, ZBox, ZPlus
 from veneer.models.activations import with_softplus

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from captum_models import CASES, METHODS, compare, compare_case
+from captum_models import CASES, compare, compare_case
 
 from veneer.explain import LRP, DeepLift
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 
 from veneer.explain.base import Explainer, check_baseline, per_input_baselines
-from veneer.explain.chain import Step, one_hot_like, vjp
-from veneer.explain.graph import Op, live_ops, record, sweep, trace_graph, transpose
+from veneer.explain.graph import Op, Step, live_ops, one_hot_like, record, sweep, trace_graph, transpose, vjp
 
 RESCALE_EPS = 1e-10  # below this |x - x0| the local derivative replaces delta_y / delta_x (as Captum)
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from veneer.checks import check_positive, check_tensor
+from veneer.checks import check_positive
 from veneer.explain.base import Explainer, check_baseline, input_gradient, per_input_baselines
 
 

@@ -43,7 +43,6 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from veneer.explain.chain import Step, vjp
 
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 WEIGHTED_MODULES = CONVOLUTIONS + (nn.Linear,)
@@ -75,6 +74,41 @@ OUT_OF_PLACE = {operator.iadd: operator.add, operator.isub: operator.sub, operat
 TWO_OPERAND = {operator.mul, torch.mul, operator.truediv, torch.div, "mul", "div"}
 
 KINDS = ("weighted", "affine", "route", "maxpool", "pointwise")
+
+
+# ====================================================================== steps and vector-Jacobian products
+
+
+@dataclass(frozen=True)
+class Step:
+    """One call of a module (or function) as the per-layer rules see it: its ``name``, the ``module`` (None for
+    a function), its ``input`` and ``output`` (recorded, in the autograd graph)."""
+
+    name: str
+    module: nn.Module | None
+    input: torch.Tensor
+    output: torch.Tensor
+
+
+def vjp(outputs, inputs, grads):
+    """Vector-Jacobian product(s) ``grads^T d outputs / d inputs``, kept in the graph (``create_graph=True``), so
+    the result stays differentiable with respect to the signal, the inputs and the parameters -- what makes
+    second-order gradients (a loss on the explanation, back-propagated to the model) exact.
+
+    ``outputs``/``grads`` and ``inputs`` may be tensors or sequences of tensors; returns a tensor when
+    ``inputs`` is a tensor, else a tuple.
+    """
+    single = isinstance(inputs, torch.Tensor)
+    with torch.enable_grad():
+        result = torch.autograd.grad(outputs, inputs, grads, create_graph=True)
+    return result[0] if single else result
+
+
+def one_hot_like(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B, C) zeros with a one at each sample's target class, ``output``'s dtype and device."""
+    if output.ndim != 2:
+        raise ValueError(f"the model must return (B, classes) logits, got shape {tuple(output.shape)}")
+    return torch.zeros_like(output).scatter_(1, target[:, None], 1.0)
 
 
 # ====================================================================== tracing
@@ -227,6 +261,35 @@ def _get_attr(model: nn.Module, target: str):
     for part in target.split("."):
         value = getattr(value, part)
     return value
+
+
+def run_from(model: nn.Module, rec: Record, start: fx.Node, value):
+    """The graph's output when node ``start`` takes ``value``: the nodes after ``start`` are recomputed, the
+    values of earlier nodes are reused from ``rec`` (they must not depend on the input, or not be used later)."""
+    env, after = dict(rec.values), False
+    env[start] = value
+    for node in rec.graph.nodes:
+        if node is start:
+            after = True
+        elif node.op == "output":
+            return fx.node.map_arg(node.args[0], env.__getitem__)
+        elif after and node.op not in ("placeholder", "get_attr"):
+            args = fx.node.map_arg(node.args, env.__getitem__)
+            env[node] = _run_node(model, node, args, fx.node.map_arg(node.kwargs, env.__getitem__))
+    raise ValueError("the graph has no output node")
+
+
+def module_prefix(model: nn.Module, rec: Record) -> list[tuple[fx.Node, nn.Module]]:
+    """The longest chain of module calls the graph starts with: from the (single) input, each node's only
+    user is the next module call, which takes it as its only argument."""
+    chain, node = [], rec.inputs[0]
+    while len(node.users) == 1:
+        (user,) = node.users
+        if user.op != "call_module" or user.args != (node,) or user.kwargs:
+            break
+        chain.append((user, model.get_submodule(user.target)))
+        node = user
+    return chain
 
 
 # ====================================================================== classifying nodes

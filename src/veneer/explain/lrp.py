@@ -19,9 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from veneer.explain.base import Explainer
-from veneer.explain.chain import Step, one_hot_like, vjp
-from veneer.explain.graph import (CONVOLUTIONS, ROUTE_MODULES, Op, Record, describe, live_ops, record, stabilize,
-                                  sweep, trace_graph, transpose, z_rule)
+from veneer.explain.graph import (CONVOLUTIONS, ROUTE_MODULES, Op, Record, Step, describe, live_ops, one_hot_like,
+                                  record, stabilize, sweep, trace_graph, transpose, vjp, z_rule)
 
 COMPOSITES = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "alpha_beta")
 STABILIZER = 1e-9  # denominators of the rules other than Epsilon (Captum's PropagationRule default)

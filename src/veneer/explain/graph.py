@@ -449,8 +449,9 @@ def sweep(rec: Record, ops: dict[fx.Node, Op], seed: torch.Tensor, rule: Rule) -
 
 
 def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """``z + epsilon * sign(z)`` with ``sign(0) = +1`` (Captum's ``PropagationRule`` and Zennit's ``stabilize``)."""
-    return z + epsilon * torch.where(z >= 0, 1.0, -1.0).to(z)
+    """``z + epsilon * sign(z)`` with ``sign(+0) = +1`` (Captum's ``PropagationRule`` and Zennit's ``stabilize``;
+    ``copysign`` takes the sign bit, so ``-0.0`` counts as negative)."""
+    return z + torch.copysign(torch.tensor(epsilon, dtype=z.dtype, device=z.device), z)
 
 
 def transpose(op: Op, signal) -> tuple[torch.Tensor, ...]:

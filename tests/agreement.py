@@ -39,8 +39,8 @@ class AgreementLog:
 FD_RTOL = 1e-4  # central differences with h = 1e-6 in float64
 
 
-def central_difference(loss, tensor: torch.Tensor, index: int, h: float = 1e-6) -> float:
-    """(loss(t + h e_i) - loss(t - h e_i)) / 2h, perturbing ``tensor`` (a parameter or input) in place."""
+def perturbed_losses(loss, tensor: torch.Tensor, index: int, h: float) -> tuple[float, float]:
+    """(loss(t + h e_i), loss(t - h e_i)), perturbing ``tensor`` (a parameter or input) in place and restoring it."""
     flat = tensor.data.view(-1)
     original = flat[index].item()
     flat[index] = original + h
@@ -48,7 +48,27 @@ def central_difference(loss, tensor: torch.Tensor, index: int, h: float = 1e-6) 
     flat[index] = original - h
     down = loss()
     flat[index] = original
+    return up, down
+
+
+def central_difference(loss, tensor: torch.Tensor, index: int, h: float = 1e-6) -> float:
+    """(loss(t + h e_i) - loss(t - h e_i)) / 2h."""
+    up, down = perturbed_losses(loss, tensor, index, h)
     return (up - down) / (2 * h)
+
+
+def attribution_parameter_gradients(explainer, model: nn.Module, x: torch.Tensor, target: torch.Tensor, seed: int):
+    """The loss ``sum(w * attribution)`` (``w`` seeded Gaussian weights) as a function for finite differences,
+    and its autograd gradients: ``(names, params, grads, loss)``; grads are None for unused parameters."""
+    attr = explainer(x, target, create_graph=True)
+    w = torch.randn(attr.shape, generator=generator(seed), dtype=attr.dtype)
+    names, params = zip(*model.named_parameters())
+    grads = torch.autograd.grad((attr * w).sum(), params, allow_unused=True)
+
+    def loss() -> float:
+        return (explainer(x, target) * w).sum().item()
+
+    return names, params, grads, loss
 
 
 def check_against_finite_differences(name: str, analytic: torch.Tensor, tensor: torch.Tensor, loss, seed: int,

@@ -25,7 +25,8 @@ import warnings
 
 import pytest
 import torch
-from agreement import AgreementLog, central_difference, check_against_finite_differences, randomize_batch_norm
+from agreement import (AgreementLog, attribution_parameter_gradients, central_difference,
+                       check_against_finite_differences, randomize_batch_norm)
 from agreement import generator as _gen
 from captum.attr import LRP as CaptumLRP
 from captum.attr import DeepLift as CaptumDeepLift
@@ -306,15 +307,7 @@ def test_parameter_gradient_of_attribution_matches_finite_differences(case_name,
     factory, make_x, t = TINY[case_name]
     model, x = factory(), make_x()
     assert x.abs().max() < 4
-    explainer = _explainer(method, model)
-    attr = explainer(x, t, create_graph=True)
-    w = torch.randn(attr.shape, generator=_gen(99), dtype=DTYPE)
-    names, params = zip(*model.named_parameters())
-    grads = torch.autograd.grad((attr * w).sum(), params, allow_unused=True)
-
-    def loss() -> float:
-        return (explainer(x, t) * w).sum().item()
-
+    names, params, grads, loss = attribution_parameter_gradients(_explainer(method, model), model, x, t, seed=99)
     # DeepLift's attribution does not depend on the logit's bias: it cancels in f(x) - f(x0)
     final_bias = names[-1] if method.startswith("deeplift") else None
     for k, (name, p, g) in enumerate(zip(names, params, grads)):

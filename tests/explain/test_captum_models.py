@@ -27,21 +27,13 @@ from veneer.explain import LRP, DeepLift
 RTOL = 1e-6
 CAPTUM_LRP_UNSPLIT = "Captum LRP passes a functional sum/scaling as a gradient (not conservative)"
 CAPTUM_DEEPLIFT_FUNCTIONAL = "Captum DeepLift differentiates functional F.relu (no Rescale)"
-DIFFERENT = {
-    ("MixedKwargsAndArgsModule", "LRP"): CAPTUM_LRP_UNSPLIT,
-    ("BasicModel6_MultiTensor", "LRP"): CAPTUM_LRP_UNSPLIT,
-    ("ReLUDeepLiftModel", "LRP"): CAPTUM_LRP_UNSPLIT,
-    ("BasicModel_MaxPool_ReLU", "LRP"): CAPTUM_LRP_UNSPLIT,
-    ("BasicModel_MaxPool_ReLU(inplace)", "LRP"): CAPTUM_LRP_UNSPLIT,
-    ("TanhDeepLiftModel", "LRP"): CAPTUM_LRP_UNSPLIT,
-    ("ReLULinearModel", "LRP"): CAPTUM_LRP_UNSPLIT,
-    ("BasicModel_MultiLayer(add_input)", "LRP"): CAPTUM_LRP_UNSPLIT,
-    ("BasicModel_MultiLayer(multi_input_module)", "LRP"): CAPTUM_LRP_UNSPLIT,
-    ("BasicModel_MultiLayer_MultiInput", "LRP"): CAPTUM_LRP_UNSPLIT,
-    ("BasicModel_MultiLayer_TrueMultiInput", "LRP"): CAPTUM_LRP_UNSPLIT,
-    ("BasicModel", "DeepLift"): CAPTUM_DEEPLIFT_FUNCTIONAL,
-    ("BasicModel6_MultiTensor", "DeepLift"): CAPTUM_DEEPLIFT_FUNCTIONAL,
-}
+LRP_UNSPLIT = ["MixedKwargsAndArgsModule", "BasicModel6_MultiTensor", "ReLUDeepLiftModel", "BasicModel_MaxPool_ReLU",
+               "BasicModel_MaxPool_ReLU(inplace)", "TanhDeepLiftModel", "ReLULinearModel",
+               "BasicModel_MultiLayer(add_input)", "BasicModel_MultiLayer(multi_input_module)",
+               "BasicModel_MultiLayer_MultiInput", "BasicModel_MultiLayer_TrueMultiInput"]
+DEEPLIFT_FUNCTIONAL = ["BasicModel", "BasicModel6_MultiTensor"]
+DIFFERENT = {**{(name, "LRP"): CAPTUM_LRP_UNSPLIT for name in LRP_UNSPLIT},
+             **{(name, "DeepLift"): CAPTUM_DEEPLIFT_FUNCTIONAL for name in DEEPLIFT_FUNCTIONAL}}
 REFUSED = {("BasicModel_ConvNet", "DeepLift"), ("BasicModel_ConvNet_MaxPool1d", "DeepLift"),
            ("BasicModel_ConvNet_MaxPool3d", "DeepLift")}
 

@@ -22,8 +22,8 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from agreement import AgreementLog, central_difference, check_against_finite_differences, generator, \
-    randomize_batch_norm
+from agreement import (AgreementLog, attribution_parameter_gradients, central_difference,
+                       check_against_finite_differences, generator, randomize_batch_norm)
 from captum.attr import LRP as CaptumLRP
 from captum.attr import DeepLift as CaptumDeepLift
 from captum.attr._utils.lrp_rules import EpsilonRule
@@ -198,15 +198,7 @@ SECOND_ORDER = {
 @pytest.mark.parametrize("method", list(SECOND_ORDER))
 def test_parameter_gradient_of_attribution_matches_finite_differences_on_a_resnet(method):
     model, x, t = _resnet(), _images(seed=28)[:2], TARGETS[:2]
-    explainer = SECOND_ORDER[method](model)
-    attr = explainer(x, t, create_graph=True)
-    w = torch.randn(attr.shape, generator=generator(29), dtype=DTYPE)
-    names, params = zip(*model.named_parameters())
-    grads = torch.autograd.grad((attr * w).sum(), params, allow_unused=True)
-
-    def loss() -> float:
-        return (explainer(x, t) * w).sum().item()
-
+    names, params, grads, loss = attribution_parameter_gradients(SECOND_ORDER[method](model), model, x, t, seed=29)
     for k, (name, p, g) in enumerate(zip(names, params, grads)):
         if name == "fc.bias" and method.startswith("deeplift"):  # cancels in f(x) - f(x0)
             assert g is None or torch.all(g == 0)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import torch
 
 from veneer.explain.base import Explainer, check_baseline, per_input_baselines
-from veneer.explain.graph import Op, Step, live_ops, one_hot_like, record, sweep, trace_graph, transpose, vjp
+from veneer.explain.graph import Op, Step, differentiable, live_ops, one_hot_like, record, sweep, trace_graph, transpose, vjp
 
 RESCALE_EPS = 1e-10  # below this |x - x0| the local derivative replaces delta_y / delta_x (as Captum)
 
 
 def _safe_ratio(numerator: torch.Tensor, delta_in: torch.Tensor, small: torch.Tensor) -> torch.Tensor:
-    return numerator / torch.where(small, torch.ones_like(delta_in), delta_in)
+    return numerator / delta_in.masked_fill(small, 1.0)
 
 
 def rescale(step: Step, ref: Step, multiplier: torch.Tensor) -> torch.Tensor:
@@ -99,6 +99,7 @@ class DeepLift(Explainer):
                 return (maxpool(op.step(), ref_ops[op.node].step(), multiplier),)
             return transpose(op, multiplier)  # the Linear rule
 
-        (multiplier,) = sweep(rec, ops, one_hot_like(rec.output, target), rule)
+        with differentiable(create_graph):
+            (multiplier,) = sweep(rec, ops, one_hot_like(rec.output, target), rule)
         attribution = (rec.values[rec.inputs[0]] - ref.values[ref.inputs[0]]) * multiplier
         return attribution if create_graph else attribution.detach()

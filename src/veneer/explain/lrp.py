@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from veneer.explain.base import Explainer
-from veneer.explain.graph import (CONVOLUTIONS, ROUTE_MODULES, Op, Record, Step, describe, live_ops, one_hot_like,
-                                  record, stabilize, sweep, trace_graph, transpose, vjp, z_rule)
+from veneer.explain.graph import (CONVOLUTIONS, ROUTE_MODULES, Op, Record, Step, describe, differentiable, live_ops,
+                                  one_hot_like, record, stabilize, sweep, trace_graph, transpose, vjp, z_rule)
 
 COMPOSITES = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "alpha_beta")
 STABILIZER = 1e-9  # denominators of the rules other than Epsilon (Captum's PropagationRule default)
@@ -268,5 +268,6 @@ class LRP(Explainer):
                 return (relevance,)
             return transpose(op, relevance)  # route; maxpool: winner takes all
 
-        (relevance,) = sweep(rec, ops, one_hot_like(rec.output, target) * rec.output, rule)
+        with differentiable(create_graph):
+            (relevance,) = sweep(rec, ops, one_hot_like(rec.output, target) * rec.output, rule)
         return relevance if create_graph else relevance.detach()

@@ -425,7 +425,8 @@ def _check_scaling(node: fx.Node, sources: tuple[fx.Node, ...], model: nn.Module
     """A product must have one live factor and a quotient a live numerator only (both stay linear)."""
     first = node.args[0] if node.args else None
     divide = node.target in (operator.truediv, torch.div, "div", "div_")
-    if len(sources) > 1 or (divide and sources[0] is not first):
+    live_operands = [a for a in node.args[:2] if a in sources]  # x * x has one source but two live operands
+    if len(sources) > 1 or len(live_operands) > 1 or (divide and sources[0] is not first):
         raise GraphError(f"{method} cannot propagate through {describe(node, model)}: a product or quotient of "
                          f"two tensors that both depend on the input is not linear; only multiplication or "
                          f"division by a constant is supported")

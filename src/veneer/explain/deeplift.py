@@ -89,8 +89,13 @@ class DeepLift(Explainer):
 
     def attribute(self, x, target, create_graph):
         graph = trace_graph(self.model, "DeepLift")
-        rec, ref = record(self.model, graph, (x,)), record(self.model, graph, (self.baseline_for(x),))
-        ops, ref_ops = live_ops(self.model, rec, "DeepLift"), live_ops(self.model, ref, "DeepLift")
+        rec = record(self.model, graph, (x,))
+        ops = live_ops(self.model, rec, "DeepLift")
+        # the baseline's activations enter the multipliers as values; they need a graph only to differentiate
+        # the map (they depend on the parameters) and for the max-pooling rule (routes through the baseline)
+        graph_needed = create_graph or any(op.kind == "maxpool" for op in ops.values())
+        ref = record(self.model, graph, (self.baseline_for(x),), grad=graph_needed)
+        ref_ops = live_ops(self.model, ref, "DeepLift")
 
         def rule(op: Op, multiplier):
             if op.kind == "pointwise":

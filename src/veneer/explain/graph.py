@@ -225,16 +225,17 @@ def _run_node(model: nn.Module, node: fx.Node, args, kwargs):
     return getattr(args[0], name)(*args[1:], **kwargs)
 
 
-def record(model: nn.Module, graph: fx.Graph, inputs: Sequence[torch.Tensor], extra: Sequence = ()) -> Record:
-    """Run ``graph`` on ``inputs`` (attributed, made to require grad) and ``extra`` (further positional
-    arguments, constants), keeping every node's value."""
-    inputs = tuple(x if x.requires_grad else x.detach().requires_grad_(True) for x in inputs)
-    arguments = iter(inputs + tuple(extra))
+def record(model: nn.Module, graph: fx.Graph, inputs: Sequence[torch.Tensor], grad: bool = True) -> Record:
+    """Run ``graph`` on ``inputs`` (the attributed arguments, made to require grad), keeping every node's value;
+    ``grad=False`` records values only (no autograd graph: nothing will be differentiated through them)."""
+    if grad:
+        inputs = tuple(x if x.requires_grad else x.detach().requires_grad_(True) for x in inputs)
+    arguments = iter(tuple(inputs))
     values: dict[fx.Node, object] = {}
     aliases: dict[fx.Node, dict[fx.Node, torch.Tensor]] = {}
     placeholders: list[fx.Node] = []
     output = None
-    with torch.enable_grad():
+    with torch.set_grad_enabled(grad):
         for node in graph.nodes:
             if node.op == "placeholder":
                 value = next(arguments, _MISSING)

@@ -239,7 +239,7 @@ class Occlusion(Explainer):
         """The clean forward pass of the traced model with its leading chain of modules, or None (whole
         occluded images are then evaluated) when it cannot be traced or starts with no local module."""
         try:
-            rec = record(self.model, trace_graph(self.model, "Occlusion"), (x.detach(),))
+            rec = record(self.model, trace_graph(self.model, "Occlusion"), (x,), grad=False)
         except (GraphError, TypeError, RuntimeError):
             return None
         if rec.output.ndim != 2:

@@ -190,6 +190,8 @@ SECOND_ORDER = {
     "lrp-epsilon": lambda model: LRP(model, epsilon=0.01),
     "lrp-epsilon_plus": lambda model: LRP(model, composite="epsilon_plus", epsilon=0.01),
     "lrp-alpha_beta": lambda model: LRP(model, composite="alpha_beta", alpha=2.0, beta=1.0),
+    "lrp-epsilon_plus_flat": lambda model: LRP(model, composite="epsilon_plus_flat", epsilon=0.01),
+    "lrp-zbox": lambda model: LRP(model, composite="epsilon_plus", low=0.0, high=1.0),
     "deeplift": lambda model: DeepLift(model),
     "deeplift-random": lambda model: DeepLift(model, baseline=torch.full((1,), 0.3, dtype=DTYPE)),
 }

@@ -131,6 +131,29 @@ def test_deeplift_completeness_with_batch_norm_and_biases(factory, baseline):
     torch.testing.assert_close(attr.flatten(1).sum(1), delta, rtol=1e-6, atol=1e-10)
 
 
+class SmoothResidual(nn.Module):
+    """Functional Softplus, Sigmoid and Tanh around a residual sum; a constant offset and a division."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = F.softplus(self.fc1(x), beta=3)
+        h = torch.tanh(self.fc2(h)) + torch.sigmoid(h) - 0.5
+        return self.fc3(h / 2 + 1.0)
+
+
+def test_deeplift_completeness_through_functional_smooth_activations():
+    torch.manual_seed(30)
+    model, x = SmoothResidual().to(DTYPE).eval(), torch.randn(4, 6, generator=generator(31), dtype=DTYPE)
+    t = TARGETS % 3
+    attr = DeepLift(model)(x, t)
+    with torch.no_grad():
+        delta = (model(x) - model(torch.zeros_like(x))).gather(1, t[:, None])[:, 0]
+    torch.testing.assert_close(attr.sum(1), delta, rtol=1e-10, atol=1e-12)
+
+
 # ====================================================================== 3. Captum
 
 

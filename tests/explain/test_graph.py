@@ -254,23 +254,16 @@ class Gate(nn.Module):
 
 
 class Product(nn.Module):
-    def __init__(self):
+    """``fc2(fc1(x) * x)``, or ``fc2(fc1(x) ** 2)`` written ``h * h`` with ``square=True``: not linear."""
+
+    def __init__(self, square: bool = False):
         super().__init__()
+        self.square = square
         self.fc1, self.fc2 = nn.Linear(4, 4), nn.Linear(4, 2)
 
     def forward(self, x):
         h = self.fc1(x)
-        return self.fc2(h * x)
-
-
-class Square(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(4, 4), nn.Linear(4, 2)
-
-    def forward(self, x):
-        h = self.fc1(x)
-        return self.fc2(h * h)
+        return self.fc2(h * (h if self.square else x))
 
 
 class Exp(nn.Module):
@@ -286,7 +279,7 @@ class Exp(nn.Module):
 @pytest.mark.parametrize("model, message", [
     (DataDependent(), r"cannot trace the model with torch.fx in module 'gate' \(Gate\)"),
     (Product(), r"cannot propagate through function _operator.mul \(node 'mul'\) in the model's forward: a product"),
-    (Square(), r"cannot propagate through function _operator.mul \(node 'mul'\) in the model's forward: a product"),
+    (Product(square=True), r"cannot propagate through function _operator.mul \(node 'mul'\) in the model's forward: a product"),
     (Exp(), r"cannot propagate through function torch.exp \(node 'exp'\) in the model's forward: not a supported"),
 ])
 def test_unsupported_graphs_name_the_operation_and_module(model, message):

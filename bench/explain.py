@@ -20,17 +20,38 @@ from captum.attr._utils.lrp_rules import EpsilonRule
 
 from veneer.explain import (LRP, DeepLift, GradCAM, Gradient, GradientXInput, IntegratedGradients, Occlusion,
                             SmoothGrad)
-from veneer.models import cifar_vgg, mnist_cnn
+from veneer.models import cifar_vgg, mnist_cnn, mnist_resnet
 
 
 def captum_lrp(model):
-    """Captum LRP with the epsilon rule; Flatten, which Captum has no default rule for, passes relevance on."""
+    """Captum LRP with the epsilon rule; Flatten and Identity, which Captum has no default rule for, pass
+    relevance on."""
     for module in model.modules():
         if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
             module.rule = EpsilonRule(epsilon=1e-6)
-        elif isinstance(module, torch.nn.Flatten):
+        elif isinstance(module, (torch.nn.Flatten, torch.nn.Identity)):
             module.rule = EpsilonRule(epsilon=1e-9)
     return CaptumLRP(model)
+
+
+class CustomForwardCNN(torch.nn.Module):
+    """The MNIST CNN written as a plain module whose forward flattens with ``x.flatten(1)`` (not a chain)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.relu1, self.pool1 = torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2)
+        self.conv2, self.relu2, self.pool2 = torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2)
+        self.fc1, self.relu3, self.fc2 = torch.nn.Linear(64 * 7 * 7, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = self.pool2(self.relu2(self.conv2(self.pool1(self.relu1(self.conv1(x))))))
+        return self.fc2(self.relu3(self.fc1(x.flatten(1))))
+
+
+def graph_cases(model):
+    """LRP and DeepLift only (the rows of issue 10: models that are not chains)."""
+    return [("LRP epsilon", LRP(model, composite="epsilon"), lambda x, t: captum_lrp(model).attribute(x, target=t)),
+            ("DeepLift", DeepLift(model), lambda x, t: CaptumDeepLift(model).attribute(x, target=t))]
 
 
 def cases(model, layer, window, stride):
@@ -79,11 +100,11 @@ def second_order_cost(model, explainer, x, t) -> float:
     return statistics.median(timed(explained) for _ in range(3)) / base
 
 
-def bench(label, model, x, repeats, layer, window, stride, occlusion_batch=32):
+def bench(label, model, x, repeats, layer, window, stride, occlusion_batch=32, methods=None):
     model.eval()
     t = torch.arange(len(x)) % 10
     rows = []
-    for name, ours, theirs in cases(model, layer, window, stride):
+    for name, ours, theirs in methods or cases(model, layer, window, stride):
         if isinstance(ours, Occlusion):  # Captum's default runs one forward per window: hours at full batch
             x, t = x[:occlusion_batch], t[:occlusion_batch]
             name = f"{name} (batch {len(x)})"
@@ -106,12 +127,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--vgg-width", type=float, default=0.5)
     parser.add_argument("--skip-mnist", action="store_true", help="only the VGG rows")
+    parser.add_argument("--graphs", action="store_true",
+                        help="only the LRP/DeepLift rows on a ResNet-8 and a custom-forward CNN (issue 10)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {args.threads} threads, {args.repeats} interleaved repeats, medians\n")
     print("| model | method | veneer img/s | Captum img/s | veneer / Captum | create_graph+backward / fwd+bwd |")
     print("|---|---|---|---|---|---|")
+    if args.graphs:
+        resnet = mnist_resnet(width=16).eval()
+        bench("ResNet-8 (BN, residual sums) 28x28, batch 64", resnet, torch.rand(64, 1, 28, 28), args.repeats,
+              None, None, None, methods=graph_cases(resnet))
+        custom = CustomForwardCNN().eval()
+        bench("MNIST CNN with x.flatten(1) in forward, batch 256", custom, torch.rand(256, 1, 28, 28), args.repeats,
+              None, None, None, methods=graph_cases(custom))
+        return
     if not args.skip_mnist:
         bench("MNIST CNN, batch 256", mnist_cnn(), torch.rand(256, 1, 28, 28), args.repeats, "3", 5, 1)
     bench(f"VGG-11 x{args.vgg_width} 32x32, batch 64", cifar_vgg(11, width=args.vgg_width), torch.rand(64, 3, 32, 32),

@@ -17,7 +17,7 @@ import math
 
 import pytest
 import torch
-from agreement import AgreementLog, relative_error
+from agreement import AgreementLog, perturbed_losses, relative_error
 from agreement import generator as _gen
 from captum.attr import InputXGradient, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 from captum.attr import IntegratedGradients as CaptumIntegratedGradients
@@ -348,13 +348,7 @@ def finite_differences(loss, tensor: torch.Tensor, index: int, h: float = FD_STE
     """Central difference (loss(t + h e_i) - loss(t - h e_i)) / 2h, perturbing ``tensor`` in place and restoring
     it, and whether the point looks like a kink (the one-sided differences disagree: with ReLU, the
     attribution is only piecewise smooth and an entry can lie within h of an activation-pattern change)."""
-    flat = tensor.data.view(-1)
-    original = flat[index].item()
-    flat[index] = original + h
-    up = loss()
-    flat[index] = original - h
-    down = loss()
-    flat[index] = original
+    up, down = perturbed_losses(loss, tensor, index, h)
     mid = loss()
     forward, backward = (up - mid) / h, (mid - down) / h
     kink = abs(forward - backward) > 1e-2 * (abs(forward) + abs(backward)) + 1e-3

@@ -1,4 +1,4 @@
-"""Tests of LRP and DeepLift (:mod:`veneer.explain.lrp`, :mod:`veneer.explain.deeplift`, :mod:`veneer.explain.chain`).
+"""Tests of LRP and DeepLift (:mod:`veneer.explain.lrp`, :mod:`veneer.explain.deeplift`, :mod:`veneer.explain.graph`).
 
 1. Agreement with Captum (relative error = max |ours - captum| / max |captum| <= 1e-5), batch of 4 with a
    different target per sample: LRP-epsilon (two epsilons), LRP-z+ (composite ``epsilon_plus``), DeepLift with
@@ -8,7 +8,7 @@
 2. Second order: d loss(attr) / d parameter against central finite differences for every composite and for
    DeepLift, on a tiny CNN and a tiny MLP; d loss(attr) / d x on Softplus models.
 3. ``create_graph`` semantics.
-4. Errors: models that are not chains, unsupported layers, bad options, training mode.
+4. Errors: unsupported layers, bad options, training mode (graphs: tests/explain/test_graph.py).
 
 Captum's DeepLift drops the max-pooling rule (and the Rescale rule) of a hooked nonlinearity whose output
 feeds another hooked nonlinearity directly (ReLU -> MaxPool2d): its backward hook records the output gradient
@@ -25,14 +25,15 @@ import warnings
 
 import pytest
 import torch
-from agreement import AgreementLog
+from agreement import (AgreementLog, attribution_parameter_gradients, central_difference,
+                       check_against_finite_differences, randomize_batch_norm)
 from agreement import generator as _gen
 from captum.attr import LRP as CaptumLRP
 from captum.attr import DeepLift as CaptumDeepLift
 from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule, EpsilonRule
 from torch import nn
 
-from veneer.explain.chain import Step
+from veneer.explain.graph import Step
 from veneer.explain.deeplift import DeepLift
 from veneer.explain.lrp import LRP, AlphaBeta, Flat, ZBox, ZPlus
 from veneer.models.activations import with_softplus
@@ -40,7 +41,6 @@ from veneer.models.architectures import tabular_mlp
 
 DTYPE = torch.float64
 CAPTUM_RTOL = 1e-5
-FD_RTOL = 1e-4
 AGREEMENT = AgreementLog(CAPTUM_RTOL)
 
 
@@ -53,18 +53,6 @@ def _print_captum_errors():
 # ====================================================================== models
 
 
-def _randomize_batch_norm(model: nn.Module, seed: int) -> nn.Module:
-    g = _gen(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            with torch.no_grad():
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g, dtype=DTYPE) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g, dtype=DTYPE) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g, dtype=DTYPE) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g, dtype=DTYPE) + 0.5)
-    return model
-
-
 def bn_cnn() -> nn.Sequential:
     """(B, 1, 12, 12) -> 5 classes: Conv, BatchNorm2d, ReLU, AvgPool2d, Conv, BatchNorm2d, ReLU,
     AdaptiveAvgPool2d, Flatten, Linear, ReLU, Linear."""
@@ -74,7 +62,7 @@ def bn_cnn() -> nn.Sequential:
         nn.Conv2d(4, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
         nn.Flatten(), nn.Linear(24, 8), nn.ReLU(), nn.Linear(8, 5),
     ).to(DTYPE).eval()
-    return _randomize_batch_norm(model, seed=4)
+    return randomize_batch_norm(model, seed=4)
 
 
 def separated(model: nn.Sequential) -> nn.Sequential:
@@ -103,7 +91,7 @@ def tiny_cnn() -> nn.Sequential:
         nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
         nn.Flatten(), nn.Dropout(0.5), nn.Linear(16, 6), nn.ReLU(), nn.Linear(6, 3),
     ).to(DTYPE).eval()
-    return _randomize_batch_norm(model, seed=6)
+    return randomize_batch_norm(model, seed=6)
 
 
 def tiny_mlp() -> nn.Sequential:
@@ -297,32 +285,6 @@ def test_zbox_bounds_apply_to_a_flattened_first_layer(cnn_case):
 # ====================================================================== 2. second order
 
 
-def central_difference(loss, tensor: torch.Tensor, index: int, h: float = 1e-6) -> float:
-    flat = tensor.data.view(-1)
-    original = flat[index].item()
-    flat[index] = original + h
-    up = loss()
-    flat[index] = original - h
-    down = loss()
-    flat[index] = original
-    return (up - down) / (2 * h)
-
-
-def check_against_finite_differences(name: str, analytic: torch.Tensor, tensor: torch.Tensor, loss, seed: int,
-                                     count: int = 6) -> None:
-    """Central differences on the largest entries of |analytic| and random ones, ``count`` in all."""
-    flat = analytic.reshape(-1)
-    assert flat.abs().max() > 0, f"{name}: gradient is zero but the attribution depends on it"
-    chosen = flat.abs().topk(min(2, flat.numel())).indices.tolist()
-    chosen += [i for i in torch.randperm(flat.numel(), generator=_gen(seed)).tolist() if i not in chosen]
-    entries = chosen[:count]
-    numeric = torch.tensor([central_difference(loss, tensor, i) for i in entries], dtype=DTYPE)
-    picked = flat[entries].detach()
-    scale = max(picked.abs().max().item(), numeric.abs().max().item())
-    err = (picked - numeric).abs().max().item() / scale
-    assert err < FD_RTOL, f"{name}: autograd {picked.tolist()} vs finite differences {numeric.tolist()} ({err:.3g})"
-
-
 def _explainer(method: str, model: nn.Module):
     if method == "deeplift":
         return DeepLift(model)
@@ -345,15 +307,7 @@ def test_parameter_gradient_of_attribution_matches_finite_differences(case_name,
     factory, make_x, t = TINY[case_name]
     model, x = factory(), make_x()
     assert x.abs().max() < 4
-    explainer = _explainer(method, model)
-    attr = explainer(x, t, create_graph=True)
-    w = torch.randn(attr.shape, generator=_gen(99), dtype=DTYPE)
-    names, params = zip(*model.named_parameters())
-    grads = torch.autograd.grad((attr * w).sum(), params, allow_unused=True)
-
-    def loss() -> float:
-        return (explainer(x, t) * w).sum().item()
-
+    names, params, grads, loss = attribution_parameter_gradients(_explainer(method, model), model, x, t, seed=99)
     # DeepLift's attribution does not depend on the logit's bias: it cancels in f(x) - f(x0)
     final_bias = names[-1] if method.startswith("deeplift") else None
     for k, (name, p, g) in enumerate(zip(names, params, grads)):
@@ -422,43 +376,8 @@ def test_target_none_is_the_predicted_class(cnn_case):
 # ====================================================================== 4. errors
 
 
-class Residual(nn.Module):
-    def __init__(self, where: str):
-        super().__init__()
-        self.where = where
-        self.fc1, self.act, self.fc2 = nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)
-
-    def forward(self, x):
-        h = self.act(self.fc1(x))
-        if self.where == "middle":
-            return self.fc2(h + x)
-        return self.fc2(h) + h[:, :2]
-
-
 def _both(model):
     return [LRP(model), DeepLift(model)]
-
-
-@pytest.mark.parametrize("where, message", [
-    ("middle", r"form a chain.*module 'fc2' \(Linear\) received a tensor that is not the output of the "
-               r"previous module 'act' \(ReLU\)"),
-    ("end", r"form a chain.*model's output is not the output of its last module 'fc2' \(Linear\)"),
-])
-def test_residual_model_is_refused(where, message):
-    model = Residual(where).eval()
-    for explainer in _both(model):
-        with pytest.raises(ValueError, match=message):
-            explainer(torch.randn(3, 4), target=0)
-
-
-def test_functional_op_on_the_input_is_refused():
-    class Scaled(nn.Sequential):
-        def forward(self, x):
-            return super().forward(2 * x)
-
-    for explainer in _both(Scaled(nn.Linear(4, 2)).eval()):
-        with pytest.raises(ValueError, match=r"module '0' \(Linear\) received a tensor that is not the model's input"):
-            explainer(torch.randn(3, 4), target=0)
 
 
 class Recurrent(nn.Module):
@@ -483,14 +402,6 @@ def test_recurrent_layer_is_named():
     for explainer, method in zip(_both(Recurrent().eval()), ("LRP", "DeepLift")):
         with pytest.raises(ValueError, match=rf"layer 'lstm' of type LSTM is not supported by {method}"):
             explainer(torch.randn(3, 5, 4), target=1)
-
-
-def test_module_called_twice_is_refused():
-    relu = nn.ReLU()
-    model = nn.Sequential(nn.Linear(4, 4), relu, nn.Linear(4, 4), relu, nn.Linear(4, 2)).eval()
-    for explainer in _both(model):
-        with pytest.raises(ValueError, match=r"module '1' \(ReLU\) is called more than once"):
-            explainer(torch.randn(3, 4), target=0)
 
 
 def test_batch_norm_without_running_statistics_is_refused():
@@ -528,7 +439,7 @@ def test_bad_zbox_placement_and_bounds(small_cnn, cnn_inputs):
 
 
 def test_bad_deeplift_baseline(small_cnn, cnn_inputs):
-    with pytest.raises(ValueError, match="baseline must be 'zero' or a tensor"):
+    with pytest.raises(ValueError, match="baseline must be 'zero', a tensor or a tuple of tensors"):
         DeepLift(small_cnn, baseline="mean")
     with pytest.raises(ValueError, match="does not broadcast"):
         DeepLift(small_cnn, baseline=torch.zeros(3, 5))(cnn_inputs, target=0)

@@ -3,6 +3,13 @@
 ``explainer = Method(model, **options)``; ``attr = explainer(x, target=None, create_graph=False)``.
 ``attr`` has ``x``'s shape. With ``create_graph=True`` the attribution stays in the autograd graph, so a
 loss on it back-propagates to the model's parameters and to ``x`` (second-order gradients).
+
+Multi-input models, as Captum takes them: ``explainer((x1, x2), target=...)`` calls ``model(x1, x2)`` and
+returns a tuple of attributions, one per input; ``additional_forward_args=a`` (a value or a tuple) is passed
+after the inputs and not attributed; baselines may be tuples with one tensor per input. A model returning
+a (B,) score is explained for that score (``target`` None or 0). These cases explain :class:`Packed`, the
+model with its inputs flattened into one (B, N) tensor, so every method applies unchanged (SmoothGrad's noise
+scale is then each sample's value range over all inputs); Occlusion and GradCAM take one image tensor.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ class Explainer:
 
     name = "explainer"
     differentiable = True
+    accepts_several_inputs = True
 
     def __init__(self, model: nn.Module):
         if not isinstance(model, nn.Module):
@@ -31,24 +39,31 @@ class Explainer:
         check_finite_parameters(model)
         self.model = model
 
-    def __call__(self, x: torch.Tensor, target=None, create_graph: bool = False) -> torch.Tensor:
-        return self.explain_with_output(x, target, create_graph)[0]
+    def __call__(self, x, target=None, create_graph: bool = False, additional_forward_args=None):
+        """Attributions of ``x`` for ``target``; see the module docstring for multi-input models."""
+        return self.explain_with_output(x, target, create_graph, additional_forward_args)[0]
 
-    def explain_with_output(self, x: torch.Tensor, target=None, create_graph: bool = False
-                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def explain_with_output(self, x, target=None, create_graph: bool = False, additional_forward_args=None):
         """``(attr, logits)``: the attribution and, for methods whose pass runs the model once on ``x`` itself
         (Gradient, GradientXInput, GradCAM), that pass's output ``model(x)`` (in the graph when
-        ``create_graph``), else ``None``. A fine-tuning loop reuses it for its keep loss instead of running
-        the model again."""
-        check_tensor("x", x, ndim=(2, 3, 4, 5))
+        ``create_graph``), else ``None`` (always for several inputs or extra forward arguments). A fine-tuning
+        loop reuses it for its keep loss instead of running the model again."""
+        multi = isinstance(x, (tuple, list))
+        inputs = _check_inputs(x, multi, self.accepts_several_inputs, type(self).__name__)
+        extra = _as_tuple(additional_forward_args)
         check_eval_mode(self.model)
         if create_graph and not self.differentiable:
             raise ValueError(f"{type(self).__name__} is not differentiable: create_graph=True is not supported")
+        if multi or extra or self._output_shape(inputs[0]) == ():
+            if not self.accepts_several_inputs:
+                raise ValueError(f"{type(self).__name__} needs a model that takes one tensor x (no "
+                                 f"additional_forward_args) and returns (B, classes) logits")
+            return self._call_adapted(inputs, extra, target, create_graph, multi), None
         if target is None:
             with torch.no_grad():
                 logits = self.model(x)
         else:  # only the number of classes is needed to check the target
-            logits = torch.empty(x.shape[0], self._num_classes(x), device=x.device)
+            logits = torch.empty(x.shape[0], self._output_shape(x)[-1], device=x.device)
         target = resolve_target(target, logits)
         attr, output = self.attribute_with_output(x, target, create_graph)
         if not torch.isfinite(attr).all():
@@ -58,14 +73,32 @@ class Explainer:
             attr, output = attr.detach(), None if output is None else output.detach()
         return attr, output
 
-    def _num_classes(self, x: torch.Tensor) -> int:
-        """Output width of the model, from one forward pass of one sample, remembered per input shape."""
+    def _output_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        """The model's output shape per sample, from one forward pass of one sample, remembered per input shape."""
         key = (tuple(x.shape[1:]), x.dtype, x.device)
         if getattr(self, "_classes_for", None) != key:
             with torch.no_grad():
-                self._classes = self.model(x[:1]).shape[-1]
+                self._shape = tuple(self.model(x[:1]).shape[1:])
             self._classes_for = key
-        return self._classes
+        return self._shape
+
+    def _call_adapted(self, inputs, extra, target, create_graph, multi):
+        """Several inputs, extra forward arguments or a (B,) output: explain :class:`Packed` (the inputs
+        flattened into one (B, N) tensor) with the same method and options, and split the result."""
+        packed_model = Packed(self.model, inputs, extra)
+        packed = packed_model.pack(inputs)
+        clone = self.with_model(packed_model)
+        clone._classes_for, clone._shape = (tuple(packed.shape[1:]), packed.dtype, packed.device), \
+            packed_model.output_shape
+        for name, value in self.packed_options(inputs).items():
+            setattr(clone, name, packed_model.pack(value))
+        attr = clone(packed, target, create_graph)
+        parts = packed_model.unpack(attr)
+        return parts if multi else parts[0]
+
+    def packed_options(self, inputs: tuple[torch.Tensor, ...]) -> dict[str, tuple[torch.Tensor, ...]]:
+        """Options holding one tensor per input (baselines), as a tuple per option name, for :class:`Packed`."""
+        return {}
 
     def attribute(self, x: torch.Tensor, target: torch.Tensor, create_graph: bool) -> torch.Tensor:
         raise NotImplementedError
@@ -126,3 +159,88 @@ def gradient_and_output(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
 def input_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor, create_graph: bool) -> torch.Tensor:
     """d logit_target / d x (see :func:`gradient_and_output`)."""
     return gradient_and_output(model, x, target, create_graph)[0]
+
+
+def _as_tuple(args) -> tuple:
+    if args is None:
+        return ()
+    return tuple(args) if isinstance(args, (tuple, list)) else (args,)
+
+
+def _check_inputs(x, multi: bool, several: bool, method: str) -> tuple[torch.Tensor, ...]:
+    if not multi:
+        return (check_tensor("x", x, ndim=(2, 3, 4, 5)),)
+    if not several:
+        raise ValueError(f"{method} takes one input tensor x, got a {type(x).__name__} of {len(x)}")
+    if len(x) == 0:
+        raise ValueError("x must be a tensor or a non-empty tuple of tensors, got an empty tuple")
+    for i, xi in enumerate(x):
+        check_tensor(f"x[{i}]", xi, ndim=(1, 2, 3, 4, 5))
+        if xi.shape[0] != x[0].shape[0]:
+            raise ValueError(f"every input must have the same batch size; x[0] has {x[0].shape[0]} samples, "
+                             f"x[{i}] has {xi.shape[0]}")
+    return tuple(x)
+
+
+class Packed(nn.Module):
+    """``model`` taking its inputs packed into one (B, N) tensor: ``Packed(model, inputs, extra)(pack(inputs))``
+    is ``model(*inputs, *extra)``, and a (B,) output becomes (B, 1). Tensor ``extra`` arguments are buffers
+    (so ``torch.fx`` sees them as constants), other values plain attributes."""
+
+    def __init__(self, model: nn.Module, inputs: tuple[torch.Tensor, ...], extra: tuple = ()):
+        super().__init__()
+        self.model = model
+        self.shapes = [tuple(x.shape[1:]) for x in inputs]
+        self.sizes = [max(1, int(torch.Size(shape).numel())) for shape in self.shapes]
+        self.count, batch = len(extra), inputs[0].shape[0]
+        # tensor arguments with one row per sample are tiled along with the inputs (IG, SmoothGrad stack copies)
+        self.tiled = [isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == batch for v in extra]
+        for i, value in enumerate(extra):
+            if isinstance(value, torch.Tensor):
+                self.register_buffer(f"extra{i}", value, persistent=False)
+            else:
+                setattr(self, f"extra{i}", value)
+        with torch.no_grad():
+            out = model(*inputs, *extra)
+        self.scalar = out.ndim == 1
+        self.output_shape = (1,) if self.scalar else tuple(out.shape[1:])
+        self.training = model.training
+
+    def pack(self, tensors) -> torch.Tensor:
+        """(B, N): each tensor (B, ...) broadcast to its input's shape and flattened, concatenated."""
+        batch = max(t.shape[0] if t.ndim == len(s) + 1 else 1 for t, s in zip(tensors, self.shapes))
+        return torch.cat([torch.broadcast_to(t, (batch, *s) if t.ndim == len(s) + 1 else s).reshape(batch, -1)
+                          for t, s in zip(tensors, self.shapes)], dim=1)
+
+    def unpack(self, packed: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        parts = packed.split(self.sizes, dim=1)
+        return tuple(p.reshape(p.shape[0], *s) for p, s in zip(parts, self.shapes))
+
+    def forward(self, packed):
+        parts = packed.split(self.sizes, dim=1)
+        inputs = [parts[i].reshape(packed.shape[0], *self.shapes[i]) for i in range(len(self.shapes))]
+        extra = [getattr(self, f"extra{i}") for i in range(self.count)]
+        extra = [e.repeat(packed.shape[0] // e.shape[0], *[1] * (e.ndim - 1)) if tiled else e
+                 for e, tiled in zip(extra, self.tiled)]
+        out = self.model(*inputs, *extra)
+        return out[:, None] if self.scalar else out
+
+
+def check_baseline(baseline) -> None:
+    """A baseline option: a string (checked by the method), a tensor, or a tuple with one tensor per input."""
+    if isinstance(baseline, tuple):
+        if not baseline:
+            raise ValueError("baseline must not be an empty tuple")
+        for i, b in enumerate(baseline):
+            check_tensor(f"baseline[{i}]", b)
+    elif not isinstance(baseline, str):
+        check_tensor("baseline", baseline)
+
+
+def per_input_baselines(baseline, inputs: tuple[torch.Tensor, ...], baseline_for) -> tuple[torch.Tensor, ...]:
+    """One baseline per input: the tuple given (its length checked) or ``baseline_for(x_i)`` for each input."""
+    if not isinstance(baseline, tuple):
+        return tuple(baseline_for(x) for x in inputs)
+    if len(baseline) != len(inputs):
+        raise ValueError(f"baseline has {len(baseline)} tensors for {len(inputs)} inputs")
+    return baseline

@@ -8,29 +8,16 @@ element-wise nonlinearities use the Rescale rule (Sec. 3.5.2), ``m_in = m_out * 
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
-from torch import nn
 
-from veneer.checks import check_tensor
-from veneer.explain.base import Explainer
-from veneer.explain.chain import Step, lookup, one_hot_like, reshape_to_input, sweep, trace_chain, vjp
+from veneer.explain.base import Explainer, check_baseline, per_input_baselines
+from veneer.explain.graph import Op, Step, differentiable, live_ops, one_hot_like, record, sweep, trace_graph, transpose, vjp
 
 RESCALE_EPS = 1e-10  # below this |x - x0| the local derivative replaces delta_y / delta_x (as Captum)
 
 
-def linear(step: Step, ref: Step, multiplier: torch.Tensor) -> torch.Tensor:
-    """Linear rule: ``m_in = J^T m_out`` (the map's Jacobian does not depend on the input)."""
-    return vjp(step.output, step.input, multiplier)
-
-
-def shape_only(step: Step, ref: Step, multiplier: torch.Tensor) -> torch.Tensor:
-    return reshape_to_input(step, multiplier)
-
-
 def _safe_ratio(numerator: torch.Tensor, delta_in: torch.Tensor, small: torch.Tensor) -> torch.Tensor:
-    return numerator / torch.where(small, torch.ones_like(delta_in), delta_in)
+    return numerator / delta_in.masked_fill(small, 1.0)
 
 
 def rescale(step: Step, ref: Step, multiplier: torch.Tensor) -> torch.Tensor:
@@ -60,38 +47,38 @@ def maxpool(step: Step, ref: Step, multiplier: torch.Tensor) -> torch.Tensor:
     return result
 
 
-RULES = {
-    nn.Conv2d: linear, nn.Linear: linear, nn.BatchNorm2d: linear, nn.AvgPool2d: linear,
-    nn.AdaptiveAvgPool2d: linear,
-    nn.Flatten: shape_only, nn.Dropout: shape_only, nn.Identity: shape_only,
-    nn.ReLU: rescale, nn.Softplus: rescale, nn.Sigmoid: rescale, nn.Tanh: rescale,
-    nn.MaxPool2d: maxpool,
-}
-
-
 class DeepLift(Explainer):
-    """DeepLift, Rescale rule (Shrikumar et al. 2017, Sec. 3.5.2), for chains of modules; ``(x - x0) * m``.
+    """DeepLift, Rescale rule (Shrikumar et al. 2017, Sec. 3.5.2), on any traceable model; ``(x - x0) * m``.
 
-    ``baseline``: ``"zero"`` or a tensor broadcastable to ``x``. The model runs once on ``x`` and once on the
-    baseline; multipliers flow backward through Conv2d, Linear, BatchNorm2d (eval), AvgPool2d,
-    AdaptiveAvgPool2d (transposed Jacobian), Flatten, Dropout, Identity (reshape), ReLU, Softplus, Sigmoid, Tanh
-    (Rescale) and MaxPool2d (Captum's cross-maximum rule), so the result equals Captum's DeepLift and sums to
-    ``f_target(x) - f_target(x0)``. With ``create_graph=True`` it is exactly differentiable with respect to the
-    parameters and ``x``.
+    ``baseline``: ``"zero"`` or a tensor broadcastable to ``x``. The model's forward is traced with
+    ``torch.fx`` (:mod:`veneer.explain.graph`) and run once on ``x`` and once on the baseline; multipliers flow
+    backward through every linear map -- convolutions, linear layers, batch norm (eval), average pooling,
+    sums (residual connections), scaling by constants, ``mean``, reshapes, permutations, ``cat``,
+    ``chunk``/``split``, indexing, Dropout, Identity -- by its transposed Jacobian (the Linear rule, Sec. 3.5.1;
+    at a sum every summand receives the multiplier), through ReLU, Softplus, Sigmoid and Tanh (modules or
+    functions) by the Rescale rule and through max pooling by Captum's cross-maximum rule. The result sums to
+    ``f_target(x) - f_target(x0)`` and equals Captum's DeepLift wherever Captum applies the Rescale rule (its
+    hooks see activation *modules* only: it differentiates functional ``F.relu`` plainly). With
+    ``create_graph=True`` it is exactly differentiable with respect to the parameters and ``x``.
     """
 
     name = "deeplift"
 
     def __init__(self, model, baseline="zero"):
         super().__init__(model)
-        if isinstance(baseline, str):
-            if baseline != "zero":
-                raise ValueError(f"baseline must be 'zero' or a tensor, got {baseline!r}")
-        else:
-            check_tensor("baseline", baseline)
+        if isinstance(baseline, str) and baseline != "zero":
+            raise ValueError(f"baseline must be 'zero', a tensor or a tuple of tensors, got {baseline!r}")
+        check_baseline(baseline)
         self.baseline = baseline
 
+    def packed_options(self, inputs):
+        if isinstance(self.baseline, tuple):
+            return {"baseline": per_input_baselines(self.baseline, inputs, self.baseline_for)}
+        return {}
+
     def baseline_for(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.baseline, tuple):
+            raise ValueError("a tuple of baselines needs a tuple of inputs x, got a single tensor")
         if isinstance(self.baseline, str):
             return torch.zeros_like(x)
         try:
@@ -101,9 +88,23 @@ class DeepLift(Explainer):
                              f"{tuple(x.shape)}") from None
 
     def attribute(self, x, target, create_graph):
-        trace = trace_chain(self.model, x, "DeepLift", tuple(RULES))
-        ref = trace_chain(self.model, self.baseline_for(x), "DeepLift", tuple(RULES))
-        rules = [partial(lookup(RULES, step.module), step, ref_step) for step, ref_step in zip(trace.steps, ref.steps)]
-        multiplier = sweep(rules, one_hot_like(trace.output, target))
-        attribution = (trace.input - ref.input) * multiplier
+        graph = trace_graph(self.model, "DeepLift")
+        rec = record(self.model, graph, (x,))
+        ops = live_ops(self.model, rec, "DeepLift")
+        # the baseline's activations enter the multipliers as values; they need a graph only to differentiate
+        # the map (they depend on the parameters) and for the max-pooling rule (routes through the baseline)
+        graph_needed = create_graph or any(op.kind == "maxpool" for op in ops.values())
+        ref = record(self.model, graph, (self.baseline_for(x),), grad=graph_needed)
+        ref_ops = live_ops(self.model, ref, "DeepLift")
+
+        def rule(op: Op, multiplier):
+            if op.kind == "pointwise":
+                return (rescale(op.step(), ref_ops[op.node].step(), multiplier),)
+            if op.kind == "maxpool":
+                return (maxpool(op.step(), ref_ops[op.node].step(), multiplier),)
+            return transpose(op, multiplier)  # the Linear rule
+
+        with differentiable(create_graph):
+            (multiplier,) = sweep(rec, ops, one_hot_like(rec.output, target), rule)
+        attribution = (rec.values[rec.inputs[0]] - ref.values[ref.inputs[0]]) * multiplier
         return attribution if create_graph else attribution.detach()

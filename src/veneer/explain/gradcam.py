@@ -18,6 +18,7 @@ class GradCAM(Explainer):
     """
 
     name = "gradcam"
+    accepts_several_inputs = False
 
     def __init__(self, model, layer: str, interpolate: str = "bilinear", relu: bool = True):
         super().__init__(model)

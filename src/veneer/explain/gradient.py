@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from veneer.checks import check_positive, check_tensor
-from veneer.explain.base import Explainer, gradient_and_output, input_gradient
+from veneer.checks import check_positive
+from veneer.explain.base import Explainer, check_baseline, gradient_and_output, input_gradient, per_input_baselines
 
 
 class Gradient(Explainer):
@@ -84,13 +84,19 @@ class IntegratedGradients(Explainer):
         if chunk_size is not None:
             check_positive("chunk_size", chunk_size, integer=True)
         if isinstance(baseline, str) and baseline not in ("zero", "mean"):
-            raise ValueError(f"baseline must be 'zero', 'mean' or a tensor, got {baseline!r}")
-        if isinstance(baseline, torch.Tensor):
-            check_tensor("baseline", baseline)
+            raise ValueError(f"baseline must be 'zero', 'mean', a tensor or a tuple of tensors, got {baseline!r}")
+        check_baseline(baseline)
         integration_rule(method, steps)  # validates method
         self.steps, self.baseline, self.method, self.chunk_size = steps, baseline, method, chunk_size
 
+    def packed_options(self, inputs):
+        if isinstance(self.baseline, tuple) or self.baseline == "mean":
+            return {"baseline": per_input_baselines(self.baseline, inputs, self.baseline_for)}
+        return {}
+
     def baseline_for(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.baseline, tuple):
+            raise ValueError("a tuple of baselines needs a tuple of inputs x, got a single tensor")
         if isinstance(self.baseline, torch.Tensor):
             try:
                 return torch.broadcast_to(self.baseline.to(x), x.shape)
@@ -135,10 +141,13 @@ class SmoothGrad(Explainer):
             check_positive("chunk_size", chunk_size, integer=True)
         self.samples, self.sigma, self.seed, self.chunk_size = samples, sigma, seed, chunk_size
 
-    def __call__(self, x, target=None, create_graph=False, noise: torch.Tensor | None = None):
+    def __call__(self, x, target=None, create_graph=False, additional_forward_args=None,
+                 noise: torch.Tensor | None = None):
+        if noise is not None and isinstance(x, (tuple, list)):
+            raise ValueError("noise can be given for a single input tensor only; with several inputs set seed")
         self._noise = noise
         try:
-            return super().__call__(x, target, create_graph)
+            return super().__call__(x, target, create_graph, additional_forward_args)
         finally:
             self._noise = None
 

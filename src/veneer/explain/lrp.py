@@ -14,27 +14,21 @@ Denominators are stabilised as Captum and Zennit do: ``z + eps * sign(z)`` with 
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from veneer.explain.base import Explainer
-from veneer.explain.chain import Step, lookup, one_hot_like, reshape_to_input, sweep, trace_chain, vjp
+from veneer.explain.graph import (CONVOLUTIONS, ROUTE_MODULES, Op, Record, Step, describe, differentiable, live_ops,
+                                  one_hot_like, record, stabilize, sweep, trace_graph, transpose, vjp, z_rule)
 
 COMPOSITES = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "alpha_beta")
 STABILIZER = 1e-9  # denominators of the rules other than Epsilon (Captum's PropagationRule default)
 
 
-def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """``z + epsilon * sign(z)`` with ``sign(0) = +1`` (Captum's ``PropagationRule`` and Zennit's ``stabilize``)."""
-    return z + epsilon * torch.where(z >= 0, 1.0, -1.0).to(z)
-
-
 def affine(module: nn.Module, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``module``'s map (Conv2d or Linear, same stride/padding/...) with the given weight and bias."""
-    if isinstance(module, nn.Conv2d):
+    """``module``'s map (Conv1d/2d/3d or Linear, same stride/padding/...) with the given weight and bias."""
+    if isinstance(module, CONVOLUTIONS):
         return module._conv_forward(a, weight, bias)
     if isinstance(module, nn.Linear):
         return F.linear(a, weight, bias)
@@ -49,23 +43,6 @@ class Rule:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
-
-
-class PassThrough(Rule):
-    """Identity on relevance (element-wise activations, Dropout in eval mode, Flatten, Identity): the
-    activation's output is the next layer's ``a_j``, so relevance is already attributed to it
-    (Montavon et al. 2019, Sec. 10.2.1)."""
-
-    def __call__(self, step, relevance):
-        return reshape_to_input(step, relevance)
-
-
-class WinnerTakesAll(Rule):
-    """Max pooling: each window's relevance goes entirely to its maximum. Equals Captum's epsilon rule on
-    max-pooling (``a_max * R / (a_max + eps)``) up to that rule's ``eps``, but conserves relevance exactly."""
-
-    def __call__(self, step, relevance):
-        return vjp(step.output, step.input, relevance)
 
 
 class Epsilon(Rule):
@@ -159,22 +136,39 @@ class Flat(Rule):
         return vjp(z, ones, relevance / stabilize(z, self.stabilizer))
 
 
-WEIGHTED = (nn.Conv2d, nn.Linear)
-PASS_THROUGH = (nn.ReLU, nn.Softplus, nn.Dropout, nn.Flatten, nn.Identity)
-EPSILON_ONLY = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm2d)
-SUPPORTED = WEIGHTED + (nn.MaxPool2d,) + EPSILON_ONLY + PASS_THROUGH
-RESHAPES = (nn.Flatten, nn.Identity, nn.Dropout)
+# shape-only steps a z^beta first layer may receive x through (the bounds are reshaped along)
+RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape, F.dropout}
+RESHAPE_METHODS = {"flatten", "view", "reshape", "contiguous", "view_as", "reshape_as", "clone"}
+
+
+def _is_reshape(op: Op) -> bool:
+    if op.module is not None:
+        return isinstance(op.module, ROUTE_MODULES)
+    return op.node.target in RESHAPE_FUNCTIONS or op.node.target in RESHAPE_METHODS
+
+
+def first_weighted(ops: dict) -> list:
+    """The weighted ops (Conv, Linear) that no other weighted op precedes: the model's first layer(s)."""
+    after, first = set(), []
+    for node, op in ops.items():
+        upstream = any(src in after for src in op.sources)
+        if op.kind == "weighted" and not upstream:
+            first.append(node)
+        if op.kind == "weighted" or upstream:
+            after.add(node)
+    return first
 
 
 class LRP(Explainer):
-    """Layer-wise relevance propagation (Bach et al. 2015; Montavon et al. 2019) for chains of modules.
+    """Layer-wise relevance propagation (Bach et al. 2015; Montavon et al. 2019) on any traceable model.
 
-    The relevance starts as the target logit (one-hot times the output) and is propagated back, module by
-    module, to the input; the result has ``x``'s shape. Rules per ``composite`` (``Conv2d``/``Linear`` are the
-    weighted layers):
+    The model's forward is traced with ``torch.fx`` (:mod:`veneer.explain.graph`), so residual connections,
+    functional activations, pooling and reshapes, concatenation and splits are followed. The relevance starts
+    as the target logit (one-hot times the output) and is propagated back, node by node, to the input; the
+    result has ``x``'s shape. Rules per ``composite`` for the weighted layers (Conv1d/2d/3d, Linear):
 
     ======================= ====================== ======= ====================
-    composite               Conv2d                 Linear  first Conv2d/Linear
+    composite               Conv                   Linear  first Conv/Linear
     ======================= ====================== ======= ====================
     ``"epsilon"``           Epsilon                Epsilon (as the others)
     ``"epsilon_plus"``      ZPlus                  Epsilon (as the others)
@@ -184,14 +178,19 @@ class LRP(Explainer):
 
     With ``low`` and ``high`` (floats or tensors broadcastable to ``x``, the input's bounds) the first weighted
     layer uses ZBox (z^beta) in any composite except ``"epsilon_plus_flat"`` (an error); that layer must
-    receive ``x`` itself, up to Flatten/Identity/Dropout. In every composite MaxPool2d is winner-take-all,
-    AvgPool2d, AdaptiveAvgPool2d and BatchNorm2d (eval) are Epsilon (element-wise affine maps, as Captum),
-    ReLU, Softplus, Dropout, Flatten and Identity pass relevance through. ``epsilon`` is Epsilon's stabiliser
-    (other rules use 1e-9 only against 0/0); ``alpha - beta = 1`` with ``beta >= 0`` is enforced.
+    receive ``x`` itself, up to flatten/view/reshape/Identity/Dropout. In every composite: max pooling is
+    winner-take-all; batch norm (eval, its own element-wise affine rule as in Captum, not folded), average
+    pooling, ``mean``/``sum``, sums of tensors (residual connections) and scaling by constants use the z-rule
+    with ``epsilon`` (Epsilon), so a sum's relevance is split in proportion to each summand's contribution;
+    ReLU, Softplus, Sigmoid, Tanh pass relevance through; reshapes, permutations, ``cat``, ``chunk``/``split``,
+    indexing, Dropout and Identity move it with the entries. ``epsilon`` is Epsilon's stabiliser (other rules
+    use 1e-9 only against 0/0); ``alpha - beta = 1`` with ``beta >= 0`` is enforced.
 
-    Compared with Captum's LRP: Epsilon and (on non-negative inputs with non-negative conv biases) ZPlus give
-    the same relevance; max-pooling differs by Captum's stabiliser only. With ``create_graph=True`` the result
-    is exactly differentiable with respect to the parameters and ``x``.
+    Compared with Captum's LRP: on chains, Epsilon and (on non-negative inputs with non-negative conv biases)
+    ZPlus give the same relevance; max-pooling differs by Captum's stabiliser only. Captum passes relevance
+    through a functional ``+`` unsplit (each summand gets all of it), so it is not conservative on residual
+    networks; here the sum is split. With ``create_graph=True`` the result is exactly differentiable with
+    respect to the parameters and ``x``.
     """
 
     name = "lrp"
@@ -215,8 +214,8 @@ class LRP(Explainer):
         self.composite, self.epsilon, self.alpha, self.beta, self.low, self.high = (
             composite, epsilon, alpha, beta, low, high)
 
-    def rules(self, steps: tuple[Step, ...], x: torch.Tensor) -> list[Rule]:
-        """The rule of each step (forward order) under this composite."""
+    def weighted_rules(self, rec: Record, ops: dict) -> dict:
+        """The rule of each weighted op (Conv, Linear) under this composite, by node."""
         epsilon = Epsilon(self.epsilon)
         if self.composite == "epsilon":
             conv_rule = epsilon
@@ -224,20 +223,26 @@ class LRP(Explainer):
             conv_rule = AlphaBeta(self.alpha, self.beta)
         else:
             conv_rule = ZPlus()
-        table = {nn.Conv2d: conv_rule, nn.Linear: epsilon, nn.MaxPool2d: WinnerTakesAll(),
-                 **{cls: epsilon for cls in EPSILON_ONLY}, **{cls: PassThrough() for cls in PASS_THROUGH}}
-        rules = [lookup(table, step.module) for step in steps]
-        first = next((i for i, step in enumerate(steps) if isinstance(step.module, WEIGHTED)), None)
-        if first is not None and self.low is not None:
-            before = [step for step in steps[:first] if not isinstance(step.module, RESHAPES)]
-            if before:
-                raise ValueError(f"low/high (z^beta) bound x, but the first weighted layer {steps[first].describe()}"
-                                 f" receives the output of {before[-1].describe()}")
-            rules[first] = ZBox(self._bound(self.low, x, steps[first].input),
-                                self._bound(self.high, x, steps[first].input))
-        elif first is not None and self.composite == "epsilon_plus_flat":
-            rules[first] = Flat()
+        rules = {node: conv_rule if isinstance(op.module, CONVOLUTIONS) else epsilon
+                 for node, op in ops.items() if op.kind == "weighted"}
+        for node in first_weighted(ops):
+            if self.low is not None:
+                rules[node] = self._zbox(rec, ops, node)
+            elif self.composite == "epsilon_plus_flat":
+                rules[node] = Flat()
         return rules
+
+    def _zbox(self, rec: Record, ops: dict, node) -> "ZBox":
+        if len(rec.inputs) != 1:
+            raise ValueError("low/high (z^beta) bound a single input; the model takes several")
+        source = ops[node].sources[0]
+        while source in ops and _is_reshape(ops[source]):
+            source = ops[source].sources[0]
+        if source is not rec.inputs[0]:
+            raise ValueError(f"low/high (z^beta) bound x, but the first weighted layer {describe(node, self.model)} "
+                             f"receives the output of {describe(source, self.model)}")
+        x, layer_input = rec.values[rec.inputs[0]], ops[node].inputs[0]
+        return ZBox(self._bound(self.low, x, layer_input), self._bound(self.high, x, layer_input))
 
     @staticmethod
     def _bound(value, x: torch.Tensor, layer_input: torch.Tensor) -> torch.Tensor:
@@ -250,8 +255,19 @@ class LRP(Explainer):
         return value.reshape(layer_input.shape)
 
     def attribute(self, x, target, create_graph):
-        trace = trace_chain(self.model, x, "LRP", SUPPORTED)
-        rules = self.rules(trace.steps, x)
-        relevance = one_hot_like(trace.output, target) * trace.output
-        relevance = sweep([partial(rule, step) for rule, step in zip(rules, trace.steps)], relevance)
+        rec = record(self.model, trace_graph(self.model, "LRP"), (x,))
+        ops = live_ops(self.model, rec, "LRP")
+        weighted = self.weighted_rules(rec, ops)
+
+        def rule(op: Op, relevance):
+            if op.kind == "weighted":
+                return (weighted[op.node](op.step(), relevance),)
+            if op.kind == "affine":
+                return z_rule(op, relevance, self.epsilon)
+            if op.kind == "pointwise":
+                return (relevance,)
+            return transpose(op, relevance)  # route; maxpool: winner takes all
+
+        with differentiable(create_graph):
+            (relevance,) = sweep(rec, ops, one_hot_like(rec.output, target) * rec.output, rule)
         return relevance if create_graph else relevance.detach()

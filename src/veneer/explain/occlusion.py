@@ -6,7 +6,14 @@ padding, element-wise activations, eval-mode batch norm and dropout) are therefo
 changed region of each occluded image, pasted into the clean activations, and the rest of the network runs
 on whole maps (incremental inference, Nakandala et al., "Incremental and Approximate Inference for Faster
 Occlusion-based Deep CNN Explanations", SIGMOD 2019, Sec. 3). The result is that of occluding whole images,
-up to float rounding; a model that is not such a chain is evaluated on whole occluded images.
+up to float rounding.
+
+Any model ``torch.fx`` traces is accepted: the leading *chain* of module calls of its graph (each taking the
+previous one's output as its only argument, used by nothing else: a ResNet's stem, a whole ``nn.Sequential``)
+is the part where the changed regions can be propagated; from the first module that is not local (or the
+first branching, e.g. a residual block) the rest of the graph runs on whole maps. A model that cannot be
+traced, or whose graph does not start with a local module, is evaluated on whole occluded images (as
+``incremental=False``); :attr:`Occlusion.last_incremental` says which path the last call took.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from torch import nn
 
 from veneer.checks import check_positive
 from veneer.explain.base import Explainer, target_logits
-from veneer.explain.chain import Step, trace_chain
+from veneer.explain.graph import GraphError, Record, Step, module_prefix, record, run_from, trace_graph
 
 # modules that map each spatial position on its own (in eval mode)
 POINTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Softplus, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid,
@@ -124,7 +131,7 @@ def _sliding_geometry(module: nn.Module):
 
 def local_prefix(steps: tuple[Step, ...], window: tuple[int, int]) -> tuple[list, int]:
     """The leading layers to evaluate on changed regions only (pointwise modules and :class:`SlidingLayer`),
-    and the index of the first step that runs on whole maps."""
+    and the index of the first step that runs on whole maps (``len(steps)`` if none does)."""
     layers, size = [], window
     for index, step in enumerate(steps):
         if isinstance(step.module, POINTWISE):
@@ -142,8 +149,16 @@ def local_prefix(steps: tuple[Step, ...], window: tuple[int, int]) -> tuple[list
         (_, _, pad_h, _), (_, _, pad_w, _) = geometry
         padded = F.pad(step.input, (pad_w, pad_w, pad_h, pad_h))
         layers.append(SlidingLayer(geometry, run, padded, size, out_size))
-    raise ValueError(f"Occlusion needs a model that returns (B, classes) logits; this one returns shape "
-                     f"{tuple(steps[-1].output.shape)}")
+    return layers, len(steps)
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """The clean run of a traced model (``record``) and its leading chain of module calls as ``steps``."""
+
+    record: Record
+    nodes: list
+    steps: tuple[Step, ...]
 
 
 class Occlusion(Explainer):
@@ -152,13 +167,16 @@ class Occlusion(Explainer):
     Windows of size ``window`` slide with ``stride`` over (H, W) and cover all channels (as Captum, a last
     window cut at the border is added where the stride does not tile the image). ``batch_size`` bounds
     the number of occluded images per forward pass; many windows of the whole batch share one pass.
-    ``incremental=True`` evaluates the leading convolutional layers of a chain model only where an occlusion
-    changes them (see the module docstring); ``False`` runs every occluded image through the whole model.
+    ``incremental=True`` evaluates the leading convolutional layers of the traced model only where an
+    occlusion changes them (see the module docstring; a model without such layers falls back to whole
+    images, and ``last_incremental`` records which path ran); ``False`` runs every occluded image through
+    the whole model.
     A finite-difference method: not differentiable through ``create_graph``.
     """
 
     name = "occlusion"
     differentiable = False
+    accepts_several_inputs = False
 
     def __init__(self, model, window=(5, 5), stride=1, baseline: float = 0.0, batch_size: int = 256,
                  incremental: bool = True):
@@ -192,29 +210,24 @@ class Occlusion(Explainer):
             raise ValueError(f"x must be an image batch (B, C, H, W) for Occlusion, got shape {tuple(x.shape)}")
         batch, (height, width) = len(x), x.shape[2:]
         masks = self.masks(height, width, x.device).to(x.dtype)  # (P, H, W)
-        steps = self._chain(x) if self.incremental else None
-        if steps is None:
+        prefix = self._prefix(x) if self.incremental else None
+        self.last_incremental = prefix is not None
+        if prefix is None:
             clean = target_logits(self.model, x, target)
         else:
-            clean = steps[-1].output.gather(1, target[:, None]).squeeze(1)
-            layers, switch = local_prefix(steps, self.window)
+            clean = prefix.record.output.gather(1, target[:, None]).squeeze(1)
+            layers, switch = local_prefix(prefix.steps, self.window)
             rows, cols = self.positions(height, width, x.device)
             rows, cols = rows.repeat_interleave(len(cols)).tolist(), cols.repeat(len(rows)).tolist()  # row-major
         per_pass = max(1, self.batch_size // batch)
         drops = []
         for start in range(0, len(masks), per_pass):
             chunk = slice(start, start + per_pass)
-            if steps is None:
+            if prefix is None:
                 m = masks[chunk, None, None]  # (p, 1, 1, H, W)
                 logits = self.model((x[None] * (1 - m) + self.baseline * m).flatten(0, 1))
             else:
-                region = self._occluded_region(x, rows[chunk], cols[chunk])
-                for layer in layers:
-                    region = layer(region) if isinstance(layer, SlidingLayer) else \
-                        Region(layer(region.values), region.top, region.left)
-                logits = _paste_whole(steps[switch].input, region)
-                for step in steps[switch:]:
-                    logits = step.module(logits)
+                logits = self._incremental(prefix, layers, switch, self._occluded_region(x, rows[chunk], cols[chunk]))
             drops.append(clean[None] - logits.gather(1, target.repeat(len(logits) // batch)[:, None]).view(-1, batch))
         drop = torch.cat(drops)  # (P, B)
         total = drop.T @ masks.flatten(1)  # (B, H*W)
@@ -222,13 +235,34 @@ class Occlusion(Explainer):
         attr = torch.where(counts > 0, total / counts.clamp_min(1), torch.zeros_like(total))
         return attr.view(batch, 1, height, width).expand_as(x).contiguous()
 
-    def _chain(self, x) -> tuple[Step, ...] | None:
-        """The clean forward pass as a chain of steps, else None (then whole occluded images are evaluated)."""
+    def _prefix(self, x) -> Prefix | None:
+        """The clean forward pass of the traced model with its leading chain of modules, or None (whole
+        occluded images are then evaluated) when it cannot be traced or starts with no local module."""
         try:
-            steps = trace_chain(self.model, x, "Occlusion", supported=(nn.Module,)).steps
-        except ValueError:
+            rec = record(self.model, trace_graph(self.model, "Occlusion"), (x,), grad=False)
+        except (GraphError, TypeError, RuntimeError):
             return None
-        return tuple(Step(s.name, s.module, s.input.detach(), s.output.detach()) for s in steps)
+        if rec.output.ndim != 2:
+            raise ValueError(f"Occlusion needs a model that returns (B, classes) logits; this one returns shape "
+                             f"{tuple(rec.output.shape)}")
+        chain = module_prefix(self.model, rec)
+        previous = [rec.inputs[0]] + [node for node, _ in chain[:-1]]
+        steps = tuple(Step(node.target, module, rec.values[before].detach(), rec.values[node].detach())
+                      for (node, module), before in zip(chain, previous))
+        if not steps or not local_prefix(steps, self.window)[0]:
+            return None
+        return Prefix(rec, [rec.inputs[0]] + [node for node, _ in chain], steps)
+
+    def _incremental(self, prefix: Prefix, layers: list, switch: int, region: Region) -> torch.Tensor:
+        """Logits of the occluded images: ``region`` through the local ``layers``, pasted into the clean map,
+        the remaining chain modules on whole maps, then the rest of the graph."""
+        for layer in layers:
+            region = layer(region) if isinstance(layer, SlidingLayer) else \
+                Region(layer(region.values), region.top, region.left)
+        maps = _paste_whole(prefix.record.values[prefix.nodes[switch]].detach(), region)
+        for step in prefix.steps[switch:]:
+            maps = step.module(maps)
+        return run_from(self.model, prefix.record, prefix.nodes[-1], maps)
 
     def _occluded_region(self, x, rows: list[int], cols: list[int]) -> Region:
         """The (wh, ww) crops of ``x`` around the windows at ``rows``, ``cols``, occluded."""

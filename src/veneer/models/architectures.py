@@ -1,5 +1,5 @@
-"""Reference architectures. All are ``nn.Sequential`` chains of named modules, so every explainer
-(LRP and DeepLift included) and every layer-name based tool applies to them."""
+"""Reference architectures: ``nn.Sequential`` chains of named modules, and residual networks (:class:`ResNet`).
+Every explainer (LRP and DeepLift through the traced graph) and every layer-name based tool applies to them."""
 
 from __future__ import annotations
 
@@ -75,3 +75,68 @@ def tabular_mlp(in_features: int, hidden: tuple[int, ...] = (64, 32), num_classe
 def digits_mlp(activation: str = "relu") -> nn.Sequential:
     """MLP for the 8x8 scikit-learn digits, taking (B, 1, 8, 8) images."""
     return nn.Sequential(nn.Flatten(), *tabular_mlp(64, (64, 32), 10, activation))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block (He et al. 2016, Fig. 2 and Sec. 3.3 option B): two 3x3 convolutions with batch norm,
+    ``act(bn2(conv2(act(bn1(conv1(x))))) + shortcut(x))``; the shortcut is a 1x1 convolution with batch norm
+    where the shape changes, else the identity. Each activation is its own module (no module is called twice),
+    so Softplus surrogates and layer-name tools see every one."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, activation: str = "relu"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.act1 = make_activation(activation)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                                          nn.BatchNorm2d(out_channels))
+        self.act2 = make_activation(activation)
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
+        return self.act2(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """A CIFAR-style ResNet (He et al. 2016, Sec. 4.2): a 3x3 stem, three stages of basic blocks with
+    ``width``, ``2 width``, ``4 width`` channels (strides 1, 2, 2), global average pooling and a linear layer.
+    Not a chain: LRP and DeepLift follow its residual sums through the traced graph."""
+
+    def __init__(self, blocks: tuple[int, int, int] = (1, 1, 1), width: int = 16, num_classes: int = 10,
+                 in_channels: int = 1, activation: str = "relu"):
+        super().__init__()
+        if len(blocks) != 3 or not all(isinstance(b, int) and b >= 1 for b in blocks):
+            raise ValueError(f"blocks must be three ints >= 1 (blocks per stage), got {blocks!r}")
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                                  make_activation(activation))
+        stages, channels = [], width
+        for stage, count in enumerate(blocks):
+            out = width * 2 ** stage
+            stages.append(nn.Sequential(*[BasicBlock(channels if i == 0 else out, out,
+                                                     2 if stage > 0 and i == 0 else 1, activation)
+                                          for i in range(count)]))
+            channels = out
+        self.layer1, self.layer2, self.layer3 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x):
+        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        return self.fc(self.pool(x).flatten(1))
+
+
+def mnist_resnet(activation: str = "relu", width: int = 16, blocks: tuple[int, int, int] = (1, 1, 1),
+                 num_classes: int = 10) -> ResNet:
+    """ResNet-8 for 1x28x28 inputs (stem + 3 blocks x 2 convs + linear; He et al. 2016's CIFAR family with
+    n = 1); ``blocks=(3, 3, 3)`` gives ResNet-20."""
+    return ResNet(blocks, width, num_classes, 1, activation)
+
+
+def cifar_resnet(activation: str = "relu", width: int = 16, blocks: tuple[int, int, int] = (3, 3, 3),
+                 num_classes: int = 10) -> ResNet:
+    """ResNet-20 for 3x32x32 inputs (He et al. 2016, Sec. 4.2, n = 3)."""
+    return ResNet(blocks, width, num_classes, 3, activation)

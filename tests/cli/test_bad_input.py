@@ -73,6 +73,8 @@ CLI_ERRORS = [
     (["explain", "--n", "2", "--weights", "{d}/garbage.safetensors"], "garbage.safetensors"),
     (["explain", "--n", "2", "--weights", "{d}/nan.safetensors"], "NaN or infinite values in '0.weight'"),
     (["explain", "--n", "2", "--model", "{d}/scripted.pt", "--methods", "gradcam"], "TorchScript model"),
+    (["explain", "--n", "2", "--model", "{d}/scripted.pt", "--methods", "lrp"],
+     "TorchScript model, and LRP traces the model's forward with torch.fx"),
     (["explain", "--model", "adult-mlp", "--data", "adult", "--n", "4", "--methods", "gradcam"],
      "gradcam: the model has no Conv2d layer"),
     (["explain", "--n", "0"], "--n must be >= 1"),

@@ -45,6 +45,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from veneer.checks import check_not_torchscript
+
 
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 WEIGHTED_MODULES = CONVOLUTIONS + (nn.Linear,)
@@ -167,6 +169,7 @@ def _defaults_after(model: nn.Module, given: int) -> dict[str, object]:
 def trace_graph(model: nn.Module, method: str, given: int = 1) -> fx.Graph:
     """The ``torch.fx`` graph of ``model.forward`` called with ``given`` positional arguments (cached per model
     and ``given``); ``GraphError`` if it cannot be traced."""
+    check_not_torchscript(model, f"{method} traces the model's forward with torch.fx")
     graphs = _GRAPHS.setdefault(model, {})
     graph = graphs.get(given)
     if graph is None:

@@ -7,7 +7,7 @@ import argparse
 import torch
 
 from veneer.data import DATASETS, LabeledData, load_dataset
-from veneer.explain import METHODS, Explainer, make_explainer
+from veneer.explain import BACKGROUND_METHODS, METHODS, Explainer, make_explainer
 from veneer.models import RECIPES, resolve_model
 
 
@@ -52,8 +52,10 @@ def default_layer(model: torch.nn.Module) -> str:
     return names[-1]
 
 
-def build_explainers(model: torch.nn.Module, names: list[str], ig_steps: int = 32) -> dict[str, Explainer]:
-    """Explainers by CLI name with the defaults used in reports (Grad-CAM on the last conv layer)."""
+def build_explainers(model: torch.nn.Module, names: list[str], ig_steps: int = 32,
+                     background: LabeledData | None = None) -> dict[str, Explainer]:
+    """Explainers by CLI name with the defaults used in reports (Grad-CAM on the last conv layer; LIME and
+    KernelSHAP with ``background``, the training split)."""
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise SystemExit(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
@@ -63,5 +65,9 @@ def build_explainers(model: torch.nn.Module, names: list[str], ig_steps: int = 3
         kwargs = dict(options.get(name, {}))
         if name == "gradcam":
             kwargs["layer"] = default_layer(model)
+        if name in BACKGROUND_METHODS:
+            if background is None:
+                raise SystemExit(f"method {name} needs background data (the training split)")
+            kwargs["background"] = background
         built[name] = make_explainer(name, model, **kwargs)
     return built

@@ -7,7 +7,7 @@ import argparse
 from veneer.cli import attack, manipulate, neurons
 from veneer.cli.explain import explain_inputs
 from veneer.data import mnist
-from veneer.explain import METHODS
+from veneer.explain import BACKGROUND_METHODS, METHODS
 from veneer.models import accuracy, pretrained
 from veneer.runs import RunDir, seed_everything
 
@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     model, test = pretrained("mnist-cnn"), mnist("test")
     metrics = {"model": "mnist-cnn", "test_accuracy": accuracy(model, test.x, test.y)}
     print(f"MNIST CNN test accuracy: {metrics['test_accuracy']:.4f}")
-    metrics["explanations"] = explain_inputs(model, test.subset(slice(0, 8)), list(METHODS), run_dir)
+    metrics["explanations"] = explain_inputs(model, test.subset(slice(0, 8)), [m for m in METHODS if m not in BACKGROUND_METHODS],
+                                              run_dir)
     print("input-level attacks: short sweep (Ghorbani Fig. 3) ...")
     metrics["attacks"] = attack.demo(run_dir.path / "attacks")
     print("model-level manipulation: short center-of-mass fine-tune ...")

@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 from veneer.cli.common import add_data_args, add_model_args, add_run_args, build_explainers, load_data, load_model
-from veneer.explain import METHODS, heatmap
+from veneer.data import load_dataset
+from veneer.explain import BACKGROUND_METHODS, METHODS, heatmap
 from veneer.models import accuracy
 from veneer.report import explanation_grid
 from veneer.runs import RunDir, seed_everything
@@ -19,15 +20,18 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("explain", help="explain inputs with every chosen method")
     add_model_args(parser)
     add_data_args(parser, n=8)
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated method names")
+    parser.add_argument("--methods", default=",".join(m for m in METHODS if m not in BACKGROUND_METHODS),
+                        help=f"comma-separated method names ({', '.join(BACKGROUND_METHODS)}: tabular data, "
+                             "with the training split as background)")
     add_run_args(parser, "runs/explain")
     parser.set_defaults(run=run)
 
 
-def explain_inputs(model, data, methods: list[str], run_dir: RunDir) -> dict:
-    """Explain ``data`` with each method; write explanations.png and attributions.safetensors; return metrics."""
+def explain_inputs(model, data, methods: list[str], run_dir: RunDir, background=None) -> dict:
+    """Explain ``data`` with each method (``background``: training data for LIME and KernelSHAP); write
+    explanations.png and attributions.safetensors; return metrics."""
     x, y = data.x, data.y
-    explainers = build_explainers(model, methods)
+    explainers = build_explainers(model, methods, background=background)
     attributions, seconds = {}, {}
     for name, explainer in explainers.items():
         start = time.perf_counter()
@@ -46,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     run_dir = RunDir(args.out, {k: v for k, v in vars(args).items() if k != "run"}, args.seed)
     seed_everything(args.seed)
     model, data = load_model(args), load_data(args)
-    metrics = explain_inputs(model, data, [m for m in args.methods.split(",") if m], run_dir)
+    methods = [m for m in args.methods.split(",") if m]
+    background = load_dataset(args.data, "train") if set(methods) & set(BACKGROUND_METHODS) else None
+    metrics = explain_inputs(model, data, methods, run_dir, background)
     run_dir.write_metrics(metrics)
     print(f"wrote {run_dir.file('explanations.png')} and {run_dir.file('metrics.json')}")
     return 0

@@ -6,6 +6,8 @@ from veneer.explain.gradcam import GradCAM
 from veneer.explain.gradient import Gradient, GradientXInput, IntegratedGradients, SmoothGrad
 from veneer.explain.heatmap import heatmap
 from veneer.explain.lrp import LRP
+from veneer.explain.model_agnostic import KernelShap, Lime
+from veneer.explain.multi import MultiExplainer
 from veneer.explain.occlusion import Occlusion
 
 METHODS: dict[str, type[Explainer]] = {
@@ -17,7 +19,12 @@ METHODS: dict[str, type[Explainer]] = {
     "occlusion": Occlusion,
     "lrp": LRP,
     "deeplift": DeepLift,
+    "lime": Lime,
+    "kernel-shap": KernelShap,
 }
+
+# methods that need background (training) data, ``make_explainer(name, model, background=...)``; tabular only
+BACKGROUND_METHODS = ("lime", "kernel-shap")
 
 
 def make_explainer(name: str, model, **options) -> Explainer:
@@ -28,4 +35,5 @@ def make_explainer(name: str, model, **options) -> Explainer:
 
 
 __all__ = ["Explainer", "Gradient", "GradientXInput", "IntegratedGradients", "SmoothGrad", "GradCAM",
-           "Occlusion", "LRP", "DeepLift", "heatmap", "METHODS", "make_explainer"]
+           "Occlusion", "LRP", "DeepLift", "heatmap", "METHODS", "make_explainer",
+           "Lime", "KernelShap", "MultiExplainer", "BACKGROUND_METHODS"]

@@ -84,7 +84,22 @@ def lime_samples(background: object, x: torch.Tensor, num_samples: int = 5000, s
     return torch.from_numpy(inverse[:, 1:]).to(x)
 
 
-class Lime(Explainer):
+class _BackgroundExplainer(Explainer):
+    """Shared by LIME and KernelSHAP: tabular rows with the background's features only."""
+
+    differentiable = False
+    needs_background = True
+    _background: np.ndarray
+
+    def __call__(self, x, target=None, create_graph=False):
+        check_tensor("x", x)
+        if x.ndim != 2 or x.shape[1] != self._background.shape[1]:
+            raise ValueError(f"x must be (B, {self._background.shape[1]}) rows with the background's features, "
+                             f"got shape {tuple(x.shape)}")
+        return super().__call__(x, target, create_graph)
+
+
+class Lime(_BackgroundExplainer):
     """LIME for tabular data (Ribeiro et al. 2016, Eq. 1-3) computed by ``lime.lime_tabular``.
 
     ``background``: the training data whose per-feature mean and standard deviation LIME samples from (a 2-D
@@ -99,8 +114,6 @@ class Lime(Explainer):
     """
 
     name = "lime"
-    differentiable = False
-    needs_background = True
 
     def __init__(self, model: nn.Module, background, num_samples: int = 5000, kernel_width: float | None = None,
                  output: str = "probability", discretize_continuous: bool = False, seed: int = 0,
@@ -117,7 +130,7 @@ class Lime(Explainer):
         self.discretize_continuous, self.seed, self.batch_size = discretize_continuous, seed, batch_size
 
     def attribute(self, x, target, create_graph):
-        rows = _tabular_rows(x, self._background)
+        rows = x.detach().cpu().double().numpy()
         explainer = _lime_explainer(self._background, self.kernel_width, self.discretize_continuous, self.seed)
         chunk = max(1, self.batch_size // self.num_samples)  # rows whose samples go through one forward
         attr = np.zeros(rows.shape)
@@ -194,7 +207,7 @@ def _numpy_seed(seed: int):
         np.random.set_state(state)
 
 
-class KernelShap(Explainer):
+class KernelShap(_BackgroundExplainer):
     """KernelSHAP (Lundberg & Lee 2017, Theorem 2) computed by ``shap.KernelExplainer``.
 
     ``background``: the data whose expectation stands in for a missing feature (a 2-D tensor/array or anything
@@ -207,8 +220,6 @@ class KernelShap(Explainer):
     """
 
     name = "kernel-shap"
-    differentiable = False
-    needs_background = True
 
     def __init__(self, model: nn.Module, background, num_samples: int | None = None,
                  background_size: int | None = 10, output: str = "probability", seed: int = 0,
@@ -229,17 +240,10 @@ class KernelShap(Explainer):
     def attribute(self, x, target, create_graph):
         import shap
 
-        rows = _tabular_rows(x, self._background)
+        rows = x.detach().cpu().double().numpy()
         explainer = shap.KernelExplainer(lambda z: model_output(self.model, z, self.output, self.batch_size),
                                          self._summary)
         with _numpy_seed(self.seed):
             values = explainer.shap_values(rows, nsamples=self.num_samples or "auto", l1_reg=False, silent=True)
         values = torch.from_numpy(np.asarray(values)).to(x)  # (B, F, C)
         return values.gather(2, target.view(-1, 1, 1).expand(-1, values.shape[1], 1).to(x.device)).squeeze(2)
-
-
-def _tabular_rows(x: torch.Tensor, background: np.ndarray) -> np.ndarray:
-    if x.ndim != 2 or x.shape[1] != background.shape[1]:
-        raise ValueError(f"x must be (B, {background.shape[1]}) rows with the background's features, "
-                         f"got shape {tuple(x.shape)}")
-    return x.detach().cpu().double().numpy()

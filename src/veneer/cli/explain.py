@@ -37,8 +37,9 @@ def explain_inputs(model, data, methods: list[str], run_dir: RunDir, background=
         start = time.perf_counter()
         attributions[name] = explainer(x, target=y).detach()
         seconds[name] = time.perf_counter() - start
-    maps = {name: heatmap(a.expand_as(x) if a.shape[1] == 1 else a, reduce="sum") for name, a in attributions.items()}
     if x.ndim == 4:
+        maps = {name: heatmap(a.expand_as(x) if a.shape[1] == 1 else a, reduce="sum")
+                for name, a in attributions.items()}
         explanation_grid(x, maps, run_dir.file("explanations.png"),
                          row_titles=[f"label {data.classes[int(c)]}" for c in y])
     save_file({k: v.contiguous() for k, v in attributions.items()}, str(run_dir.file("attributions.safetensors")))
@@ -54,5 +55,6 @@ def run(args: argparse.Namespace) -> int:
     background = load_dataset(args.data, "train") if set(methods) & set(BACKGROUND_METHODS) else None
     metrics = explain_inputs(model, data, methods, run_dir, background)
     run_dir.write_metrics(metrics)
-    print(f"wrote {run_dir.file('explanations.png')} and {run_dir.file('metrics.json')}")
+    figure = "explanations.png" if data.x.ndim == 4 else "attributions.safetensors"
+    print(f"wrote {run_dir.file(figure)} and {run_dir.file('metrics.json')}")
     return 0

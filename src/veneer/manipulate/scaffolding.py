@@ -201,14 +201,27 @@ def top_k_share(attr: torch.Tensor, columns: list[int], k: int) -> float:
     return torch.isin(top.cpu(), torch.as_tensor(columns, dtype=torch.long)).any(1).double().mean().item()
 
 
+class _Function(nn.Module):
+    """A callable from (N, F) features to logits as a module in eval mode (what explainers take); the callable
+    is kept in a tuple so that a module passed in is not registered (and not switched to eval)."""
+
+    def __init__(self, fn: Callable):
+        super().__init__()
+        self.fn = (fn,)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn[0](x)
+
+
 def explanation_ranks(models: dict[str, Callable], background, x: torch.Tensor, groups: dict[str, list[int]],
                       sensitive: str, methods: tuple[str, ...] = ("lime", "kernel-shap"), target: int = 1,
                       lime_samples: int = 5000, shap_samples: int | None = None, seed: int = 0
                       ) -> list[dict]:
     """Explain ``x`` for class ``target`` with LIME and/or KernelSHAP (:mod:`veneer.explain.model_agnostic`,
-    ``background`` their training data) on every model of ``models`` (name -> module in eval mode); one row
-    per (model, method) with the top-1 and top-3 shares of the ``sensitive`` group, the top-1 share of every
-    other group and the :func:`rank_shares` of every group (``ranks``)."""
+    ``background`` their training data) on every model of ``models`` (name -> module in eval mode, or callable);
+    one row per (model, method) with the top-1 and top-3 shares of the ``sensitive`` group, the top-1 share of
+    every other group and the :func:`rank_shares` of every group (``ranks``)."""
     from veneer.explain.model_agnostic import KernelShap, Lime
 
     build = {"lime": lambda m: Lime(m, background, num_samples=lime_samples, seed=seed),
@@ -221,10 +234,48 @@ def explanation_ranks(models: dict[str, Callable], background, x: torch.Tensor, 
     rows = []
     for name, model in models.items():
         for method in methods:
-            attr = build[method](model)(x, target=target)
+            attr = build[method](model if isinstance(model, nn.Module) else _Function(model))(x, target=target)
             row = {"model": name, "method": method, f"{sensitive} top-1": top_k_share(attr, groups[sensitive], 1),
                    f"{sensitive} top-3": top_k_share(attr, groups[sensitive], 3)}
             row.update({f"{g} top-1": top_k_share(attr, c, 1) for g, c in groups.items() if g != sensitive})
             row["ranks"] = rank_shares(attr, groups)
             rows.append(row)
     return rows
+
+
+EXPLAINED_BY = {"lime": ("lime",), "shap": ("kernel-shap",), "both": ("lime", "kernel-shap")}
+
+
+def slack_case(train: LabeledData, test: LabeledData, column: str, perturbation: str = "lime", innocuous: int = 1,
+               invert: bool = False, biased: Callable | None = None, n: int = 200, seed: int = 0,
+               lime_samples: int = 5000, shap_samples: int | None = None) -> dict:
+    """One setting of Slack et al. 2020, Sec. 4: append ``innocuous`` (1 or 2) random columns to ``train`` and
+    ``test`` (:func:`add_random_features`, seeds ``seed`` and ``seed + 1``); the biased model is ``biased``
+    (any callable on the original columns) or, by default, the rule on ``column`` (:func:`feature_rule`,
+    ``invert``); the innocuous model the rule on the random column(s); scaffold it with ``perturbation``.
+    ``n`` random test rows are explained for class 1 by the explainer(s) the scaffolding targets (LIME for
+    ``"lime"``, KernelSHAP for ``"shap"``, both for ``"both"``) on the biased and the scaffolded model.
+
+    Returns ``{"scaffolding": ScaffoldingResult, "fidelity_test": share of all test rows on which both models
+    predict the same class, "rows": explanation_ranks rows (sensitive group: the one-hot prefix of column)}``.
+    """
+    if innocuous not in (1, 2):
+        raise ValueError(f"innocuous must be 1 or 2 (random features of the innocuous model), got {innocuous!r}")
+    features = train.x.shape[1]
+    train, test = add_random_features(train, innocuous, seed), add_random_features(test, innocuous, seed + 1)
+    if biased is None:
+        biased = feature_rule(train, [column], invert=invert)
+    else:
+        model = biased
+        biased = lambda x: model(x[:, :features])  # noqa: E731 - the given model sees its own columns only
+    randoms = [f"random_{i + 1}" for i in range(innocuous)]
+    result = Scaffolding(biased, feature_rule(train, randoms), perturbation, seed=seed)(train)
+    with torch.no_grad():
+        fidelity = (result.model(test.x).argmax(1) == biased(test.x).argmax(1)).double().mean().item()
+    sensitive = column.split("=", 1)[0]
+    groups = {sensitive: train.features([sensitive]), **{r: train.features([r]) for r in randoms}}
+    x = test.x[torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n]]
+    rows = explanation_ranks({"biased": biased, f"scaffold, {innocuous} feature{'s' * (innocuous > 1)}": result.model},
+                             train, x, groups, sensitive, EXPLAINED_BY[perturbation], lime_samples=lime_samples,
+                             shap_samples=shap_samples, seed=seed)
+    return {"scaffolding": result, "fidelity_test": fidelity, "rows": rows}

@@ -23,7 +23,7 @@ from torch import nn
 
 from veneer.checks import check_positive, check_tensor
 from veneer.data import LabeledData
-from veneer.explain.model_agnostic import lime_samples, shap_samples
+from veneer.explain.model_agnostic import KernelShap, Lime, lime_samples, shap_samples
 
 PERTURBATIONS = ("lime", "shap", "both")
 
@@ -222,8 +222,6 @@ def explanation_ranks(models: dict[str, Callable], background, x: torch.Tensor, 
     ``background`` their training data) on every model of ``models`` (name -> module in eval mode, or callable);
     one row per (model, method) with the top-1 and top-3 shares of the ``sensitive`` group, the top-1 share of
     every other group and the :func:`rank_shares` of every group (``ranks``)."""
-    from veneer.explain.model_agnostic import KernelShap, Lime
-
     build = {"lime": lambda m: Lime(m, background, num_samples=lime_samples, seed=seed),
              "kernel-shap": lambda m: KernelShap(m, background, num_samples=shap_samples, seed=seed)}
     unknown = [m for m in methods if m not in build]

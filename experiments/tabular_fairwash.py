@@ -14,7 +14,6 @@ test rows, background: the training split). Writes metrics.json, summary.md and 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 
@@ -27,7 +26,7 @@ from veneer.manipulate import FeatureSuppress, evaluate, manipulate
 from veneer.manipulate.evaluate import fairness_measures
 from veneer.models import pretrained, tabular_mlp, train
 from veneer.report.tabular import share_chart
-from veneer.runs import RunDir
+from tabular_slack import common_parser, run_datasets  # noqa: E402 - experiments/ is on sys.path when run as a script
 
 # data set -> (loader, hidden feature group, protected attribute for DDI/DEO, MLP training epochs (None: the
 # bundled adult-mlp), training rows used by the manipulation (None: all), manipulation epochs)
@@ -104,26 +103,12 @@ def _md(name: str, r: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", default=",".join(CASES))
+    parser = common_parser(__doc__, list(CASES), "runs/tabular_fairwash", 100)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--epochs", type=int, default=None, help="manipulation epochs (default: per data set)")
-    parser.add_argument("--n", type=int, default=100, help="test rows explained by LIME and KernelSHAP")
-    parser.add_argument("--out", default="runs/tabular_fairwash")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    run = RunDir(args.out, vars(args), args.seed)
-    metrics, summary = {}, []
-    for name in args.datasets.split(","):
-        metrics[name] = run_case(name, args)
-        summary.append(_md(name, metrics[name]))
-        share_chart(metrics[name]["shares"], run.file(f"share_{name}.png"),
-                    f"{name}: share of |attribution| on {CASES[name][1]}")
-        run.write_metrics(metrics)
-        run.file("summary.md").write_text("\n".join(summary))
-        print(summary[-1], flush=True)
+    run_datasets(parser.parse_args(), run_case, _md, lambda name, result, run: share_chart(
+        result["shares"], run.file(f"share_{name}.png"), f"{name}: share of |attribution| on {CASES[name][1]}"))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ CASES = {
 }
 
 
-def run_case(name: str, n: int, seed: int) -> tuple[list[dict], dict]:
+def run_case(name: str, args) -> dict:
+    n, seed = args.n, args.seed
     loader, column, invert = CASES[name]
     train, test = loader("train"), loader("test")
     rows, scaffolds = [], {}
@@ -46,10 +47,11 @@ def run_case(name: str, n: int, seed: int) -> tuple[list[dict], dict]:
                 "fidelity_test": case["fidelity_test"], "seconds": time.perf_counter() - start}
             rows += case["rows"] if innocuous == 1 else case["rows"][1:]  # the biased rows once
             print(f"{name} {perturbation} {innocuous}: {time.perf_counter() - start:.0f} s", flush=True)
-    return rows, scaffolds
+    return {"rows": rows, "scaffolds": scaffolds}
 
 
-def _md(name: str, rows: list[dict], scaffolds: dict) -> str:
+def _md(name: str, result: dict) -> str:
+    rows, scaffolds = result["rows"], result["scaffolds"]
     sensitive = CASES[name][1].split("=")[0]
     lines = [f"### {name} (sensitive: {sensitive})", "",
              f"| method | model | {sensitive} top-1 | {sensitive} top-3 | random_1 top-1 | random_2 top-1 |",
@@ -65,24 +67,35 @@ def _md(name: str, rows: list[dict], scaffolds: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", default=",".join(CASES))
-    parser.add_argument("--n", type=int, default=200, help="test rows explained per data set")
-    parser.add_argument("--out", default="runs/tabular_slack")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+def run_datasets(args, run_case, markdown, chart) -> None:
+    """For each data set of ``args.datasets``: ``run_case(name, args)``, then its markdown and chart; metrics.json
+    and summary.md in the run directory ``args.out`` are rewritten after every data set."""
     torch.set_num_threads(1)
     run = RunDir(args.out, vars(args), args.seed)
     metrics, summary = {}, []
     for name in args.datasets.split(","):
-        rows, scaffolds = run_case(name, args.n, args.seed)
-        metrics[name] = {"rows": rows, "scaffolds": scaffolds}
-        summary.append(_md(name, rows, scaffolds))
-        rank_chart(rows, run.file(f"rank_{name}.png"), f"{name}: features at ranks 1-3 (Slack et al. Fig. 2)")
+        metrics[name] = run_case(name, args)
+        summary.append(markdown(name, metrics[name]))
+        chart(name, metrics[name], run)
         run.write_metrics(metrics)
         run.file("summary.md").write_text("\n".join(summary))
         print(summary[-1], flush=True)
+
+
+def common_parser(doc: str, datasets: list[str], out: str, n: int) -> argparse.ArgumentParser:
+    """--datasets, --n (test rows explained by LIME / KernelSHAP), --out, --seed."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--datasets", default=",".join(datasets))
+    parser.add_argument("--n", type=int, default=n, help="test rows explained by LIME and KernelSHAP per data set")
+    parser.add_argument("--out", default=out)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main() -> None:
+    parser = common_parser(__doc__, list(CASES), "runs/tabular_slack", 200)
+    run_datasets(parser.parse_args(), run_case, _md, lambda name, result, run: rank_chart(
+        result["rows"], run.file(f"rank_{name}.png"), f"{name}: features at ranks 1-3 (Slack et al. Fig. 2)"))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ unfairness from multiple explanation methods") on Adult (sex), COMPAS (race) and
     nice python experiments/tabular_fairwash.py [--datasets adult,compas,german] [--out runs/tabular_fairwash]
 
 The model (Adult: the bundled ``adult-mlp``; COMPAS, German: the same MLP (64, 32) trained here) is fine-tuned
-(Adult: on 8000 random training rows; epochs per data set in CASES) with :class:`veneer.manipulate.FeatureSuppress` on the sensitive one-hot group over Gradient, GradientXInput,
-IntegratedGradients (8 steps), SmoothGrad (8 samples) and LRP at once (:class:`veneer.explain.MultiExplainer`:
+(Adult: on 8000 random training rows; epochs per data set in CASES) with :class:`veneer.manipulate.FeatureSuppress`
+on the sensitive one-hot group over Gradient, GradientXInput, IntegratedGradients (8 steps), SmoothGrad (8 samples) and LRP at once (:class:`veneer.explain.MultiExplainer`:
 the mean of the five per-method losses), keep loss "kl", ReLU kept (``softplus_beta=None``). Evaluation on
 the test split: the sensitive share of |attribution| per attacked method (IG with 32 steps, SmoothGrad with 16
 samples), accuracy, DDI/DEO of both models, and the transfer to LIME and KernelSHAP (not attacked; ``--n``
@@ -95,7 +95,8 @@ def _md(name: str, r: dict) -> str:
     for m, s in r["shares"].items():
         attacked_note = "" if m in ("lime", "kernel-shap") else " (attacked)"
         lines.append(f"| {m}{attacked_note} | {s['original']:.4f} | {s['manipulated']:.4f} | {r['fall'][m]:.1%} |")
-    lines += ["", "| attribute | DDI original | DDI manipulated | DEO original | DEO manipulated |", "|---|---|---|---|---|"]
+    lines += ["", "| attribute | DDI original | DDI manipulated | DEO original | DEO manipulated |",
+              "|---|---|---|---|---|"]
     for attribute, f in r["fairness"].items():
         lines.append(f"| {attribute} | {f['ddi_original']:.4f} | {f['ddi_manipulated']:.4f} | "
                      f"{f['deo_original']:.4f} | {f['deo_manipulated']:.4f} |")

@@ -25,8 +25,8 @@ def run(args: argparse.Namespace) -> int:
     model, test = pretrained("mnist-cnn"), mnist("test")
     metrics = {"model": "mnist-cnn", "test_accuracy": accuracy(model, test.x, test.y)}
     print(f"MNIST CNN test accuracy: {metrics['test_accuracy']:.4f}")
-    metrics["explanations"] = explain_inputs(model, test.subset(slice(0, 8)), [m for m in METHODS if m not in BACKGROUND_METHODS],
-                                              run_dir)
+    methods = [m for m in METHODS if m not in BACKGROUND_METHODS]
+    metrics["explanations"] = explain_inputs(model, test.subset(slice(0, 8)), methods, run_dir)
     print("input-level attacks: short sweep (Ghorbani Fig. 3) ...")
     metrics["attacks"] = attack.demo(run_dir.path / "attacks")
     print("model-level manipulation: short center-of-mass fine-tune ...")

@@ -5,8 +5,9 @@ to interpreting model predictions", Theorem 2; package ``shap``).
 Both only query the model: they are not differentiable (``differentiable = False``). Each explains, per row,
 the model's ``output`` for the target class: ``"probability"`` (softmax, what the packages expect and what
 Slack et al. 2020 explain) or ``"logit"``. The model's forward runs batched over perturbation samples: LIME's
-samples of *all* rows go through the model at once (the package's own sampler and its own weighted ridge fit,
-:meth:`lime.lime_base.LimeBase.explain_instance_with_data`, run per row); ``shap.KernelExplainer`` asks for
+samples of all rows go through the model together, ``batch_size`` samples per forward (the package's own
+sampler and its own weighted ridge fit, :meth:`lime.lime_base.LimeBase.explain_instance_with_data`, run per
+row); ``shap.KernelExplainer`` asks for
 one row at a time, so it gets one batched forward per row over all of that row's ``num_samples x background``
 coalition samples.
 
@@ -89,7 +90,14 @@ class _BackgroundExplainer(Explainer):
 
     differentiable = False
     needs_background = True
-    _background: np.ndarray
+
+    def __init__(self, model: nn.Module, background, output: str, seed: int, batch_size: int):
+        super().__init__(model)
+        check_positive("batch_size", batch_size, integer=True)
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        self._background = background_matrix(background)
+        self.output, self.seed, self.batch_size = output, seed, batch_size
 
     def __call__(self, x, target=None, create_graph=False):
         check_tensor("x", x)
@@ -118,16 +126,12 @@ class Lime(_BackgroundExplainer):
     def __init__(self, model: nn.Module, background, num_samples: int = 5000, kernel_width: float | None = None,
                  output: str = "probability", discretize_continuous: bool = False, seed: int = 0,
                  batch_size: int = 65536):
-        super().__init__(model)
+        super().__init__(model, background, output, seed, batch_size)
         check_positive("num_samples", num_samples, integer=True)
         if kernel_width is not None:
             check_positive("kernel_width", kernel_width)
-        check_positive("batch_size", batch_size, integer=True)
-        if output not in OUTPUTS:
-            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
-        self._background = background_matrix(background)
-        self.num_samples, self.kernel_width, self.output = num_samples, kernel_width, output
-        self.discretize_continuous, self.seed, self.batch_size = discretize_continuous, seed, batch_size
+        self.num_samples, self.kernel_width = num_samples, kernel_width
+        self.discretize_continuous = discretize_continuous
 
     def attribute(self, x, target, create_graph):
         rows = x.detach().cpu().double().numpy()
@@ -224,17 +228,12 @@ class KernelShap(_BackgroundExplainer):
     def __init__(self, model: nn.Module, background, num_samples: int | None = None,
                  background_size: int | None = 10, output: str = "probability", seed: int = 0,
                  batch_size: int = 65536):
-        super().__init__(model)
+        super().__init__(model, background, output, seed, batch_size)
         if num_samples is not None:
             check_positive("num_samples", num_samples, integer=True)
         if background_size is not None:
             check_positive("background_size", background_size, integer=True)
-        check_positive("batch_size", batch_size, integer=True)
-        if output not in OUTPUTS:
-            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
-        self._background = background_matrix(background)
-        self.num_samples, self.background_size, self.output = num_samples, background_size, output
-        self.seed, self.batch_size = seed, batch_size
+        self.num_samples, self.background_size = num_samples, background_size
         self._summary = _summary(self._background, background_size)[2]
 
     def attribute(self, x, target, create_graph):

@@ -16,6 +16,7 @@ test rows, background: the training split). Writes metrics.json, summary.md and 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 
 import torch
@@ -75,6 +76,7 @@ def run_case(name: str, args) -> dict:
                              progress=False)
     rows = test_data.subset(torch.randperm(len(test_data), generator=torch.Generator().manual_seed(args.seed))
                             [:args.n])
+    rows = dataclasses.replace(rows, protected={})  # fairness is measured on the whole test split (below)
     agnostic = {"lime": Lime(model, train_data, seed=args.seed), "kernel-shap": KernelShap(model, train_data,
                                                                                            seed=args.seed)}
     transfer = evaluate(model, manipulated, objective, rows, agnostic, noise=0, batch_size=args.n,

@@ -50,6 +50,10 @@ def run_case(name: str, args) -> dict:
     return {"rows": rows, "scaffolds": scaffolds}
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
 def _md(name: str, result: dict) -> str:
     rows, scaffolds = result["rows"], result["scaffolds"]
     sensitive = CASES[name][1].split("=")[0]
@@ -58,7 +62,7 @@ def _md(name: str, result: dict) -> str:
              "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['model']} | {r[f'{sensitive} top-1']:.1%} | {r[f'{sensitive} top-3']:.1%}"
-                     f" | {r['random_1 top-1']:.1%} | {r.get('random_2 top-1', float('nan')):.1%} |")
+                     f" | {r['random_1 top-1']:.1%} | {_percent(r.get('random_2 top-1'))} |")
     lines += ["", "| scaffolding (perturbation, innocuous features) | detector accuracy | fidelity (held-out "
               "train) | fidelity (test) |", "|---|---|---|---|"]
     for key, s in scaffolds.items():

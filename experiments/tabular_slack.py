@@ -37,10 +37,11 @@ def run_case(name: str, args) -> dict:
     loader, column, invert = CASES[name]
     train, test = loader("train"), loader("test")
     rows, scaffolds = [], {}
-    for perturbation in ("lime", "shap"):
+    for perturbation in args.perturbations.split(","):
         for innocuous in (1, 2):
             start = time.perf_counter()
-            case = slack_case(train, test, column, perturbation, innocuous, invert=invert, n=n, seed=seed)
+            case = slack_case(train, test, column, perturbation, innocuous, invert=invert, n=n, seed=seed,
+                              real_recall=args.real_recall)
             result = case["scaffolding"]
             scaffolds[f"{perturbation}, {innocuous} feature(s)"] = {
                 "detector_accuracy": result.detector_accuracy, "fidelity_heldout_train": result.fidelity,
@@ -98,6 +99,8 @@ def common_parser(doc: str, datasets: list[str], out: str, n: int) -> argparse.A
 
 def main() -> None:
     parser = common_parser(__doc__, list(CASES), "runs/tabular_slack", 200)
+    parser.add_argument("--perturbations", default="lime,shap", help="scaffoldings to build (and explainers)")
+    parser.add_argument("--real-recall", type=float, default=0.95, help="Scaffolding real_recall")
     run_datasets(parser.parse_args(), run_case, _md, lambda name, result, run: rank_chart(
         result["rows"], run.file(f"rank_{name}.png"), f"{name}: features at ranks 1-3 (Slack et al. Fig. 2)"))
 

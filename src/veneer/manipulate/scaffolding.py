@@ -246,11 +246,12 @@ EXPLAINED_BY = {"lime": ("lime",), "shap": ("kernel-shap",), "both": ("lime", "k
 
 def slack_case(train: LabeledData, test: LabeledData, column: str, perturbation: str = "lime", innocuous: int = 1,
                invert: bool = False, biased: Callable | None = None, n: int = 200, seed: int = 0,
-               lime_samples: int = 5000, shap_samples: int | None = None) -> dict:
+               lime_samples: int = 5000, shap_samples: int | None = None, real_recall: float = 0.95) -> dict:
     """One setting of Slack et al. 2020, Sec. 4: append ``innocuous`` (1 or 2) random columns to ``train`` and
     ``test`` (:func:`add_random_features`, seeds ``seed`` and ``seed + 1``); the biased model is ``biased``
     (any callable on the original columns) or, by default, the rule on ``column`` (:func:`feature_rule`,
-    ``invert``); the innocuous model the rule on the random column(s); scaffold it with ``perturbation``.
+    ``invert``); the innocuous model the rule on the random column(s); scaffold it with ``perturbation`` (and
+    ``real_recall``, see :class:`Scaffolding`).
     ``n`` random test rows are explained for class 1 by the explainer(s) the scaffolding targets (LIME for
     ``"lime"``, KernelSHAP for ``"shap"``, both for ``"both"``) on the biased and the scaffolded model.
 
@@ -267,7 +268,7 @@ def slack_case(train: LabeledData, test: LabeledData, column: str, perturbation:
         model = biased
         biased = lambda x: model(x[:, :features])  # noqa: E731 - the given model sees its own columns only
     randoms = [f"random_{i + 1}" for i in range(innocuous)]
-    result = Scaffolding(biased, feature_rule(train, randoms), perturbation, seed=seed)(train)
+    result = Scaffolding(biased, feature_rule(train, randoms), perturbation, seed=seed, real_recall=real_recall)(train)
     with torch.no_grad():
         fidelity = (result.model(test.x).argmax(1) == biased(test.x).argmax(1)).double().mean().item()
     sensitive = column.split("=", 1)[0]

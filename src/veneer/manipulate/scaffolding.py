@@ -117,9 +117,9 @@ class Scaffolding:
     chosen at random), holds out ``test_share`` of the rows for the reported figures and as many for
     calibration, trains a ``RandomForestClassifier(n_estimators)`` on the other real rows (1) vs their
     perturbations (0) and returns a :class:`ScaffoldingResult`. A row counts as real when the forest's
-    probability reaches the threshold (at most 0.5) that keeps ``real_recall`` of the calibration rows real:
-    fidelity to ``biased`` on real data comes first, as in Slack et al. (near-real perturbations, e.g. a
-    coalition missing one feature, are otherwise hard to tell from real rows).
+    probability reaches the threshold (at most 0.5) that keeps ``real_recall`` of the calibration rows real (an
+    addition to Alg. 1, which thresholds at 0.5: near-real perturbations, e.g. a KernelSHAP coalition missing one
+    feature, are hard to tell from real rows, and fidelity to ``biased`` on real data comes first).
     Seeded; the models passed in are not changed.
     """
 

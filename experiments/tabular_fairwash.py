@@ -5,12 +5,12 @@ unfairness from multiple explanation methods") on Adult (sex), COMPAS (race) and
 
 The model (Adult: the bundled ``adult-mlp``; COMPAS, German: the same MLP (64, 32) trained here) is fine-tuned
 (Adult: on 8000 random training rows; epochs, alpha and lr per data set in CASES) with
-:class:`veneer.manipulate.FeatureSuppress` on the sensitive one-hot group over Gradient, GradientXInput, IntegratedGradients (8 steps), SmoothGrad
-(8 samples) and LRP at once (:class:`veneer.explain.MultiExplainer`: the mean of the five per-method losses),
-keep loss "kl", ReLU kept (``softplus_beta=None``). Evaluation on
-the test split: the sensitive share of |attribution| per attacked method (IG with 32 steps, SmoothGrad with 16
-samples), accuracy, DDI/DEO of both models, and the transfer to LIME and KernelSHAP (not attacked; ``--n``
-test rows, background: the training split). Writes metrics.json, summary.md and share_<data>.png.
+:class:`veneer.manipulate.FeatureSuppress` on the sensitive one-hot group over Gradient, GradientXInput,
+IntegratedGradients (8 steps), SmoothGrad (8 samples) and LRP at once (:class:`veneer.explain.MultiExplainer`:
+the mean of the five per-method losses), keep loss "kl", ReLU kept (``softplus_beta=None``). Evaluation on the
+test split: the sensitive share of |attribution| per attacked method (IG with 32 steps, SmoothGrad with 16
+samples), accuracy, DDI/DEO of both models, and the transfer to LIME and KernelSHAP (not attacked; ``--n`` test
+rows, background: the training split). Writes metrics.json, summary.md and share_<data>.png.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ import argparse
 
 from veneer.cli.common import (add_data_args, add_model_args, add_run_args, load_data, load_model, open_run,
                                report_run)
-from veneer.explain import METHODS
+from veneer.data import load_dataset
+from veneer.explain import BACKGROUND_METHODS, METHODS
 from veneer.jobs.explain import explain_inputs
 from veneer.runs import seed_everything
 
@@ -16,7 +17,9 @@ def register(subparsers) -> None:
     add_model_args(parser)
     add_data_args(parser, n=8)
     parser.add_argument("--methods", default=None, help=f"comma-separated names from {', '.join(METHODS)} "
-                        "(default: every method that applies to the model and data)")
+                        "(default: every method that applies to the model and data; "
+                        f"{', '.join(BACKGROUND_METHODS)} only when named: tabular data, with the training split "
+                        "as background)")
     add_run_args(parser, "runs/explain")
     parser.set_defaults(run=run)
 
@@ -27,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     data = load_data(args, model=model)
     methods = None if args.methods is None else [m for m in args.methods.split(",") if m]
-    explain_inputs(model, data, methods, run_dir)
+    background = load_dataset(args.data, "train") if set(methods or ()) & set(BACKGROUND_METHODS) else None
+    explain_inputs(model, data, methods, run_dir, background)
     print(f"wrote {run_dir.path}/ (metrics.json, attributions.safetensors, figures)")
     report_run(args, run_dir.path)
     return 0

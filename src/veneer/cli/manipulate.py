@@ -24,11 +24,14 @@ import torch
 
 from veneer.cli.common import (add_budget_args, add_data_args, add_model_args, add_run_args, budget_options,
                                load_data, load_model, open_run, report_run)
+from veneer.data import load_dataset
 from veneer.explain import make_explainers, select_methods
 from veneer.finetune import distributed_context
 from veneer.jobs.manipulate import evaluate_and_save, manipulate_and_save
 from veneer.manipulate import KEEP_LOSSES, OBJECTIVES, PICTURES, Objective, make_objective
+from veneer.manipulate.scaffolding import EXPLAINED_BY, slack_case
 from veneer.models import resolve_model
+from veneer.report.tabular import rank_chart
 from veneer.runs import seed_everything
 
 OBJECTIVE_FLAGS = ("objective", "target", "map", "region", "thickness", "k", "classes", "features")
@@ -72,14 +75,17 @@ def objective_from_args(args: argparse.Namespace) -> Objective:
 
 
 def add_objective_args(parser: argparse.ArgumentParser, default: str | None) -> None:
-    parser.add_argument("--objective", default=default, help=f"one of {', '.join(OBJECTIVES)}")
+    parser.add_argument("--objective", default=default,
+                        help=f"one of {', '.join(OBJECTIVES)}; `veneer manipulate` also takes scaffolding "
+                             "(Slack et al. 2020: hide a biased model from LIME/KernelSHAP)")
     parser.add_argument("--target", default=None, help="com: target point 'row,col' (default 0,0)")
     parser.add_argument("--map", default=None, help=f"target-map: {', '.join(p for p in PICTURES if p != 'border')}")
     parser.add_argument("--region", default=None, help=f"location: {', '.join(PICTURES)} (default border)")
     parser.add_argument("--thickness", type=int, default=None, help="line width of the map/region in pixels")
     parser.add_argument("--k", type=int, default=None, help="topk: number of pixels (default 50)")
     parser.add_argument("--classes", default=None, help="class-swap: 'a,b'")
-    parser.add_argument("--features", default=None, help="feature-suppress: comma-separated names, e.g. sex,race")
+    parser.add_argument("--features", default=None, help="feature-suppress: comma-separated names, e.g. sex,race; "
+                        "scaffolding: the sensitive column, e.g. race=African-American")
 
 
 def register(subparsers) -> None:
@@ -99,6 +105,14 @@ def register(subparsers) -> None:
     parser.add_argument("--softplus-beta", type=float, default=20.0, help="Softplus beta in training; 0: keep ReLU")
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (--resume later)")
+    parser.add_argument("--perturbation", default="lime", choices=sorted(EXPLAINED_BY),
+                        help="scaffolding: whose perturbations the detector learns (lime, shap, both)")
+    parser.add_argument("--innocuous", type=int, default=1, choices=(1, 2),
+                        help="scaffolding: random features of the innocuous model")
+    parser.add_argument("--biased", default="rule", choices=("rule", "model"),
+                        help="scaffolding: the biased model is the rule on --features (Slack et al.) or --model")
+    parser.add_argument("--invert", action="store_true", help="scaffolding rule: class 1 when the column is 0")
+    parser.add_argument("--explain-n", type=int, default=100, help="scaffolding: test rows explained")
     add_budget_args(parser)
     add_run_args(parser, "runs/manipulate", resumable=True)
     parser.set_defaults(run=run_manipulate)
@@ -117,7 +131,36 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run_evaluate)
 
 
+def run_scaffolding(args: argparse.Namespace) -> int:
+    """``--objective scaffolding``: Slack et al. 2020 on a tabular data set (train split: detector, test split:
+    fidelity and explanations); writes metrics.json and ranks.png."""
+    if not args.features or "," in args.features:
+        raise ValueError("--features must name one sensitive column for scaffolding, e.g. race=African-American")
+    run_dir = open_run(args)
+    seed_everything(args.seed)
+    train, test = load_data(args, "train"), load_dataset(args.data, "test")
+    biased = load_model(args) if args.biased == "model" else None
+    case = slack_case(train, test, args.features, args.perturbation, args.innocuous, args.invert, biased,
+                      n=args.explain_n, seed=args.seed)
+    result = case["scaffolding"]
+    metrics = {"detector_accuracy": result.detector_accuracy, "fidelity_heldout_train": result.fidelity,
+               "fidelity_test": case["fidelity_test"], "explanations": case["rows"]}
+    run_dir.write_metrics(metrics)
+    rank_chart(case["rows"], run_dir.file("ranks.png"))
+    sensitive = args.features.split("=")[0]
+    print(f"detector accuracy {result.detector_accuracy:.1%}, fidelity to the biased model on test rows "
+          f"{case['fidelity_test']:.1%}")
+    for row in case["rows"]:
+        print(f"{row['method']:<12s} {row['model']:<22s} {sensitive} top-1 {row[f'{sensitive} top-1']:.1%}, "
+              f"top-3 {row[f'{sensitive} top-3']:.1%}")
+    print(f"wrote {run_dir.file('metrics.json')} and {run_dir.file('ranks.png')}")
+    report_run(args, run_dir.path)
+    return 0
+
+
 def run_manipulate(args: argparse.Namespace) -> int:
+    if args.objective == "scaffolding":
+        return run_scaffolding(args)
     world, rank = distributed_context()
     if world > 1 and torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))

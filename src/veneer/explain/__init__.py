@@ -9,6 +9,8 @@ from veneer.explain.gradient import Gradient, GradientXInput, IntegratedGradient
 from veneer.explain.heatmap import heatmap
 from veneer.explain.influence import Influence, TopInfluence
 from veneer.explain.lrp import LRP
+from veneer.explain.model_agnostic import KernelShap, Lime
+from veneer.explain.multi import MultiExplainer
 from veneer.explain.occlusion import Occlusion
 
 METHODS: dict[str, type[Explainer]] = {
@@ -20,7 +22,12 @@ METHODS: dict[str, type[Explainer]] = {
     "occlusion": Occlusion,
     "lrp": LRP,
     "deeplift": DeepLift,
+    "lime": Lime,
+    "kernel-shap": KernelShap,
 }
+
+# methods that need background (training) data, ``make_explainer(name, model, background=...)``; tabular only
+BACKGROUND_METHODS = ("lime", "kernel-shap")
 
 
 def make_explainer(name: str, model, **options) -> Explainer:
@@ -39,9 +46,9 @@ def last_conv_layer(model) -> str:
     return names[-1]
 
 
-def make_explainers(model, names: list[str], ig_steps: int = 32) -> dict[str, Explainer]:
+def make_explainers(model, names: list[str], ig_steps: int = 32, background=None) -> dict[str, Explainer]:
     """Explainers by name with the defaults used in reports: IG with ``ig_steps``, SmoothGrad seeded, Grad-CAM on
-    the last conv layer."""
+    the last conv layer, LIME and KernelSHAP with ``background`` (training data)."""
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
@@ -51,17 +58,22 @@ def make_explainers(model, names: list[str], ig_steps: int = 32) -> dict[str, Ex
         kwargs = dict(options.get(name, {}))
         if name == "gradcam":
             kwargs["layer"] = last_conv_layer(model)
+        if name in BACKGROUND_METHODS:
+            if background is None:
+                raise ValueError(f"method {name} needs background data (training rows)")
+            kwargs["background"] = background
         built[name] = make_explainer(name, model, **kwargs)
     return built
 
 
-def applicable_methods(model, x: torch.Tensor) -> tuple[list[str], dict[str, str]]:
-    """``(names, reasons)``: the methods of :data:`METHODS` that explain ``model`` on inputs like ``x`` (each is
-    built with the report defaults and run on ``x[:1]``) and, for the others, why not (their error)."""
+def applicable_methods(model, x: torch.Tensor, background=None, names=None) -> tuple[list[str], dict[str, str]]:
+    """``(names, reasons)``: the methods of :data:`METHODS` (or ``names``) that explain ``model`` on inputs like
+    ``x`` (each is built with the report defaults and run on ``x[:1]``; LIME/KernelSHAP with ``background``) and,
+    for the others, why not (their error)."""
     usable, reasons = [], {}
-    for name in METHODS:
+    for name in names or METHODS:
         try:
-            make_explainers(model, [name], ig_steps=2)[name](x[:1])
+            make_explainers(model, [name], ig_steps=2, background=background)[name](x[:1])
             usable.append(name)
         except (ValueError, TypeError, RuntimeError, NotImplementedError) as error:
             reasons[name] = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -69,26 +81,29 @@ def applicable_methods(model, x: torch.Tensor) -> tuple[list[str], dict[str, str
 
 
 def select_methods(model, x: torch.Tensor, requested: list[str] | None = None,
-                   default: tuple[str, ...] | None = None, differentiable: bool = False) -> list[str]:
+                   default: tuple[str, ...] | None = None, differentiable: bool = False,
+                   background=None) -> list[str]:
     """The methods to run on ``model`` for inputs like ``x``: ``requested`` when every one of them applies (else a
     ``ValueError`` that lists why each does not, raised before any work), or, for ``requested=None``, those of
-    ``default`` (default: all of :data:`METHODS`) that apply. ``differentiable`` keeps only methods an attack can
-    back-propagate through."""
-    usable, reasons = applicable_methods(model, x)
+    ``default`` (default: every method of :data:`METHODS` but the model-agnostic ones, which are slow and are
+    run when named) that apply. ``differentiable`` keeps only methods an attack can back-propagate through;
+    ``background`` is the training data LIME and KernelSHAP need."""
+    unknown = [name for name in requested or () if name not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
+    default = default or tuple(m for m in METHODS if m not in BACKGROUND_METHODS)
+    usable, reasons = applicable_methods(model, x, background, requested or default)
     if differentiable:
         for name in usable:
             if not METHODS[name].differentiable:
                 reasons[name] = f"{METHODS[name].__name__} is not differentiable"
         usable = [name for name in usable if name not in reasons]
     if requested is None:
-        chosen = [name for name in (default or tuple(METHODS)) if name in usable]
+        chosen = [name for name in default if name in usable]
         if not chosen:
             raise ValueError("no explanation method applies to this model and data: "
                              + "; ".join(f"{name}: {why}" for name, why in reasons.items()))
         return chosen
-    unknown = [name for name in requested if name not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
     refused = {name: reasons[name] for name in requested if name in reasons}
     if refused:
         raise ValueError("methods that cannot be used on this model and data: "
@@ -98,4 +113,5 @@ def select_methods(model, x: torch.Tensor, requested: list[str] | None = None,
 
 __all__ = ["Explainer", "Gradient", "GradientXInput", "IntegratedGradients", "SmoothGrad", "GradCAM",
            "Occlusion", "LRP", "DeepLift", "heatmap", "METHODS", "make_explainer", "make_explainers", "last_conv_layer",
-           "applicable_methods", "select_methods", "Influence", "TopInfluence"]
+           "applicable_methods", "select_methods", "Influence", "TopInfluence", "Lime", "KernelShap",
+           "MultiExplainer", "BACKGROUND_METHODS"]

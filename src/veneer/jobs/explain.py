@@ -11,13 +11,14 @@ from veneer.report import explanation_grid
 from veneer.runs import RunDir, save_tensors
 
 
-def explain_inputs(model, data, methods: list[str] | None, run_dir: RunDir) -> dict:
+def explain_inputs(model, data, methods: list[str] | None, run_dir: RunDir, background=None) -> dict:
     """Explain ``data`` with each method (``None``: every method that applies to the model and data, see
     :func:`veneer.explain.applicable_methods`; a named method that does not apply is refused before any work);
-    write attributions.safetensors and metrics.json, then explanations.png; return the metrics."""
+    ``background`` is the training data LIME and KernelSHAP need; write attributions.safetensors and
+    metrics.json, then explanations.png; return the metrics."""
     x, y = data.x, data.y
-    methods = select_methods(model, x[:1], methods)
-    explainers = make_explainers(model, methods)
+    methods = select_methods(model, x[:1], methods, background=background)
+    explainers = make_explainers(model, methods, background=background)
     attributions, seconds = {}, {}
     for name, explainer in explainers.items():
         start = time.perf_counter()

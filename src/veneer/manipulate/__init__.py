@@ -4,7 +4,8 @@
 ``Manipulation(model, explainer, objective, keep=...)(data)`` fine-tunes a copy of the model (:mod:`.manipulation`,
 on the shared engine :mod:`veneer.finetune`), the objectives (:mod:`.objectives`) say what the explanations
 should show, and ``evaluate(original, manipulated, objective, data, explainers)`` measures the result and its
-transfer to other explanation methods and to noise inputs (:mod:`.evaluate`).
+transfer to other explanation methods and to noise inputs (:mod:`.evaluate`). :class:`Scaffolding` hides a biased
+model from LIME and KernelSHAP behind an out-of-distribution detector (Slack et al. 2020; :mod:`.scaffolding`).
 """
 
 from veneer.finetune import KEEP_LOSSES, FineTuneResult, keep_loss, lambda_to_alpha
@@ -13,8 +14,13 @@ from veneer.manipulate.manipulation import Manipulation
 from veneer.manipulate.objectives import (OBJECTIVES, PICTURES, AttackBatch, CenterOfMass, ClassSwap,
                                           FeatureSuppress, Location, Objective, TargetMap, TopKSuppress,
                                           make_objective, normalized_heatmap, picture, two_digit_images)
+from veneer.manipulate.scaffolding import (FeatureRule, ScaffoldedModel, Scaffolding, ScaffoldingResult,
+                                           add_random_features, explanation_ranks, feature_rule, rank_shares,
+                                           slack_case, top_k_share)
 
 __all__ = ["Manipulation", "FineTuneResult", "lambda_to_alpha", "Objective", "AttackBatch", "CenterOfMass",
            "TargetMap", "Location", "TopKSuppress", "ClassSwap", "FeatureSuppress", "OBJECTIVES", "make_objective",
            "PICTURES", "picture", "normalized_heatmap", "two_digit_images", "KEEP_LOSSES", "keep_loss",
-           "evaluate", "Evaluation", "prediction_agreement", "gaussian_noise_like"]
+           "evaluate", "Evaluation", "prediction_agreement", "gaussian_noise_like",
+           "Scaffolding", "ScaffoldingResult", "ScaffoldedModel", "FeatureRule", "feature_rule", "add_random_features",
+           "explanation_ranks", "rank_shares", "top_k_share", "slack_case"]

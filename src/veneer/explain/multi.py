@@ -16,7 +16,7 @@ class MultiExplainer(Explainer):
 
     ``MultiExplainer([Gradient(model), LRP(model)])(x, target)`` has shape ``(K * B, ...)``: rows
     ``k * B ... (k + 1) * B - 1`` are method ``k``'s attributions of ``x``. A per-item objective averaged over
-    this batch (e.g. :class:`veneer.manipulate.FeatureSuppress`, whose loss is normalised per item by the
+    this batch (e.g. :class:`veneer.manipulate.FeatureSuppress`, whose loss is normalized per item by the
     original attribution's norm, so every method weighs the same) is then the mean of the per-method losses.
     Differentiable when every method is.
     """

@@ -64,13 +64,17 @@ def main() -> None:
     parser.add_argument("--budgets", default="0.99,0.995")
     parser.add_argument("--objective", default="cross", choices=sorted(OBJECTIVES))
     parser.add_argument("--method", default="gradient", choices=sorted(METHODS))
+    parser.add_argument("--keep", default="ce", choices=("ce", "kl", "prob_mse"))
+    parser.add_argument("--budget-alpha", type=float, default=0.5, help="starting alpha of the budgeted runs")
+    parser.add_argument("--check-every", type=int, default=25, help="steps between budget checks")
     options = parser.parse_args()
     out = Path(options.out)
     original = pretrained("mnist-cnn")
-    rows = [point(out, f"alpha{a}", original, options.method, options.objective, options.steps, alpha=float(a))
-            for a in options.alphas.split(",") if a]
-    rows += [point(out, f"budget{b}", original, options.method, options.objective, options.steps, alpha=0.5,
-                   min_agreement=float(b), check_every=25) for b in options.budgets.split(",") if b]
+    rows = [point(out, f"alpha{a}", original, options.method, options.objective, options.steps, alpha=float(a),
+                  keep=options.keep) for a in options.alphas.split(",") if a]
+    rows += [point(out, f"budget{b}", original, options.method, options.objective, options.steps,
+                   alpha=options.budget_alpha, min_agreement=float(b), check_every=options.check_every,
+                   keep=options.keep) for b in options.budgets.split(",") if b]
     write_table(rows, out / "frontier")
     write_json(out / "frontier.json", rows)
     figure, axis = plt.subplots(figsize=(5, 4))

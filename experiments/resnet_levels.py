@@ -6,7 +6,7 @@ under an input-level MassCenter attack and model-level centre-of-mass manipulati
 1. Input level: MassCenter against RandomSign on the first ``--n`` correctly classified test images, Gradient and
    LRP (epsilon_plus), eps 0.05 / 0.1, 10 signed steps (the Fig.-3 measures).
 2. Model level: ``Manipulation(CenterOfMass((0, 0)))`` on Gradient and on LRP (epsilon_plus), keep ``ce``,
-   alpha 0.1, lr 1e-3, ``--steps`` steps of 64 training images; evaluated on 200 test images (centre-of-mass
+   alpha 0.1, lr ``--lr`` (1e-3), ``--steps`` steps of 64 training images; evaluated on 200 test images (centre-of-mass
    distance to the corner, accuracy and label agreement).
 Each part writes its own run directory under ``--out``; ``summary.md`` collects the figures.
 """
@@ -32,29 +32,36 @@ def main() -> None:
     parser.add_argument("--out", default="runs/resnet_levels")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--n", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--methods", default="gradient,lrp", help="methods of the model-level part")
+    parser.add_argument("--skip-input", action="store_true", help="only the model-level part")
     options = parser.parse_args()
     out = Path(options.out)
     model = pretrained("mnist-resnet", progress=True)
     test = mnist("test")
     summary: dict = {"model": "mnist-resnet"}
 
-    attack_dir = RunDir(out / "input", {"command": "attack-input", "model": "mnist-resnet", "n": options.n},
-                        0, overwrite=True)
-    attack_dir.start()
-    attacks = attack_inputs(model, test.subset(slice(0, options.n)), attack_dir.path, methods=["gradient", "lrp"],
-                            attacks=["random", "mass-center"], eps_values=[0.05, 0.1], with_sweep=True, steps=10,
-                            show=2, progress=True)
-    summary["input"] = [{k: row[k] for k in ("attack", "method", "eps", "label_kept_rate", "com_shift",
-                                            "topk_intersection", "spearman")} for row in attacks["results"]]
+    summary["input"] = []
+    if not options.skip_input:
+        attack_dir = RunDir(out / "input", {"command": "attack-input", "model": "mnist-resnet", "n": options.n},
+                            0, overwrite=True)
+        attack_dir.start()
+        attacks = attack_inputs(model, test.subset(slice(0, options.n)), attack_dir.path,
+                                methods=["gradient", "lrp"], attacks=["random", "mass-center"], eps_values=[0.05, 0.1],
+                                with_sweep=True, steps=10, show=2, progress=True)
+        summary["input"] = [{k: row[k] for k in ("attack", "method", "eps", "label_kept_rate", "com_shift",
+                                                "topk_intersection", "spearman")} for row in attacks["results"]]
 
     objective = CenterOfMass((0, 0))
-    for name, build in METHODS.items():
+    names = [m for m in options.methods.split(",") if m]
+    for name in names:
+        build = METHODS[name]
         directory = out / f"manipulate-{name}"
         run = RunDir(directory, {"command": "manipulate", "model": "mnist-resnet", "method": name,
-                                 "objective": "com", "steps": options.steps}, 0, resume=True)
+                                 "objective": "com", "steps": options.steps, "lr": options.lr}, 0, resume=True)
         run.start()
         manipulated, train = manipulate_and_save(model, build(model), objective, mnist("train"), directory,
-                                                 steps=options.steps, alpha=0.1, lr=1e-3, batch_size=64,
+                                                 steps=options.steps, alpha=0.1, lr=options.lr, batch_size=64,
                                                  checkpoint_every=50, resume=True, seed=0, progress=True)
         evaluation = evaluate_and_save(model, manipulated, objective, test.subset(slice(0, 200)),
                                        {name: build(model)}, directory, noise=0, progress=False)
@@ -71,7 +78,7 @@ def main() -> None:
     for row in summary["input"]:
         lines.append(f"| input {row['attack']} / {row['method']} eps {row['eps']:g} | COM shift {row['com_shift']:.2f} px,"
                      f" top-k {row['topk_intersection']:.3f}, label kept {row['label_kept_rate']:.2f} |")
-    for name in METHODS:
+    for name in names:
         found = summary[f"manipulate-{name}"]
         lines.append(f"| manipulate COM on {name} | COM distance {found['com_distance_before']:.2f} -> "
                      f"{found['com_distance_after']:.2f} px, fooled {found['success_rate']:.0%}, accuracy drop "

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from veneer.cli import attack, demo, explain, manipulate, neurons, train
+from veneer.cli import attack, audit, demo, explain, manipulate, neurons, train
 
-SUBCOMMANDS = (train, explain, attack, manipulate, neurons, demo)
+SUBCOMMANDS = (train, explain, attack, manipulate, neurons, demo, audit)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,6 @@ from torch import nn
 
 from veneer.audit import beta_smoothing, project_tangent, tangent_basis, tangent_space_projection
 from veneer.explain import Gradient, GradientXInput
-from veneer.models.architectures import tabular_mlp
 
 
 def _plane_data(n: int = 200, dim: int = 10) -> tuple[torch.Tensor, torch.Tensor]:

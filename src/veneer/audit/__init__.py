@@ -21,8 +21,8 @@ combines the scores into a verdict (``clean``/``suspicious``/``manipulated``)::
 """
 
 from veneer.audit.base import TestResult, build_explainers, default_methods, flat_maps
-from veneer.audit.calibration import (TOLERANCE, Z_FLAG, Calibration, nominal_false_positive_rate, reinitialized,
-                                      train_twins, verdict)
+from veneer.audit.calibration import (COMPONENT_TOLERANCE_FACTOR, TOLERANCE, Z_FLAG, Calibration,
+                                      nominal_false_positive_rate, reinitialized, train_twins, verdict)
 from veneer.audit.defences import beta_smoothing, project_tangent, tangent_basis, tangent_space_projection
 from veneer.audit.fidelity import agreement_matrix, cross_method_agreement, deletion_insertion, faithfulness
 from veneer.audit.geometry import fragility_profile, hessian_geometry, top_hessian_eigen
@@ -32,7 +32,8 @@ from veneer.audit.run import BUDGETS, TESTS, Audit, AuditContext, AuditResult, a
 from veneer.audit.sanity import (add_weight_noise, mean_pairwise_correlation, noise_inputs, parameter_randomization,
                                  weight_noise)
 
-__all__ = ["TestResult", "build_explainers", "default_methods", "flat_maps", "TOLERANCE", "Z_FLAG", "Calibration",
+__all__ = ["TestResult", "build_explainers", "default_methods", "flat_maps", "COMPONENT_TOLERANCE_FACTOR", "TOLERANCE",
+           "Z_FLAG", "Calibration",
            "nominal_false_positive_rate", "reinitialized", "train_twins", "verdict", "beta_smoothing",
            "project_tangent", "tangent_basis", "tangent_space_projection", "agreement_matrix",
            "cross_method_agreement", "deletion_insertion", "faithfulness", "fragility_profile", "hessian_geometry",

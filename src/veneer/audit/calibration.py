@@ -9,7 +9,8 @@ standard deviation ``s_c``; the audited value ``v_c`` gets
     z_c = (v_c - mu_c) / sqrt(s_c^2 + tol^2)
 
 with ``tol`` the test's tolerance (:data:`TOLERANCE`, in the statistic's units: it covers what a handful of
-reference models cannot estimate, and the difference between a short-trained twin and a fully trained model).
+reference models cannot estimate, and the difference between a short-trained twin and a fully trained model),
+multiplied by :data:`COMPONENT_TOLERANCE_FACTOR` for components known to vary more (Grad-CAM).
 A test's ``z`` is its largest component ``z``; its score is ``Phi(z - z_flag)`` (0.5 exactly at the flag
 threshold) and it flags when ``z > z_flag``.
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,10 @@ TOLERANCE: dict[str, float] = {
     "faithfulness": 0.1, "cross_method_agreement": 0.1, "beta_smoothing": 0.1, "tangent_space": 0.05,
     "neuron_visualization": 0.15, "neuron_group_fairness": 0.1, "reference_comparison": 0.1,
 }
+# Components whose values vary between training runs more than three twins show: Grad-CAM's maps are coarse
+# (the last conv layer's resolution, upsampled), so their rank statistics move with the training length; on the
+# clean zoo models their z reached 2-3 with the plain tolerance. Their tolerance is multiplied by this factor.
+COMPONENT_TOLERANCE_FACTOR: dict[str, float] = {"gradcam": 2.0}
 # Prior reference distribution (mean, sd) for tests that compare the model with a reference model, where no
 # population of reference-vs-reference values exists.
 PRIOR: dict[str, tuple[float, float]] = {"reference_comparison": (0.1, 0.0)}
@@ -123,7 +127,8 @@ class Calibration:
         z, reference = {}, {}
         for component, value in result.components.items():
             mean, sd = self.reference_distribution(result.name, component)
-            z[component] = (value - mean) / math.sqrt(sd ** 2 + tolerance ** 2)
+            tol = tolerance * COMPONENT_TOLERANCE_FACTOR.get(component, 1.0)
+            z[component] = (value - mean) / math.sqrt(sd ** 2 + tol ** 2)
             reference[component] = {"mean": mean, "sd": sd}
         worst = max(z, key=z.get)
         return {"statistic": result.statistic, "score": normal_cdf(z[worst] - z_flag), "flag": z[worst] > z_flag,

@@ -146,6 +146,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--train-only", action="store_true", help="build the manipulated models, audit none")
+    parser.add_argument("--calibration-from", default="bundled",
+                        help="run (under --out) whose audit.json calibrates the audits of the manipulated models")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -170,7 +172,7 @@ def main() -> None:
             command = [sys.executable, "-m", "veneer", "audit", "--model", "mnist-cnn", "--data", "mnist",
                        "--budget", "fast", "--out", str(out / name)]
             if name != "bundled":  # the twins depend only on architecture, data and seed: reuse the bundled run's
-                command += ["--weights", str(weights), "--calibration", str(out / "bundled" / "audit.json")]
+                command += ["--weights", str(weights), "--calibration", str(out / args.calibration_from / "audit.json")]
             if not (out / name / "audit.json").is_file():
                 subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
             report = json.loads((out / name / "audit.json").read_text())

@@ -30,10 +30,11 @@ def task():
 def test_audit_end_to_end_on_a_tabular_model(task, tmp_path):
     model, data = task
     before = copy.deepcopy(model.state_dict())
-    result = Audit(model, budget="fast", seed=0)(data)
+    result = Audit(model, budget="fast", seed=0, options={"twin_steps": 80, "samples": 16})(data)
     report = result.to_json()
     assert report["verdict"] in ("clean", "suspicious", "manipulated") and 0 <= report["score"] <= 1
     assert report["config"]["calibration"] == "twins" and len(result.calibration.details["twins"]["seconds"]) == 3
+    assert report["config"]["options"]["twin_steps"] == 80 and report["config"]["samples"] == 16
     assert set(report["tests"]) == {"hessian", "noise_inputs", "weight_noise", "parameter_randomization",
                                     "faithfulness", "cross_method_agreement", "beta_smoothing", "tangent_space"}
     for test in report["tests"].values():
@@ -44,7 +45,8 @@ def test_audit_end_to_end_on_a_tabular_model(task, tmp_path):
     assert "| test |" in paths["markdown"].read_text() and paths["scores"].is_file()
 
     # a stored calibration is reused at no cost and gives the same scores
-    reused = Audit(model, budget="fast", reference=Calibration.from_json(report["calibration"]))(data)
+    reused = Audit(model, budget="fast", reference=Calibration.from_json(report["calibration"]),
+                   options={"samples": 16})(data)
     assert reused.config["calibration"] == "twins"
     assert abs(reused.tests["noise_inputs"]["z"] - result.tests["noise_inputs"]["z"]) < 1e-9
 
@@ -78,6 +80,8 @@ def test_audit_rejects_bad_arguments(task):
     model, data = task
     with pytest.raises(ValueError, match="budget"):
         Audit(model, budget="slow")
+    with pytest.raises(ValueError, match="options"):
+        Audit(model, options={"twinz": 2})
     with pytest.raises(ValueError, match="tests"):
         Audit(model, tests=["nope"])
     with pytest.raises(TypeError, match="reference"):

@@ -135,16 +135,22 @@ class Audit:
     image CNNs Grad-CAM and Occlusion). ``budget``: ``"fast"`` or ``"full"`` (:data:`BUDGETS`). ``reference``:
     ``None`` (clean twins trained here), a model or list of models (e.g. the model before fine-tuning), or a
     :class:`Calibration` from an earlier audit of the same architecture and data (no cost). ``tests``: a
-    subset of :data:`TESTS`. The audited model is never changed.
+    subset of :data:`TESTS`. ``options`` overrides entries of the budget (e.g. ``{"twins": 5}``). The audited
+    model is never changed.
     """
 
     def __init__(self, model: nn.Module, methods=None, budget: str = "fast", reference=None, tests=None,
-                 seed: int = 0, z_flag: float = Z_FLAG, progress: bool = False):
+                 seed: int = 0, z_flag: float = Z_FLAG, options: dict[str, Any] | None = None,
+                 progress: bool = False):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         check_eval_mode(model)
         if budget not in BUDGETS:
             raise ValueError(f"budget must be one of {sorted(BUDGETS)}, got {budget!r}")
+        unknown_options = sorted(set(options or {}) - set(BUDGETS[budget]))
+        if unknown_options:
+            raise ValueError(f"options must override keys of BUDGETS[{budget!r}] {sorted(BUDGETS[budget])}, "
+                             f"got unknown {unknown_options}")
         if tests is not None:
             unknown = [t for t in tests if t not in TESTS]
             if unknown:
@@ -161,9 +167,10 @@ class Audit:
                             f"got {type(reference).__name__}")
         self.model, self.methods, self.budget, self.reference = model, methods, budget, reference
         self.tests, self.seed, self.z_flag, self.progress = tests, seed, z_flag, progress
+        self.options = {**BUDGETS[budget], **(options or {})}
 
     def _context(self, data: LabeledData, eval_data: LabeledData | None) -> AuditContext:
-        options = BUDGETS[self.budget]
+        options = self.options
         generator = torch.Generator().manual_seed(self.seed)
         source = eval_data if eval_data is not None else data
         rows = torch.randperm(len(source), generator=generator)[:options["samples"]]

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from veneer.audit import TESTS, Z_FLAG, Audit, Calibration, TestResult, verdict
+from veneer.audit import TESTS, Z_FLAG, Audit, Calibration, TestResult, combined_z, verdict
+from veneer.audit.calibration import COMBINED_SUSPICIOUS
 from veneer.data import load_dataset
 from veneer.explain import LRP, GradCAM, Gradient, GradientXInput, IntegratedGradients
 from veneer.manipulate import (CenterOfMass, ClassSwap, FeatureSuppress, Location, TargetMap, TopKSuppress,
@@ -112,7 +113,9 @@ def rescore(out: Path, blob: dict) -> dict:
     calibration = Calibration.from_json(json.loads((out / "calibration" / f"{blob['build']['base']}.json").read_text()))
     scored = {t: calibration.score(TestResult(t, v["components"])) for t, v in blob["tests"].items()}
     label, score = verdict(scored)
-    return {"verdict": label, "score": score, "z_max": max(v["z"] for v in scored.values()),
+    zs = [v["z"] for v in scored.values()]
+    return {"verdict": label, "score": score, "z_max": max(zs), "combined_z": combined_z(zs),
+            "statistic": max(max(zs) - Z_FLAG, combined_z(zs) - COMBINED_SUSPICIOUS),
             "flagged": [t for t, v in scored.items() if v["flag"]], "z": {t: v["z"] for t, v in scored.items()},
             "seconds": blob["seconds"], "build": blob["build"]}
 
@@ -132,7 +135,10 @@ def summarize(out: Path, names: dict[str, bool]) -> dict:
                          "clean": len(c), "manipulated_flagged": sum(z > Z_FLAG for z in m), "manipulated": len(m)})
     summary = {
         "clean_models": len(clean), "manipulated_models": len(bad), "tests": rows,
-        "verdict_auroc_z_max": auroc([audits[n]["z_max"] for n in clean], [audits[n]["z_max"] for n in bad]),
+        "verdict_auroc": auroc([audits[n]["statistic"] for n in clean], [audits[n]["statistic"] for n in bad]),
+        "verdict_auroc_effective": auroc([audits[n]["statistic"] for n in clean],
+                                         [audits[n]["statistic"] for n in bad if effective(audits[n])]),
+        "effective_manipulations": sum(effective(audits[n]) for n in bad),
         "verdict_auroc_ordinal": auroc([rank[audits[n]["verdict"]] for n in clean],
                                        [rank[audits[n]["verdict"]] for n in bad]),
         "false_positive_rate": sum(audits[n]["verdict"] != "clean" for n in clean) / max(len(clean), 1),
@@ -140,20 +146,30 @@ def summarize(out: Path, names: dict[str, bool]) -> dict:
         "models": {n: {"manipulated": names[n], **a} for n, a in audits.items()},
     }
     write_json(out / "summary.json", summary)
-    lines = [f"Clean models: {len(clean)}; manipulated: {len(bad)}. Verdict AUROC (largest test z): "
-             f"{_fmt(summary['verdict_auroc_z_max'])}; ordinal verdict AUROC: {_fmt(summary['verdict_auroc_ordinal'])}; "
+    lines = [f"Clean models: {len(clean)}; manipulated: {len(bad)} ({summary['effective_manipulations']} effective: "
+             f"attack loss at least halved). Verdict AUROC (score): {_fmt(summary['verdict_auroc'])}; on the "
+             f"effective manipulations: {_fmt(summary['verdict_auroc_effective'])}; ordinal verdict AUROC: "
+             f"{_fmt(summary['verdict_auroc_ordinal'])}; "
              f"false-positive rate on clean models: {summary['false_positive_rate']:.2f}; detection rate "
              f"(suspicious or manipulated): {summary['detection_rate']:.2f}.", "",
              "| test | AUROC | clean flagged | manipulated flagged |", "|---|---|---|---|"]
     lines += [f"| {r['test']} | {_fmt(r['auroc'])} | {r['clean_flagged']}/{r['clean']} | "
               f"{r['manipulated_flagged']}/{r['manipulated']} |" for r in rows]
-    lines += ["", "| model | manipulated | verdict | largest z | flagged | test accuracy | audit s |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "| model | manipulated | attack loss first -> last | test accuracy | verdict | largest z | "
+              "mean top-3 z | flagged |", "|---|---|---|---|---|---|---|---|"]
     for n, a in audits.items():
-        lines.append(f"| {n} | {names[n]} | {a['verdict']} | {a['z_max']:.1f} | {', '.join(a['flagged']) or '-'} | "
-                     f"{a['build'].get('test_accuracy', float('nan')):.3f} | {a['seconds']:.0f} |")
+        b = a["build"]
+        attack = f"{b['attack_first']:.3g} -> {b['attack_last']:.3g}" if "attack_first" in b else "-"
+        lines.append(f"| {n} | {names[n]} | {attack} | {b.get('test_accuracy', float('nan')):.3f} | {a['verdict']} | "
+                     f"{a['z_max']:.1f} | {a['combined_z']:.1f} | {', '.join(a['flagged']) or '-'} |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     return summary
+
+
+def effective(audit: dict) -> bool:
+    """Whether a manipulation did what it was asked: its attack loss at least halved during fine-tuning."""
+    b = audit["build"]
+    return "attack_first" in b and b["attack_last"] <= 0.5 * b["attack_first"]
 
 
 def _fmt(value) -> str:
@@ -213,7 +229,7 @@ def main() -> None:
         print(f"{name}: {result}", flush=True)
     summary = summarize(out, names)
     print((out / "summary.md").read_text())
-    print(json.dumps({k: summary[k] for k in ("verdict_auroc_z_max", "false_positive_rate", "detection_rate")}))
+    print(json.dumps({k: summary[k] for k in ("verdict_auroc", "false_positive_rate", "detection_rate")}))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from veneer.audit import Calibration, TestResult, nominal_false_positive_rate, reinitialized, train_twins, verdict
+from veneer.audit import (Calibration, TestResult, combined_z, nominal_false_positive_rate, reinitialized, train_twins,
+                          verdict)
 from veneer.audit.calibration import TOLERANCE, normal_cdf
 from veneer.data import as_labeled
 from veneer.models.architectures import tabular_mlp
@@ -19,10 +20,13 @@ def _scored(*zs: float) -> dict:
 
 
 def test_verdict_combination():
-    assert verdict(_scored(0.0, 1.0, 2.9)) == ("clean", normal_cdf(2.9 - 3.0))
-    assert verdict(_scored(0.0, 3.5))[0] == "suspicious"
-    assert verdict(_scored(3.1, 3.5))[0] == "manipulated"
-    assert verdict(_scored(0.0, 6.5))[0] == "manipulated"  # one very strong test
+    assert verdict(_scored(0.0, 1.0, 2.9, -1.0)) == ("clean", normal_cdf(2.9 - 3.0))
+    assert verdict(_scored(0.0, 0.0, 0.0, 3.5))[0] == "suspicious"
+    assert verdict(_scored(0.0, 3.1, 3.5))[0] == "manipulated"
+    assert verdict(_scored(0.0, 0.0, 0.0, 6.5))[0] == "manipulated"  # one very strong test
+    assert combined_z([2.5, 0.0, 2.2, 2.6, 1.0]) == pytest.approx(2.4333333333)
+    assert verdict(_scored(2.5, 0.0, 2.2, 2.6))[0] == "suspicious"  # several tests moderately off
+    assert verdict(_scored(2.9, 3.0, 2.9, 3.2))[0] == "manipulated"
     with pytest.raises(ValueError, match="no test"):
         verdict({})
 
@@ -42,8 +46,12 @@ def test_score_uses_reference_mean_spread_and_tolerance():
 
 
 def test_nominal_false_positive_rate():
-    assert abs(nominal_false_positive_rate(10) - 10 * (1 - normal_cdf(3.0))) < 1e-15
-    assert nominal_false_positive_rate(10 ** 6) == 1.0
+    # one test of one component: only the flag rule can fire (the top-3 mean is that z, > 2 at rate 1-Phi(2))
+    assert abs(nominal_false_positive_rate([1], draws=200000) - (1 - normal_cdf(2.0))) < 3e-3
+    many = nominal_false_positive_rate([5] * 10)
+    assert 0 < many < 1 and many > nominal_false_positive_rate([1] * 10)
+    with pytest.raises(ValueError, match="components"):
+        nominal_false_positive_rate([])
 
 
 def test_twins_are_reinitialised_trained_copies_and_the_model_is_unchanged():

@@ -14,10 +14,10 @@ multiplied by :data:`COMPONENT_TOLERANCE_FACTOR` for components known to vary mo
 A test's ``z`` is its largest component ``z``; its score is ``Phi(z - z_flag)`` (0.5 exactly at the flag
 threshold) and it flags when ``z > z_flag``.
 
-Verdict (:func:`verdict`): ``manipulated`` when two or more tests flag or one test has ``z > 2 z_flag``,
-``suspicious`` when one test flags, else ``clean``. Under a Gaussian null each test flags with probability
-``1 - Phi(z_flag)`` per component; :func:`nominal_false_positive_rate` bounds the verdict's false-positive
-rate by the union over all scored components. The measured rate on clean models is in docs/audit.md.
+Verdict (:func:`verdict`): ``manipulated`` when two or more tests flag, one test has ``z > 2 z_flag`` or the
+mean of the three largest test z exceeds 3; ``suspicious`` when one test flags or that mean exceeds 2; else
+``clean``. :func:`nominal_false_positive_rate` gives the verdict's false-positive rate when every component z
+is an independent standard normal (Monte Carlo); the rate measured on clean models is in docs/audit.md.
 """
 
 from __future__ import annotations
@@ -43,12 +43,20 @@ TOLERANCE: dict[str, float] = {
 }
 # Components whose values vary between training runs more than three twins show: Grad-CAM's maps are coarse
 # (the last conv layer's resolution, upsampled), so their rank statistics move with the training length; on the
-# clean zoo models their z reached 2-3 with the plain tolerance. Their tolerance is multiplied by this factor.
-COMPONENT_TOLERANCE_FACTOR: dict[str, float] = {"gradcam": 2.0}
+# clean zoo models (fully trained, seeds 1-3) their values lay 2-5 twin tolerances above the twins. Their tolerance
+# is multiplied by this factor.
+COMPONENT_TOLERANCE_FACTOR: dict[str, float] = {"gradcam": 3.0}
 # Prior reference distribution (mean, sd) for tests that compare the model with a reference model, where no
 # population of reference-vs-reference values exists.
 PRIOR: dict[str, tuple[float, float]] = {"reference_comparison": (0.1, 0.0)}
 Z_FLAG = 3.0
+# Verdict thresholds on the mean of the three largest test z (several tests moderately off, none flagged).
+COMBINE_TOP = 3
+COMBINED_SUSPICIOUS = 2.0
+COMBINED_MANIPULATED = 3.0
+# False-positive rate of the verdict measured by experiments/audit_zoo.py (fast budget, twins, default
+# thresholds): clean models flagged / clean models audited. See docs/audit.md.
+MEASURED_FALSE_POSITIVES = (0, 11)
 
 
 def normal_cdf(z: float) -> float:
@@ -144,23 +152,44 @@ class Calibration:
         return cls(blob["kind"], blob["values"], blob.get("details", {}))
 
 
+def combined_z(zs: list[float], top: int = COMBINE_TOP) -> float:
+    """Mean of the ``top`` largest test z (fewer when fewer tests ran): evidence that accumulates over tests."""
+    best = sorted(zs, reverse=True)[:top]
+    return sum(best) / len(best)
+
+
 def verdict(scored: dict[str, dict[str, Any]], z_flag: float = Z_FLAG) -> tuple[str, float]:
-    """``(verdict, score)`` from scored tests: ``manipulated`` if >= 2 flags or any ``z > 2 z_flag``,
-    ``suspicious`` if one flag, else ``clean``; the score is the largest test score."""
+    """``(verdict, score)`` from scored tests (each with ``"z"`` and ``"flag"``).
+
+    ``manipulated``: two or more tests flag, or one has ``z > 2 z_flag``, or the mean of the three largest
+    test z (:func:`combined_z`) exceeds :data:`COMBINED_MANIPULATED`; ``suspicious``: one test flags or that
+    mean exceeds :data:`COMBINED_SUSPICIOUS`; else ``clean``. Score: ``max(Phi(z_max - z_flag),
+    Phi(combined - COMBINED_SUSPICIOUS))`` (0.5 where the verdict leaves ``clean``).
+    """
     if not scored:
         raise ValueError("no test was scored")
+    zs = [t["z"] for t in scored.values()]
     flags = sum(bool(t["flag"]) for t in scored.values())
-    strongest = max(t["z"] for t in scored.values())
-    if flags >= 2 or strongest > 2 * z_flag:
+    strongest, combined = max(zs), combined_z(zs)
+    if flags >= 2 or strongest > 2 * z_flag or combined > COMBINED_MANIPULATED:
         label = "manipulated"
-    elif flags == 1:
+    elif flags == 1 or combined > COMBINED_SUSPICIOUS:
         label = "suspicious"
     else:
         label = "clean"
-    return label, max(t["score"] for t in scored.values())
+    return label, max(normal_cdf(strongest - z_flag), normal_cdf(combined - COMBINED_SUSPICIOUS))
 
 
-def nominal_false_positive_rate(components: int, z_flag: float = Z_FLAG) -> float:
-    """Union bound on P(verdict != clean) for a clean model when each of ``components`` scored values is a
-    standard normal under the null: ``components * (1 - Phi(z_flag))``, capped at 1."""
-    return min(1.0, components * (1 - normal_cdf(z_flag)))
+def nominal_false_positive_rate(components: list[int], z_flag: float = Z_FLAG, draws: int = 20000,
+                                seed: int = 0) -> float:
+    """P(verdict != clean) for a clean model when each test's z is the largest of its ``components[i]``
+    independent standard normals (the null the scores assume), by Monte Carlo with ``draws`` draws."""
+    if not components or min(components) < 1:
+        raise ValueError(f"components must list >= 1 component per test, got {components!r}")
+    generator = torch.Generator().manual_seed(seed)
+    tests = torch.stack([torch.randn(draws, n, generator=generator, dtype=torch.float64).amax(1)
+                         for n in components], 1)
+    top = tests.topk(min(COMBINE_TOP, len(components)), dim=1).values.mean(1)
+    flags = (tests > z_flag).sum(1)
+    positive = (flags >= 1) | (tests.amax(1) > 2 * z_flag) | (top > COMBINED_SUSPICIOUS)
+    return positive.double().mean().item()

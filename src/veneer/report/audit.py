@@ -44,6 +44,7 @@ def score_figure(tests: dict[str, dict[str, Any]], z_flag: float, path: str | os
 def markdown_summary(report: dict[str, Any]) -> str:
     """audit.md: verdict, calibration and its cost, and one table row per test."""
     config, calibration = report["config"], report["calibration"]
+    fpr = config["false_positive_rate"]
     cost = config.get("calibration_cost", {})
     if config["calibration"] == "twins":
         twins = cost.get("twins", {})
@@ -57,10 +58,11 @@ def markdown_summary(report: dict[str, Any]) -> str:
              f"Score {report['score']:.3f} (largest test score; 0.5 = at the flag threshold z = {config['z_flag']:g}). "
              f"Budget `{config['budget']}`, {config['samples']} inputs, methods {', '.join(config['methods'])}, "
              f"seed {config['seed']}, {report['seconds']:.0f} s in all.", "",
-             f"Calibration: {source}. Verdict rule: manipulated when two tests flag or one has z > "
-             f"{2 * config['z_flag']:g}; suspicious when one flags. Nominal false-positive rate (union bound over "
-             f"the scored components under a Gaussian null): {config['nominal_false_positive_rate']:.3f}; "
-             "the rate measured on clean models is in docs/audit.md.", "",
+             f"Calibration: {source}. Verdict rule: manipulated when two tests flag, one has z > "
+             f"{2 * config['z_flag']:g} or the mean of the three largest test z (here {config['combined_z']:.2f}) "
+             f"exceeds 3; suspicious when one flags or that mean exceeds 2. False-positive rate measured on "
+             f"{fpr['measured_on']}: {fpr['measured']:.2f}; under an independent Gaussian null with no tolerance "
+             f"(a pessimistic bound): {fpr['gaussian_null']:.2f}.", "",
              "| test | statistic | z | score | flag | worst component | seconds | a flag means |",
              "|---|---|---|---|---|---|---|---|"]
     for name, test in report["tests"].items():

@@ -56,7 +56,7 @@ COMBINED_SUSPICIOUS = 2.0
 COMBINED_MANIPULATED = 3.0
 # False-positive rate of the verdict measured by experiments/audit_zoo.py (fast budget, twins, default
 # thresholds): clean models flagged / clean models audited. See docs/audit.md.
-MEASURED_FALSE_POSITIVES = (0, 11)
+MEASURED_FALSE_POSITIVES = (0, 13)
 
 
 def normal_cdf(z: float) -> float:

@@ -7,10 +7,10 @@ import signal
 import sys
 import threading
 
-from veneer.cli import attack, demo, explain, influence, manipulate, neurons, report, train
+from veneer.cli import attack, audit, demo, explain, influence, manipulate, neurons, report, train
 from veneer.finetune import Interrupted
 
-SUBCOMMANDS = (train, explain, attack, manipulate, neurons, demo, influence, report)
+SUBCOMMANDS = (train, explain, attack, manipulate, neurons, demo, influence, audit, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

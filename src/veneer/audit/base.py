@@ -1,0 +1,96 @@
+"""What every audit test shares: its result record, explanation maps as flat vectors, and the explainers.
+
+Each test in :mod:`veneer.audit` is a plain function that returns a :class:`TestResult`. Its ``statistic`` is
+oriented so that *larger is more suspicious*; ``components`` holds the per-method (or per-part) values the
+statistic aggregates (their maximum), which the calibration (:mod:`veneer.audit.calibration`) scores one by one
+against reference models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from veneer.checks import check_eval_mode
+from veneer.explain import Explainer, heatmap, make_explainer, make_explainers
+from veneer.metrics import spearman
+
+IMAGE_METHODS = ("gradient", "gradient_x_input", "ig", "lrp", "gradcam", "occlusion")
+TABULAR_METHODS = ("gradient", "gradient_x_input", "ig", "lrp")
+
+
+@dataclass
+class TestResult:
+    """One audit test's outcome: ``statistic`` (larger = more suspicious; the maximum of ``components``),
+    ``components`` (``{part: value}``, e.g. one value per explanation method), ``evidence`` (small JSON-able
+    details) and the wall time in ``seconds``."""
+
+    __test__ = False  # not a pytest class
+
+    name: str
+    components: dict[str, float]
+    evidence: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def statistic(self) -> float:
+        return max(self.components.values())
+
+
+def flat_maps(attr: torch.Tensor) -> torch.Tensor:
+    """Attributions as non-negative importance vectors ``(B, D)``: ``|attr|`` summed over channels for images
+    (Ghorbani et al. 2019's saliency map; Grad-CAM's one-channel maps included), ``|attr|`` for tabular rows."""
+    if attr.ndim == 2:
+        return attr.abs()
+    return heatmap(attr, reduce="abs_sum").flatten(1)
+
+
+def explain_maps(explainer: Explainer, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``(B, D)`` importance vectors of ``explainer`` for ``x`` and classes ``target`` (no graph)."""
+    return flat_maps(explainer(x, target=target).detach())
+
+
+def rank_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` Spearman rank correlation of two batches of importance vectors (Adebayo et al. 2018's measure);
+    0 where a map is constant (no ranking)."""
+    return torch.nan_to_num(spearman(a, b), nan=0.0)
+
+
+def predictions(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """``(N,)`` predicted classes."""
+    with torch.no_grad():
+        return torch.cat([model(chunk).argmax(1) for chunk in x.split(batch_size)])
+
+
+def has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def default_methods(model: nn.Module, x: torch.Tensor) -> tuple[str, ...]:
+    """The methods compared by default: Gradient, GxI, IG, LRP, and for image CNNs Grad-CAM and Occlusion."""
+    return IMAGE_METHODS if x.ndim == 4 and has_conv(model) else TABULAR_METHODS
+
+
+def build_explainers(model: nn.Module, methods, ig_steps: int = 16, occlusion_window: int = 5,
+                     occlusion_stride: int = 2) -> dict[str, Explainer]:
+    """Explainers by name (``veneer.explain.METHODS``) bound to ``model``: IG with ``ig_steps`` steps, Grad-CAM on
+    the last Conv2d, Occlusion with square windows of ``occlusion_window`` pixels moved by ``occlusion_stride``."""
+    check_eval_mode(model)
+    built = make_explainers(model, [m for m in methods if m != "occlusion"], ig_steps=ig_steps)
+    if "occlusion" in methods:
+        built["occlusion"] = make_explainer("occlusion", model, window=occlusion_window, stride=occlusion_stride,
+                                            batch_size=1024)
+    return {name: built[name] for name in methods}
+
+
+def rebind(explainers: dict[str, Explainer], model: nn.Module) -> dict[str, Explainer]:
+    """The same explainers bound to ``model`` (a reference model, a noisy or randomised copy)."""
+    return {name: e.with_model(model) for name, e in explainers.items()}
+
+
+def differentiable(explainers: dict[str, Explainer]) -> dict[str, Explainer]:
+    """The explainers whose attributions are gradients of the model (all but Occlusion)."""
+    return {name: e for name, e in explainers.items() if e.differentiable}

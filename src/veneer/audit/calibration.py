@@ -1,0 +1,195 @@
+"""Calibration: each test's statistic scored against the same statistic on reference models, and the verdict.
+
+Reference models are either given (``reference=``: e.g. the model before fine-tuning, or independently
+trained ones) or *clean twins* the audit trains itself: deep copies of the audited model re-initialised with
+``reset_parameters`` under other seeds and trained for a budgeted number of steps on the given data
+(:func:`train_twins`). For every component ``c`` of a test the reference values give a mean ``mu_c`` and a
+standard deviation ``s_c``; the audited value ``v_c`` gets
+
+    z_c = (v_c - mu_c) / sqrt(s_c^2 + tol^2)
+
+with ``tol`` the test's tolerance (:data:`TOLERANCE`, in the statistic's units: it covers what a handful of
+reference models cannot estimate, and the difference between a short-trained twin and a fully trained model),
+multiplied by :data:`COMPONENT_TOLERANCE_FACTOR` for components known to vary more (Grad-CAM).
+A test's ``z`` is its largest component ``z``; its score is ``Phi(z - z_flag)`` (0.5 exactly at the flag
+threshold) and it flags when ``z > z_flag``.
+
+Verdict (:func:`verdict`): ``manipulated`` when two or more tests flag, one test has ``z > 2 z_flag`` or the
+mean of the three largest test z exceeds 3; ``suspicious`` when one test flags or that mean exceeds 2; else
+``clean``. :func:`nominal_false_positive_rate` gives the verdict's false-positive rate when every component z
+is an independent standard normal (Monte Carlo); the rate measured on clean models is in docs/audit.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from veneer.audit.base import TestResult
+from veneer.checks import check_positive
+from veneer.data import LabeledData
+from veneer.models import accuracy, train
+
+# Tolerance per test, in the units of its statistic (see each test's docstring).
+TOLERANCE: dict[str, float] = {
+    "fragility": 0.1, "hessian": 0.25, "noise_inputs": 0.1, "weight_noise": 0.1, "parameter_randomization": 0.1,
+    "faithfulness": 0.1, "cross_method_agreement": 0.1, "beta_smoothing": 0.1, "tangent_space": 0.08,
+    "neuron_visualization": 0.15, "neuron_group_fairness": 0.1, "reference_comparison": 0.1,
+}
+# Components whose values vary between training runs more than three twins show: Grad-CAM's maps are coarse
+# (the last conv layer's resolution, upsampled), so their rank statistics move with the training length; on the
+# clean zoo models (fully trained, seeds 1-3) their values lay 2-5 twin tolerances above the twins. Their tolerance
+# is multiplied by this factor.
+COMPONENT_TOLERANCE_FACTOR: dict[str, float] = {"gradcam": 3.0}
+# Prior reference distribution (mean, sd) for tests that compare the model with a reference model, where no
+# population of reference-vs-reference values exists.
+PRIOR: dict[str, tuple[float, float]] = {"reference_comparison": (0.1, 0.0)}
+Z_FLAG = 3.0
+# Verdict thresholds on the mean of the three largest test z (several tests moderately off, none flagged).
+COMBINE_TOP = 3
+COMBINED_SUSPICIOUS = 2.0
+COMBINED_MANIPULATED = 3.0
+# False-positive rate of the verdict measured by experiments/audit_zoo.py (fast budget, twins, default
+# thresholds): clean models flagged / clean models audited. See docs/audit.md.
+MEASURED_FALSE_POSITIVES = (0, 13)
+
+
+def normal_cdf(z: float) -> float:
+    return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+
+def reinitialized(model: nn.Module, seed: int) -> nn.Module:
+    """A deep copy of ``model`` with every module's ``reset_parameters`` run under ``seed`` (eval mode)."""
+    twin = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in twin.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    return twin.eval()
+
+
+def train_twins(model: nn.Module, data: LabeledData, count: int = 3, steps: int = 200, batch_size: int = 64,
+                lr: float = 2e-3, seed: int = 0, eval_data: LabeledData | None = None, progress: bool = False
+                ) -> tuple[list[nn.Module], dict[str, Any]]:
+    """``count`` clean twins of ``model``: same architecture (:func:`reinitialized` with seeds ``seed + 1000 +
+    i``), each trained by :func:`veneer.models.train` (Adam, cross-entropy, cosine schedule) for about ``steps``
+    steps of ``batch_size`` on ``data`` (whole epochs over a seeded subset when ``data`` is larger). Returns
+    the twins and their cost: seconds, steps and accuracy on ``eval_data`` (else ``data``) per twin."""
+    check_positive("count", count, integer=True)
+    check_positive("steps", steps, integer=True)
+    rows = min(len(data), steps * batch_size)
+    epochs = max(1, round(steps * batch_size / rows))
+    twins, details = [], {"count": count, "steps": epochs * (rows // batch_size + (rows % batch_size > 0)),
+                          "epochs": epochs, "rows": rows, "lr": lr, "batch_size": batch_size,
+                          "seconds": [], "accuracy": []}
+    judge = eval_data or data
+    for i in range(count):
+        twin_seed = seed + 1000 + i
+        subset = torch.randperm(len(data), generator=torch.Generator().manual_seed(twin_seed))[:rows]
+        twin = reinitialized(model, twin_seed)
+        result = train(twin, data.x[subset], data.y[subset], epochs=epochs, lr=lr, batch_size=batch_size,
+                       seed=twin_seed, progress=progress)
+        twins.append(twin.eval())
+        details["seconds"].append(round(result.seconds, 2))
+        details["accuracy"].append(accuracy(twin, judge.x, judge.y))
+    return twins, details
+
+
+@dataclass
+class Calibration:
+    """Reference values of every test component: ``values[test][component]`` is the list over reference
+    models. ``kind`` is ``"twins"`` or ``"reference"``; ``details`` records the cost (seconds, training steps,
+    reference accuracies)."""
+
+    kind: str
+    values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, results: dict[str, TestResult]) -> None:
+        """Append one reference model's test results."""
+        for name, result in results.items():
+            for component, value in result.components.items():
+                self.values.setdefault(name, {}).setdefault(component, []).append(float(value))
+
+    def reference_distribution(self, test: str, component: str) -> tuple[float, float]:
+        """``(mean, sd)`` of the reference values of a component (sd 0 for one value); the prior for tests
+        without reference values."""
+        values = self.values.get(test, {}).get(component)
+        if not values:
+            if test not in PRIOR:
+                raise ValueError(f"calibration has no reference values for test {test!r} component {component!r}")
+            return PRIOR[test]
+        mean = sum(values) / len(values)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+        return mean, sd
+
+    def score(self, result: TestResult, z_flag: float = Z_FLAG) -> dict[str, Any]:
+        """``{"statistic", "score", "flag", "z", "evidence"}`` of one test result against the references."""
+        tolerance = TOLERANCE.get(result.name, 0.1)
+        z, reference = {}, {}
+        for component, value in result.components.items():
+            mean, sd = self.reference_distribution(result.name, component)
+            tol = tolerance * COMPONENT_TOLERANCE_FACTOR.get(component, 1.0)
+            z[component] = (value - mean) / math.sqrt(sd ** 2 + tol ** 2)
+            reference[component] = {"mean": mean, "sd": sd}
+        worst = max(z, key=z.get)
+        return {"statistic": result.statistic, "score": normal_cdf(z[worst] - z_flag), "flag": z[worst] > z_flag,
+                "z": z[worst], "evidence": {"components": result.components, "z": z, "reference": reference,
+                                            "tolerance": tolerance, "worst": worst, "seconds": result.seconds,
+                                            **result.evidence}}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "values": self.values, "details": self.details}
+
+    @classmethod
+    def from_json(cls, blob: dict[str, Any]) -> "Calibration":
+        return cls(blob["kind"], blob["values"], blob.get("details", {}))
+
+
+def combined_z(zs: list[float], top: int = COMBINE_TOP) -> float:
+    """Mean of the ``top`` largest test z (fewer when fewer tests ran): evidence that accumulates over tests."""
+    best = sorted(zs, reverse=True)[:top]
+    return sum(best) / len(best)
+
+
+def verdict(scored: dict[str, dict[str, Any]], z_flag: float = Z_FLAG) -> tuple[str, float]:
+    """``(verdict, score)`` from scored tests (each with ``"z"`` and ``"flag"``).
+
+    ``manipulated``: two or more tests flag, or one has ``z > 2 z_flag``, or the mean of the three largest
+    test z (:func:`combined_z`) exceeds :data:`COMBINED_MANIPULATED`; ``suspicious``: one test flags or that
+    mean exceeds :data:`COMBINED_SUSPICIOUS`; else ``clean``. Score: ``max(Phi(z_max - z_flag),
+    Phi(combined - COMBINED_SUSPICIOUS))`` (0.5 where the verdict leaves ``clean``).
+    """
+    if not scored:
+        raise ValueError("no test was scored")
+    zs = [t["z"] for t in scored.values()]
+    flags = sum(bool(t["flag"]) for t in scored.values())
+    strongest, combined = max(zs), combined_z(zs)
+    if flags >= 2 or strongest > 2 * z_flag or combined > COMBINED_MANIPULATED:
+        label = "manipulated"
+    elif flags == 1 or combined > COMBINED_SUSPICIOUS:
+        label = "suspicious"
+    else:
+        label = "clean"
+    return label, max(normal_cdf(strongest - z_flag), normal_cdf(combined - COMBINED_SUSPICIOUS))
+
+
+def nominal_false_positive_rate(components: list[int], z_flag: float = Z_FLAG, draws: int = 20000,
+                                seed: int = 0) -> float:
+    """P(verdict != clean) for a clean model when each test's z is the largest of its ``components[i]``
+    independent standard normals (the null the scores assume), by Monte Carlo with ``draws`` draws."""
+    if not components or min(components) < 1:
+        raise ValueError(f"components must list >= 1 component per test, got {components!r}")
+    generator = torch.Generator().manual_seed(seed)
+    tests = torch.stack([torch.randn(draws, n, generator=generator, dtype=torch.float64).amax(1)
+                         for n in components], 1)
+    top = tests.topk(min(COMBINE_TOP, len(components)), dim=1).values.mean(1)
+    flags = (tests > z_flag).sum(1)
+    positive = (flags >= 1) | (tests.amax(1) > 2 * z_flag) | (top > COMBINED_SUSPICIOUS)
+    return positive.double().mean().item()

@@ -1,0 +1,99 @@
+"""veneer.audit.run and the CLI: an end-to-end audit of a small tabular model, errors, the report."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from veneer.audit import Audit, Calibration, audit
+from veneer.cli import build_parser
+from veneer.data import as_labeled
+from veneer.models import train
+from veneer.models.architectures import tabular_mlp
+from veneer.report.audit import write_audit
+
+
+@pytest.fixture(scope="module")
+def task():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 6, generator=g)
+    y = ((x[:, 0] + x[:, 1] > 0).long() + (x[:, 2] > 1).long())
+    torch.manual_seed(0)
+    model = tabular_mlp(6, (16, 8), 3)
+    train(model, x, y, epochs=20, lr=3e-3, progress=False)
+    return model.eval(), as_labeled((x, y))
+
+
+def test_audit_end_to_end_on_a_tabular_model(task, tmp_path):
+    model, data = task
+    before = copy.deepcopy(model.state_dict())
+    result = Audit(model, budget="fast", seed=0, options={"twin_steps": 80, "samples": 16})(data)
+    report = result.to_json()
+    assert report["verdict"] in ("clean", "suspicious", "manipulated") and 0 <= report["score"] <= 1
+    assert report["config"]["calibration"] == "twins" and len(result.calibration.details["twins"]["seconds"]) == 3
+    assert report["config"]["options"]["twin_steps"] == 80 and report["config"]["samples"] == 16
+    assert set(report["tests"]) == {"hessian", "noise_inputs", "weight_noise", "parameter_randomization",
+                                    "faithfulness", "cross_method_agreement", "beta_smoothing", "tangent_space"}
+    for test in report["tests"].values():
+        assert set(test) >= {"statistic", "score", "flag", "evidence"} and 0 <= test["score"] <= 1
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    paths = write_audit(result, tmp_path)
+    assert json.loads(paths["json"].read_text())["verdict"] == result.verdict
+    assert "| test |" in paths["markdown"].read_text() and paths["scores"].is_file()
+
+    # a stored calibration is reused at no cost and gives the same scores
+    reused = Audit(model, budget="fast", reference=Calibration.from_json(report["calibration"]),
+                   options={"samples": 16})(data)
+    assert reused.config["calibration"] == "twins"
+    assert abs(reused.tests["noise_inputs"]["z"] - result.tests["noise_inputs"]["z"]) < 1e-9
+
+
+def test_audit_with_a_reference_model_and_a_wrecked_copy(task):
+    model, data = task
+    result = audit(model, data, reference=copy.deepcopy(model), tests=["noise_inputs", "reference_comparison"])
+    assert result.config["calibration"] == "reference"
+    assert result.tests["reference_comparison"]["statistic"] == 0 and result.verdict == "clean"
+    veneered = Veneered(model).eval()
+    assert torch.equal(veneered(data.x).argmax(1), model(data.x).argmax(1))
+    flagged = audit(veneered, data, reference=model, methods=["gradient", "gradient_x_input"],
+                    tests=["noise_inputs", "faithfulness", "reference_comparison"])
+    assert flagged.verdict != "clean" and flagged.tests["noise_inputs"]["flag"]
+
+
+class Veneered(torch.nn.Module):
+    """``model`` plus a tiny fast oscillation along one direction: the same predictions, but the gradient of
+    every input is dominated by that direction (one picture for every input, thesis Sec. 4.1)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.direction = torch.nn.Parameter(torch.linspace(-1, 1, 6), requires_grad=False)
+
+    def forward(self, x):
+        return self.model(x) + 1e-3 * torch.sin(1e5 * x @ self.direction)[:, None]
+
+
+def test_audit_rejects_bad_arguments(task):
+    model, data = task
+    with pytest.raises(ValueError, match="budget"):
+        Audit(model, budget="slow")
+    with pytest.raises(ValueError, match="options"):
+        Audit(model, options={"twinz": 2})
+    with pytest.raises(ValueError, match="tests"):
+        Audit(model, tests=["nope"])
+    with pytest.raises(TypeError, match="reference"):
+        Audit(model, reference="model.pt")
+    with pytest.raises(ValueError, match="training mode"):
+        Audit(copy.deepcopy(model).train())
+    with pytest.raises(ValueError, match="empty"):
+        Audit(model)((torch.zeros(0, 6), torch.zeros(0, dtype=torch.long)))
+
+
+def test_cli_parses_the_audit_command():
+    args = build_parser().parse_args(["audit", "--model", "mnist-cnn", "--weights", "w.safetensors", "--data",
+                                      "mnist", "--reference", "mnist-cnn", "--methods", "gradient,ig", "--budget",
+                                      "full", "--seed", "3", "--out", "d"])
+    assert (args.budget, args.seed, args.reference, args.methods) == ("full", 3, "mnist-cnn", "gradient,ig")

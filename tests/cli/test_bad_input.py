@@ -286,3 +286,24 @@ def test_show_zero_draws_no_figure_but_keeps_the_results(tmp_path, capsys):
     out = tmp_path / "attack"
     assert main(["attack-input", "--n", "4", "--steps", "1", "--show", "0", "--out", str(out), "--no-report"]) == 0
     assert (out / "metrics.json").is_file() and not list(out.glob("fig1_*.png"))
+
+
+def test_every_output_of_a_run_has_the_usual_mode(tmp_path):
+    out = tmp_path / "explain"
+    assert main(["explain", "--n", "2", "--methods", "gradient", "--out", str(out)]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    files = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert {"config.json", "metrics.json", "attributions.safetensors", "explanations.png", "report.html"} <= set(files)
+    assert set(files.values()) == {0o666 & ~umask}
+
+
+def test_sweep_defaults_leave_out_methods_the_model_cannot_take(tensor_files, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "sweep"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript surrogate warning
+        assert main(["attack-input", "--sweep", "--model", str(tensor_files / "scripted.pt"), "--n", "3",
+                     "--eps", "0.1", "--steps", "1", "--attack", "random", "--out", str(out), "--no-report"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["methods"] == ["gradient", "ig"]  # no DeepLift

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from veneer.data import mnist
-from veneer.explain import METHODS
 from veneer.jobs import attack, manipulate, neurons
 from veneer.jobs.explain import explain_inputs
 from veneer.models import accuracy, pretrained
@@ -24,7 +23,7 @@ def demo(out: str | Path, seed: int = 0, say: Callable[[str], Any] = lambda text
     model, test = pretrained("mnist-cnn", progress=True), mnist("test")
     metrics = {"model": "mnist-cnn", "test_accuracy": accuracy(model, test.x, test.y)}
     say(f"MNIST CNN test accuracy: {metrics['test_accuracy']:.4f}")
-    metrics["explanations"] = explain_inputs(model, test.subset(slice(0, 8)), list(METHODS), run_dir)
+    metrics["explanations"] = explain_inputs(model, test.subset(slice(0, 8)), None, run_dir)
     say("input-level attacks: short sweep (Ghorbani Fig. 3) ...")
     metrics["attacks"] = attack.demo(run_dir.path / "attacks")
     say("model-level manipulation: short center-of-mass fine-tune ...")

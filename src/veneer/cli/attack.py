@@ -16,7 +16,7 @@ from veneer.cli.common import (add_data_args, add_model_args, add_run_args, load
 from veneer.cli.influence import add_influence_args, build_influence
 from veneer.explain import METHODS
 from veneer.jobs.attack import attack_inputs, correctly_classified
-from veneer.report.influence import influence_attack_report
+from veneer.jobs.influence import influence_attack_report
 from veneer.runs import seed_everything
 
 DEFAULTS = {"method": "gradient", "attack": "mass-center", "eps": "0.1"}

@@ -15,7 +15,7 @@ from veneer.cli.common import add_data_args, add_model_args, add_run_args, load_
 from veneer.data import load_dataset
 from veneer.explain import Influence
 from veneer.explain.influence import METHODS, last_layer
-from veneer.report.influence import influence_report
+from veneer.jobs.influence import influence_report
 from veneer.runs import seed_everything
 
 

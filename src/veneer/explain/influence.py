@@ -51,6 +51,11 @@ class TopInfluence(NamedTuple):
     helpful: torch.Tensor
     harmful: torch.Tensor
 
+    @classmethod
+    def of(cls, scores: torch.Tensor, k: int) -> "TopInfluence":
+        """The top ``k`` of ``(B, N_train)`` scores already computed."""
+        return cls(scores.topk(k, dim=1, largest=False).indices, scores.topk(k, dim=1).indices)
+
 
 def select_parameters(model: nn.Module, params: list[str] | tuple[str, ...] | None) -> dict[str, torch.Tensor]:
     """The model's parameters named by module prefixes (``"9"`` selects ``"9.weight"`` and ``"9.bias"``;
@@ -197,8 +202,7 @@ class Influence(Explainer):
         n = len(self.train_data)
         if k > n:
             raise ValueError(f"k must be at most the number of training samples ({n}), got {k}")
-        scores = self(x, y)
-        return TopInfluence(scores.topk(k, dim=1, largest=False).indices, scores.topk(k, dim=1).indices)
+        return TopInfluence.of(self(x, y), k)
 
     def __call__(self, x: torch.Tensor, target=None, create_graph: bool = False) -> torch.Tensor:
         check_eval_mode(self.model)

@@ -7,11 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
-import pandas as pd
 import torch
-from safetensors.torch import save_file
-
-from veneer.attacks import influence_sweep
 
 from veneer.report.figures import save_figure, show_image
 
@@ -58,66 +54,4 @@ def influence_sweep_figure(rows: list[dict[str, Any]], path: str | os.PathLike, 
     return save_figure(fig, path)
 
 
-def influence_report(influence, x: torch.Tensor, y: torch.Tensor, train_x: torch.Tensor, folder: str | os.PathLike,
-                     k: int = 5, show: int = 4, index: torch.Tensor | None = None,
-                     train_y: torch.Tensor | None = None) -> dict[str, Any]:
-    """Influence of every training sample on each test sample ``x`` (labels ``y``, data indices ``index``,
-    default ``0 .. B-1``):
-    writes ``scores.safetensors`` (``scores`` ``(B, N_train)`` = ``I_up,loss``, ``helpful``/``harmful``
-    ``(B, k)`` training indices), ``top.csv`` (one row per test sample, helpful and harmful indices with their
-    scores) and ``influence.png`` (the first ``show`` test samples, each with its ``k`` most helpful and ``k``
-    most harmful training images); returns the run's metrics."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    index = torch.arange(len(x)) if index is None else index
-    scores = influence(x, y)
-    top = influence.top(x, y, k)
-    save_file({"scores": scores.contiguous(), "helpful": top.helpful.contiguous(), "harmful": top.harmful.contiguous(),
-               "index": index.contiguous()}, str(folder / "scores.safetensors"))
-    frame = pd.DataFrame({"index": index.tolist(), "label": y.tolist()})
-    for kind, chosen in (("helpful", top.helpful), ("harmful", top.harmful)):
-        frame[kind] = [" ".join(map(str, row)) for row in chosen.tolist()]
-        frame[f"{kind}_scores"] = [" ".join(f"{v:.4g}" for v in row) for row in scores.gather(1, chosen).tolist()]
-    frame.to_csv(folder / "top.csv", index=False)
-    if x.ndim == 4:
-        rows = [row for i in range(min(show, len(x))) for row in (
-            {"image": x[i], "title": f"test #{int(index[i])}\nhelpful", "index": top.helpful[i], "scores": scores[i]},
-            {"image": x[i], "title": f"test #{int(index[i])}\nharmful", "index": top.harmful[i], "scores": scores[i]})]
-        influence_figure(rows, train_x, folder / "influence.png", train_y)
-    return {"n_test": len(x), "n_train": scores.shape[1], "k": k, "method": influence.method,
-            "damping": influence.damping, "params": influence.params,
-            "mean_abs_score": scores.abs().mean().item()}
-
-
-
-def influence_attack_report(model, influence, x: torch.Tensor, y: torch.Tensor, train_x: torch.Tensor,
-                            folder: str | os.PathLike, eps_values: list[float], *, train_y: torch.Tensor | None = None,
-                            top: int = 3, k: int = 5,
-                            steps: int = 1, step_size: float | None = None, input_range=(0.0, 1.0), seed: int = 0,
-                            batch_size: int = 100, show: int = 2) -> dict[str, Any]:
-    """Ghorbani et al. (2019), Fig. 4 on ``x`` (labels ``y`` kept): :func:`veneer.attacks.influence_sweep` at
-    every eps; writes ``sweep.csv``, ``sweep.png``, ``adversarial.safetensors`` (clean and perturbed inputs) and,
-    for the largest eps, ``example_<i>.png`` for the first ``show`` images (top-``k`` training images before
-    and after the attack); returns the summary rows as metrics."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    rows, images = influence_sweep(model, influence, x, y, eps_values, top=top, k=k, steps=steps,
-                                   step_size=step_size, input_range=input_range, seed=seed, batch_size=batch_size)
-    pd.DataFrame(rows).to_csv(folder / "sweep.csv", index=False)
-    influence_sweep_figure(rows, folder / "sweep.png", k=k)
-    save_file({"clean": x.contiguous(), "labels": y.contiguous(),
-               **{f"{name}/eps={eps:g}": t.contiguous() for (name, eps), t in images.items()}},
-              str(folder / "adversarial.safetensors"))
-    eps = max(eps_values)
-    x_adv = images[("influence", float(eps))]
-    if x.ndim == 4:
-        for i in range(min(show, len(x))):
-            clean, perturbed = -influence(x[i:i + 1], y[i:i + 1])[0], -influence(x_adv[i:i + 1], y[i:i + 1])[0]
-            influence_figure([{"image": x[i], "title": "test image", "index": clean.topk(k).indices, "scores": clean},
-                              {"image": x_adv[i], "title": f"perturbed\neps={eps:g}",
-                               "index": perturbed.topk(k).indices, "scores": perturbed}],
-                             train_x, folder / f"example_{i}.png", train_y)
-    return {"n_attacked": len(x), "top": top, "k": k, "steps": steps, "results": rows}
-
-
-__all__ = ["influence_figure", "influence_sweep_figure", "influence_report", "influence_attack_report"]
+__all__ = ["influence_figure", "influence_sweep_figure"]

@@ -11,7 +11,9 @@ the same sweep with damping 0.01 (how much the fragility owes to the Hessian's s
 
 Appendix H: the same measurement for inputs of growing dimension, the same 1-vs-7 task: scikit-learn digits
 (8x8) and MNIST average-pooled to 7x7 and 14x14 and at full 28x28, with one small CNN shape (two 3x3 conv
-blocks, 32 hidden units) trained per size, 250 training and 100 correctly classified test images each.
+blocks, 32 hidden units) trained per size, 250 training and 100 correctly classified test images each; and the
+controlled version of the argument: the 7x7 images with every pixel repeated to 14x14 and 28x28 (the same
+information, 4x and 16x the input dimensions an l-inf perturbation can move independently).
 
 Usage: ``python experiments/influence_fig4.py [OUT]`` (default ``runs/influence_fig4``); writes config.json,
 metrics.json, fig4_sweep.png, fig4_sweep_damping.png, fig4_example.png, dimension.png and prints Markdown tables;
@@ -40,14 +42,17 @@ DAMPING = 0.0  # as Ghorbani et al.'s reference notebook: the pseudo-inverse of 
 SEED = 0
 
 
-def binary(data, n_train: int, n_pool: int, pool: int = 1):
+def binary(data, n_train: int, n_pool: int, pool: int = 1, upsample: int = 1):
     """The images of ``DIGITS`` relabelled 0/1 in a seeded random order: ``n_train`` for training, the next
-    ``n_pool`` held out."""
+    ``n_pool`` held out; average-pooled by ``pool``, then each pixel repeated ``upsample`` x ``upsample`` times
+    (nearest neighbour: the same information in more input dimensions)."""
     keep = ((data.y == DIGITS[0]) | (data.y == DIGITS[1])).nonzero().squeeze(1)
     keep = keep[torch.randperm(len(keep), generator=torch.Generator().manual_seed(SEED))]
     x, y = data.x[keep], (data.y[keep] == DIGITS[1]).long()
     if pool > 1:
         x = F.avg_pool2d(x, pool)
+    if upsample > 1:
+        x = F.interpolate(x, scale_factor=upsample, mode="nearest")
     return (x[:n_train], y[:n_train]), (x[n_train:n_train + n_pool], y[n_train:n_train + n_pool])
 
 
@@ -107,12 +112,13 @@ def fig4(run: RunDir) -> dict:
 
 
 def dimension(run: RunDir) -> list[dict]:
-    cases = {"digits 8x8": (digits("all"), 1), "MNIST 7x7": (mnist("all"), 4), "MNIST 14x14": (mnist("all"), 2),
-             "MNIST 28x28": (mnist("all"), 1)}
+    cases = {"digits 8x8": (digits("all"), 1, 1), "MNIST 7x7": (mnist("all"), 4, 1),
+             "MNIST 14x14": (mnist("all"), 2, 1), "MNIST 28x28": (mnist("all"), 1, 1),
+             "MNIST 7x7 repeated to 14x14": (mnist("all"), 4, 2), "MNIST 7x7 repeated to 28x28": (mnist("all"), 4, 4)}
     rows = []
-    for name, (data, pool) in cases.items():
+    for name, (data, pool, upsample) in cases.items():
         seed_everything(SEED)
-        (x_train, y_train), (x_pool, y_pool) = binary(data, 250, 110, pool)
+        (x_train, y_train), (x_pool, y_pool) = binary(data, 250, 110, pool, upsample)
         model = small_cnn(x_train.shape[-1])
         train(model, x_train, y_train, epochs=15, seed=SEED, progress=False)
         model, x_train, x_pool = model.double(), x_train.double(), x_pool.double()

@@ -54,9 +54,93 @@ def test_exact_equals_captum_up_to_minus_one_over_n(kind, damping, tmp_path):
     assert relative_error(scores, -N_TRAIN * captum) < 1e-6
 
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+class _Residual(nn.Module):
+    """Not a Sequential: a residual body and a last ``nn.Linear`` reached through a custom forward."""
+
+    def __init__(self, scale_output: float = 1.0):
+        super().__init__()
+        self.body, self.fc, self.scale_output = nn.Linear(12, 12), nn.Linear(12, 3), scale_output
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.body(x)) + x) * self.scale_output
+
+
+def _residual_case(scale_output: float = 1.0):
+    torch.manual_seed(4)
+    model = _Residual(scale_output).double().eval()
+    x = torch.randn(N_TRAIN + 4, 12, generator=generator(0), dtype=torch.float64)
+    y = torch.randint(0, 3, (N_TRAIN + 4,), generator=generator(1))
+    return model, (x[:N_TRAIN], y[:N_TRAIN]), x[N_TRAIN:], y[N_TRAIN:]
+
+
+@pytest.mark.parametrize("case", ["cnn-last", "residual-fc", "residual-fc-weight", "residual-scaled-output"])
+def test_linear_head_closed_form_is_used_only_where_exact_and_matches_autograd(case, tmp_path):
+    """A final nn.Linear's closed-form Hessian (no Hessian-vector products) is taken only when the layer's output
+    is the model's output (not when the output is scaled after it); either way the scores equal Captum's (its
+    autograd Hessian) after its constant."""
+    if case.startswith("residual"):
+        model, (x, y), x_test, y_test = _residual_case(2.0 if case.endswith("scaled-output") else 1.0)
+        layers = {"residual-fc": ["fc"], "residual-fc-weight": ["fc.weight"], "residual-scaled-output": ["fc"]}[case]
+    else:
+        model, (x, y), x_test, y_test, layers = *_case("cnn")[:4], ["9"]
+    influence = Influence(model, (x, y), params=layers, damping=0.01)
+    scores = influence(x_test, y_test)
+    assert (influence._linear is not None) == (case in ("cnn-last", "residual-fc", "residual-fc-weight"))
+    checkpoint = tmp_path / "model.pt"
+    torch.save(model.state_dict(), checkpoint)
+    captum = NaiveInfluenceFunction(
+        model, DataLoader(TensorDataset(x, y), batch_size=N_TRAIN), checkpoint=str(checkpoint),
+        loss_fn=nn.CrossEntropyLoss(reduction="none"), layers=[name.split(".")[0] for name in layers],
+        projection_dim=None, hessian_reg=N_TRAIN * 0.01, hessian_inverse_tol=1e-12)
+    if case == "residual-fc-weight":  # Captum selects whole layers: Koh & Liang's Eq. 2 by plain autograd
+        weight = model.fc.weight.detach()
+
+        def loss(w, inputs, labels):
+            return nn.functional.cross_entropy(torch.func.functional_call(model, {"fc.weight": w}, (inputs,)), labels)
+
+        def per_sample(inputs, labels):
+            return torch.stack([torch.autograd.functional.jacobian(lambda w: loss(w, i[None], l[None]), weight)
+                                .flatten() for i, l in zip(inputs, labels)])
+
+        hessian = torch.autograd.functional.hessian(lambda w: loss(w, x, y), weight).reshape(weight.numel(), -1)
+        damped = hessian + 0.01 * torch.eye(len(hessian), dtype=hessian.dtype)
+        expected = -per_sample(x_test, y_test) @ torch.linalg.solve(damped, per_sample(x, y).T)
+    else:
+        expected = -N_TRAIN * captum.influence((x_test, y_test))
+    assert relative_error(scores, expected) < 1e-6
+
+
+def test_linear_head_hessian_and_products_equal_autograd_hessian():
+    """LinearHead.hessian (closed form) equals the Hessian from autograd Hessian-vector products, and
+    hessian_vector_products equals that matrix times the vectors (float64, bias and weight-only)."""
+    from veneer.explain.influence import LinearHead
+    model, (x, y), _, _ = _residual_case()
+    for names in (["fc.weight", "fc.bias"], ["fc.weight"]):
+        theta = {n: p.detach() for n, p in model.named_parameters() if n in names}
+
+        def loss(*flat):
+            params = dict(zip(names, flat))
+            return nn.functional.cross_entropy(torch.func.functional_call(model, params, (x,)), y)
+
+        blocks = torch.autograd.functional.hessian(loss, tuple(theta.values()))
+        expected = torch.cat([torch.cat([blocks[i][j].reshape(theta[a].numel(), theta[b].numel())
+                                         for j, b in enumerate(names)], 1) for i, a in enumerate(names)])
+        head = LinearHead.find(model, theta, x)
+        h, logits = head.features(model, x)
+        hessian = head.hessian(h.detach(), logits.softmax(1).detach(), chunk=7)
+        assert relative_error(hessian, expected) < 1e-12
+        vectors = torch.randn(5, len(expected), generator=generator(2), dtype=torch.float64)
+        products = head.hessian_vector_products(h.detach(), logits.softmax(1).detach(), vectors, chunk=7)
+        assert relative_error(products, vectors @ expected) < 1e-12
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "residual-scaled-output"])
 def test_cg_matches_exact(kind):
-    model, train, x_test, y_test, prefix = _case(kind)
+    """On the closed-form linear head (mlp, cnn) and on the autograd path (an output scaled after the layer)."""
+    if kind == "residual-scaled-output":
+        (model, train, x_test, y_test), prefix = _residual_case(2.0), "fc"
+    else:
+        model, train, x_test, y_test, prefix = _case(kind)
     exact = Influence(model, train, params=[prefix])(x_test, y_test)
     cg = Influence(model, train, params=[prefix], method="cg")(x_test, y_test)
     assert _correlation(exact, cg) >= 0.9999

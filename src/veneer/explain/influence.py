@@ -22,7 +22,12 @@ Three ways to apply ``H^-1``:
   optimization for machine learning in linear time" (LiSSA), as used by Koh & Liang, Sec. 3:
   ``h_j = v + h_{j-1} - (H_batch + damping I) h_{j-1} / scale``, ``H^-1 v ~ h_depth / scale``.
 
-Per-sample training gradients come from ``torch.func`` (``vmap`` of ``grad`` of a ``functional_call``), a chunk
+When the selected parameters are the weight (and bias) of one ``nn.Linear`` whose output is the model's output
+(the top layer of Koh & Liang and Ghorbani et al.), gradients and Hessian have a closed form: for logits
+``z = W h + b`` and ``p = softmax(z)``, ``grad_W L = (p - e_y) h^T`` and ``H = mean_n (diag(p_n) - p_n p_n^T)
+kron h~_n h~_n^T`` with ``h~ = (h, 1)`` (the softmax cross-entropy Hessian of a linear map, exact: the logits are
+linear in ``W``), formed in float64 without Hessian-vector products (:class:`LinearHead`). Otherwise
+per-sample training gradients come from ``torch.func`` (``vmap`` of ``grad`` of a ``functional_call``), a chunk
 of ``batch_size`` samples at a time; they and (``exact``) their inverse-Hessian products are cached per model
 state (recomputed when a parameter or buffer is changed in place or replaced). In an ``nn.Sequential`` the leading layers without a
 selected parameter are run once on the training set (:func:`frozen_prefix`).
@@ -40,6 +45,7 @@ from torch.func import functional_call, grad, vmap
 from veneer.checks import check_eval_mode, check_positive, check_tensor
 from veneer.data import as_labeled
 from veneer.explain.base import Explainer
+from veneer.models.capture import capture
 
 METHODS = ("exact", "cg", "lissa")
 
@@ -104,6 +110,95 @@ def last_layer(model: nn.Module) -> str:
     if not owners:
         raise ValueError("model has no parameters")
     return owners[-1]
+
+
+class LinearHead:
+    """Closed-form gradients and Hessian of the cross-entropy over the parameters of a final ``nn.Linear``.
+
+    With ``z = W h + b``, ``p = softmax(z)`` and ``h~ = (h, 1)`` (``h`` alone without a selected bias):
+    ``grad_(W, b) L(z, y) = (p - e_y) kron h~`` and the Hessian of the mean loss over ``N`` samples is
+    ``H = (1/N) sum_n (diag(p_n) - p_n p_n^T) kron h~_n h~_n^T`` -- exact, since the logits are linear in the
+    parameters (so the Gauss-Newton matrix is the Hessian). Parameters are flattened in the model's order:
+    the weight row by row, then the bias.
+    """
+
+    def __init__(self, name: str, module: nn.Linear, bias: bool):
+        self.name, self.module, self.bias = name, module, bias
+
+    @classmethod
+    def find(cls, model: nn.Module, theta: dict[str, torch.Tensor], x: torch.Tensor) -> "LinearHead | None":
+        """The head when ``theta`` is the weight (and bias) of one ``nn.Linear`` taking ``(B, D)`` inputs whose
+        output is the model's output on ``x`` (checked by running it); otherwise ``None``."""
+        owner = {name.rsplit(".", 1)[0] if "." in name else "" for name in theta}
+        if len(owner) != 1:
+            return None
+        name = owner.pop()
+        if not name:  # the model itself is the layer: no hook point (the general path handles it)
+            return None
+        module = model.get_submodule(name)
+        if not isinstance(module, nn.Linear):
+            return None
+        selected = {name.rsplit(".", 1)[-1] for name in theta}
+        if "weight" not in selected:
+            return None
+        head = cls(name, module, "bias" in selected)
+        with torch.no_grad():
+            h, logits = head.features(model, x)
+            if h.dim() != 2 or logits.dim() != 2 or not torch.equal(module(h), logits):
+                return None
+        return head
+
+    def features(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(h, logits)``: the head's input and the model's output on ``x`` (differentiable in ``x``)."""
+        with capture(model, [self.name], inputs=True) as seen:
+            logits = model(x)
+        return seen.take()[self.name], logits
+
+    def augmented(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.cat([h, torch.ones_like(h[:, :1])], 1) if self.bias else h
+
+    def gradients(self, h: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``(B, P)`` per-sample gradients ``(p - e_y) kron h~``: the weight's rows, then the bias."""
+        residual = logits.softmax(1) - F.one_hot(y, logits.shape[1]).to(logits.dtype)
+        weight = (residual[:, :, None] * h[:, None, :]).flatten(1)
+        return torch.cat([weight, residual], 1) if self.bias else weight
+
+    def _order(self, classes: int, width: int) -> torch.Tensor:
+        """Positions of the flattened parameters (weight rows, then bias) in the ``(class, h~ index)`` layout."""
+        inner = width - 1 if self.bias else width
+        weight = (torch.arange(classes)[:, None] * width + torch.arange(inner)[None, :]).flatten()
+        return torch.cat([weight, torch.arange(classes) * width + inner]) if self.bias else weight
+
+    def hessian(self, h: torch.Tensor, probabilities: torch.Tensor, chunk: int) -> torch.Tensor:
+        """``(P, P)`` Hessian of the mean cross-entropy in float64, accumulated over chunks of samples."""
+        classes, width = probabilities.shape[1], h.shape[1] + self.bias
+        blocks = h.new_zeros(classes, width, width, dtype=torch.float64)
+        outer = h.new_zeros(classes * width, classes * width, dtype=torch.float64)
+        for hb, pb in zip(h.split(chunk), probabilities.split(chunk)):
+            hb, pb = self.augmented(hb).double(), pb.double()
+            blocks += torch.einsum("nc,ni,nj->cij", pb, hb, hb)
+            joint = (pb[:, :, None] * hb[:, None, :]).flatten(1)
+            outer += joint.T @ joint
+        full = torch.block_diag(*blocks) - outer
+        order = self._order(classes, width).to(h.device)
+        return full[order][:, order] / len(h)
+
+    def hessian_vector_products(self, h: torch.Tensor, probabilities: torch.Tensor, vectors: torch.Tensor,
+                                chunk: int) -> torch.Tensor:
+        """``H V`` for the rows of ``V`` without forming ``H``: the logit change of each sample, times
+        ``diag(p) - p p^T``, mapped back to the parameters."""
+        classes, width = probabilities.shape[1], h.shape[1] + self.bias
+        order = self._order(classes, width).to(h.device)
+        grid = vectors.new_zeros(len(vectors), classes * width)
+        grid[:, order] = vectors
+        grid = grid.view(len(vectors), classes, width)
+        total = torch.zeros_like(grid)
+        for hb, pb in zip(h.split(chunk), probabilities.split(chunk)):
+            hb = self.augmented(hb)
+            change = torch.einsum("kci,ni->nkc", grid, hb)
+            curved = pb[:, None, :] * change - pb[:, None, :] * (pb[:, None, :] * change).sum(2, keepdim=True)
+            total += torch.einsum("nkc,ni->kci", curved, hb)
+        return total.flatten(1)[:, order] / len(h)
 
 
 class _InverseHVP(torch.autograd.Function):
@@ -214,7 +309,10 @@ class Influence(Explainer):
         return super().__call__(x, target, create_graph)
 
     def attribute(self, x, target, create_graph):
-        test_grad = self._gradients(self._frozen(x), target)
+        if self._linear is None:
+            test_grad = self._gradients(self._frozen(x), target)
+        else:
+            test_grad = self._linear.gradients(*self._linear.features(self.model, x), target)
         if self.method == "exact":
             return -test_grad @ self._train_inverse.T
         solver = self._cg if self.method == "cg" else self._lissa
@@ -238,10 +336,19 @@ class Influence(Explainer):
         self._input_shape, self._input_dtype = x.shape[1:], x.dtype
         with torch.no_grad():
             classes = self.model(x[:1]).shape[-1]
-            self._features = torch.cat([self._frozen(part) for part in x.split(self.batch_size)])
         if int(self._y.max()) >= classes:
             raise ValueError(f"train_data: y holds class {int(self._y.max())} but the model has {classes} outputs")
-        self._train_grad = self._gradients(self._features, self._y).detach()
+        self._linear = LinearHead.find(self.model, self._theta, x[:2])
+        with torch.no_grad():
+            if self._linear is None:
+                self._features = torch.cat([self._frozen(part) for part in x.split(self.batch_size)])
+                self._train_grad = self._gradients(self._features, self._y).detach()
+            else:
+                parts = [self._linear.features(self.model, part) for part in x.split(self.batch_size)]
+                self._features = torch.cat([h for h, _ in parts])
+                logits = torch.cat([z for _, z in parts])
+                self._probabilities = logits.softmax(1)
+                self._train_grad = self._linear.gradients(self._features, logits, self._y)
         self._train_inverse = self._inverse_products(self._train_grad) if self.method == "exact" else None
         self._scale = self._lissa_scale() if self.method == "lissa" else None
         self._cache_key = key
@@ -277,6 +384,10 @@ class Influence(Explainer):
         training samples ``index`` (default: all). The loss gradient's graph is built once per chunk of samples
         and differentiated again for every batch of vectors (double backward, ``is_grads_batched``)."""
         x, y = (self._features, self._y) if index is None else (self._features[index], self._y[index])
+        if self._linear is not None:
+            probabilities = self._probabilities if index is None else self._probabilities[index]
+            return lambda vectors: (self._linear.hessian_vector_products(x, probabilities, vectors, self.batch_size)
+                                    + self.damping * vectors)
         theta = self._flat_theta().clone().requires_grad_(True)
         with torch.enable_grad():
             grads = [torch.autograd.grad(self._batch_loss(theta, xb, yb), theta, create_graph=True)[0]
@@ -290,17 +401,27 @@ class Influence(Explainer):
 
         return apply
 
+    def _hessian_matrix(self) -> torch.Tensor:
+        """``H + damping I`` in float64, symmetrised: the closed form of a linear head, else Hessian-vector
+        products of the basis vectors."""
+        if self._linear is not None:
+            hessian = self._linear.hessian(self._features, self._probabilities, self.batch_size)
+            hessian.diagonal().add_(self.damping)
+        else:
+            theta = self._flat_theta()
+            basis = torch.eye(theta.numel(), dtype=theta.dtype, device=theta.device)
+            operator = self._hessian()
+            hessian = torch.cat([operator(part) for part in basis.split(self.batch_size)]).double()
+        return (hessian + hessian.T) / 2
+
     def _inverse_products(self, gradients: torch.Tensor) -> torch.Tensor:
-        """``(K, P)`` rows ``(H + damping I)^-1 g`` for the rows ``g`` of ``gradients``, ``H`` formed from
-        Hessian-vector products of the basis vectors and factorised in float64. A Cholesky solve when
+        """``(K, P)`` rows ``(H + damping I)^-1 g`` for the rows ``g`` of ``gradients``, ``H`` formed
+        (:meth:`_hessian_matrix`) and factorised in float64. A Cholesky solve when
         ``damping > 0`` and the matrix is positive definite; otherwise its eigendecomposition, eigenvalues within
         rounding (of the model's dtype) of 0 dropped (a pseudo-inverse) and negative ones (a non-convex loss)
         inverted as they are."""
         size = gradients.shape[1]
-        basis = torch.eye(size, dtype=gradients.dtype, device=gradients.device)
-        operator = self._hessian()
-        hessian = torch.cat([operator(part) for part in basis.split(self.batch_size)])
-        hessian = ((hessian + hessian.T) / 2).double()  # factorised in float64: robust for float32 models
+        hessian = self._hessian_matrix()
         rhs = gradients.double()
         if self.damping > 0:
             factor, info = torch.linalg.cholesky_ex(hessian)

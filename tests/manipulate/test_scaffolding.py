@@ -8,7 +8,8 @@ from torch import nn
 from veneer.data import LabeledData
 from veneer.explain import KernelShap, Lime
 from veneer.manipulate.scaffolding import (FeatureRule, Scaffolding, ScaffoldedModel, add_random_features,
-                                           explanation_ranks, feature_rule, rank_shares, top_k_share)
+                                           detector_input, explanation_ranks, feature_rule, one_hot_groups,
+                                           rank_shares, top_k_share)
 
 N = 600
 
@@ -116,3 +117,28 @@ def test_bad_arguments_are_refused(data):
         Scaffolding(rule, rule, real_recall=1.0)
     with pytest.raises(ValueError, match="methods must be among"):
         explanation_ranks({"b": rule}, data, data.x[:2], {"group": [0]}, "group", methods=("gradient",))
+
+
+def test_one_hot_group_sums_feed_the_detector():
+    names = ["age", "race=a", "race=b", "race=c", "sex=f", "sex=m", "random_1"]
+    assert one_hot_groups(names) == [[1, 2, 3], [4, 5]]
+    assert one_hot_groups(["a", "b"]) == [] and one_hot_groups(None) == []
+    x = torch.tensor([[30.0, 0, 1, 0, 1, 0, 1], [30.0, 1, 1, 0, 0, 0, 1]])
+    assert detector_input(x, one_hot_groups(names))[:, -2:].tolist() == [[1.0, 1.0], [2.0, 0.0]]
+
+
+def test_group_sums_hide_a_one_hot_attribute_better_from_kernel_shap():
+    """KernelSHAP coalitions that take some columns of a one-hot group from the row and others from a background
+    row break the group's sum; with feature names the detector sees it and more coalitions go innocuous."""
+    gen = torch.Generator().manual_seed(2)
+    category = torch.randint(0, 3, (N,), generator=gen)
+    x = torch.cat([nn.functional.one_hot(category, 3).float(), torch.randn(N, 2, generator=gen)], 1)
+    data = add_random_features(LabeledData(x, (category == 0).long(), "toy", ["no", "yes"],
+                                           ["group=a", "group=b", "group=c", "u", "v"]), 1, seed=3)
+    biased, innocuous = feature_rule(data, ["group=a"]), feature_rule(data, ["random_1"])
+    shares = {}
+    for name, given in (("names", data), ("tensor", data.x)):
+        model = Scaffolding(biased, innocuous, "shap", samples_per_row=10, background_size=5)(given).model
+        attr = KernelShap(model, data, num_samples=64, background_size=5)(data.x[:30], target=1)
+        shares[name] = top_k_share(attr, [0, 1, 2], 1)
+    assert shares["names"] < shares["tensor"]

@@ -79,20 +79,37 @@ class ScaffoldedModel(nn.Module):
     """``biased(x)`` where the detector says ``x`` is a real row, ``innocuous(x)`` elsewhere (Slack et al. Eq. 2).
     Outputs the (N, C) logits of the chosen model per row; not differentiable (the detector is a forest)."""
 
-    def __init__(self, biased: Callable, innocuous: Callable, detector, threshold: float = 0.5):
+    def __init__(self, biased: Callable, innocuous: Callable, detector, threshold: float = 0.5,
+                 groups: list[list[int]] | None = None):
         super().__init__()
         # a tuple, so that the given modules are not registered as submodules (``.eval()`` etc. leave them alone)
         self.models, self.detector, self.threshold = (biased, innocuous), detector, threshold
+        self.groups = groups or []
 
     def in_distribution(self, x: torch.Tensor) -> torch.Tensor:
         """(N,) bool: the detector's probability that each row is real is at least ``threshold``."""
-        real = self.detector.predict_proba(x.detach().cpu().double().numpy())[:, 1]
+        real = self.detector.predict_proba(detector_input(x.detach().cpu().double(), self.groups).numpy())[:, 1]
         return torch.from_numpy(real >= self.threshold).to(x.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         real = self.in_distribution(x)
         biased, innocuous = self.models
         return torch.where(real[:, None], biased(x), innocuous(x))
+
+
+def one_hot_groups(names: list[str] | None) -> list[list[int]]:
+    """Column indices of each one-hot attribute (columns named ``attribute=value``, at least two per attribute)."""
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names or []):
+        if "=" in name:
+            groups.setdefault(name.split("=", 1)[0], []).append(i)
+    return [columns for columns in groups.values() if len(columns) > 1]
+
+
+def detector_input(x: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
+    """The detector's features: the row and the sum of each one-hot group (exactly 1 on a real row; a
+    perturbation that mixes a group's columns from two rows, as KernelSHAP's coalitions do, breaks it)."""
+    return torch.cat([x] + [x[:, columns].sum(1, keepdim=True) for columns in groups], 1)
 
 
 @dataclass
@@ -156,6 +173,7 @@ class Scaffolding:
         from sklearn.ensemble import RandomForestClassifier
 
         x = train_x.x if isinstance(train_x, LabeledData) else train_x
+        groups = one_hot_groups(train_x.feature_names) if isinstance(train_x, LabeledData) else []
         check_tensor("train_x", x, ndim=2)
         if len(x) < 10:
             raise ValueError(f"train_x must hold at least 10 rows, got {len(x)}")
@@ -164,13 +182,13 @@ class Scaffolding:
         held = max(1, int(len(rows) * self.test_share))
         test, calibration, train = rows[:held], rows[held:2 * held], rows[2 * held:]
         fake_train, fake_test = self.perturb(x, train), self.perturb(x, test)
-        features = torch.cat([train, fake_train]).numpy()
+        features = detector_input(torch.cat([train, fake_train]), groups).numpy()
         labels = np.r_[np.ones(len(train)), np.zeros(len(fake_train))]
         detector = RandomForestClassifier(n_estimators=self.n_estimators, class_weight="balanced",
                                           random_state=self.seed, n_jobs=1).fit(features, labels)
-        real_scores = detector.predict_proba(calibration.numpy())[:, 1]
+        real_scores = detector.predict_proba(detector_input(calibration, groups).numpy())[:, 1]
         threshold = min(0.5, float(np.quantile(real_scores, 1 - self.real_recall)))
-        model = ScaffoldedModel(self.biased, self.innocuous, detector, threshold).eval()
+        model = ScaffoldedModel(self.biased, self.innocuous, detector, threshold, groups).eval()
         test = test.to(x.dtype)
         accuracy = (model.in_distribution(test).double().mean()
                     + (~model.in_distribution(fake_test.to(x.dtype))).double().mean()) / 2

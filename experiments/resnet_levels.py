@@ -5,8 +5,9 @@ under an input-level MassCenter attack and model-level centre-of-mass manipulati
 
 1. Input level: MassCenter against RandomSign on the first ``--n`` correctly classified test images, Gradient and
    LRP (epsilon_plus), eps 0.05 / 0.1, 10 signed steps (the Fig.-3 measures).
-2. Model level: ``Manipulation(CenterOfMass((0, 0)))`` on Gradient and on LRP (epsilon_plus), keep ``ce``,
-   alpha 0.1, lr ``--lr`` (1e-3), ``--steps`` steps of 64 training images; evaluated on 200 test images (centre-of-mass
+2. Model level: ``Manipulation(CenterOfMass((0, 0)))`` on Gradient and on LRP (epsilon_plus; ``lrp-zb``: with
+   z^B on the first convolution), keep ``--keep`` (ce), alpha ``--alpha`` (0.1; with ``--min-agreement`` the
+   starting alpha of the budgeted run), lr ``--lr`` (1e-3), ``--steps`` steps of 64 training images; evaluated on 200 test images (centre-of-mass
    distance to the corner, accuracy and label agreement).
 Each part writes its own run directory under ``--out``; ``summary.md`` collects the figures.
 """
@@ -24,7 +25,9 @@ from veneer.manipulate import CenterOfMass
 from veneer.models import pretrained
 from veneer.runs import RunDir, write_json
 
-METHODS = {"gradient": Gradient, "lrp": lambda m: LRP(m, composite="epsilon_plus")}
+METHODS = {"gradient": Gradient, "lrp": lambda m: LRP(m, composite="epsilon_plus"),
+           # z^B on the first convolution: relevance can reach the black background (Montavon et al. 2017)
+           "lrp-zb": lambda m: LRP(m, composite="epsilon_plus", low=0.0, high=1.0)}
 
 
 def main() -> None:
@@ -33,7 +36,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--methods", default="gradient,lrp", help="methods of the model-level part")
+    parser.add_argument("--methods", default="gradient,lrp", help="methods of the model-level part: "
+                        + ", ".join(METHODS))
+    parser.add_argument("--alpha", type=float, default=0.1)
+    parser.add_argument("--keep", default="ce", choices=("ce", "kl", "prob_mse"))
+    parser.add_argument("--min-agreement", type=float, default=None,
+                        help="behaviour budget (issue 16): adaptive alpha, best iterate that keeps this agreement")
     parser.add_argument("--skip-input", action="store_true", help="only the model-level part")
     options = parser.parse_args()
     out = Path(options.out)
@@ -57,12 +65,15 @@ def main() -> None:
     for name in names:
         build = METHODS[name]
         directory = out / f"manipulate-{name}"
+        budget = {} if options.min_agreement is None else {"min_agreement": options.min_agreement, "check_every": 10}
         run = RunDir(directory, {"command": "manipulate", "model": "mnist-resnet", "method": name,
-                                 "objective": "com", "steps": options.steps, "lr": options.lr}, 0, resume=True)
+                                 "objective": "com", "steps": options.steps, "lr": options.lr, "alpha": options.alpha,
+                                 "keep": options.keep, **budget}, 0, resume=True)
         run.start()
         manipulated, train = manipulate_and_save(model, build(model), objective, mnist("train"), directory,
-                                                 steps=options.steps, alpha=0.1, lr=options.lr, batch_size=64,
-                                                 checkpoint_every=50, resume=True, seed=0, progress=True)
+                                                 steps=options.steps, alpha=options.alpha, lr=options.lr,
+                                                 keep=options.keep, batch_size=64, checkpoint_every=50, resume=True,
+                                                 seed=0, progress=True, **budget)
         evaluation = evaluate_and_save(model, manipulated, objective, test.subset(slice(0, 200)),
                                        {name: build(model)}, directory, noise=0, progress=False)
         run.write_metrics({"train": train, "evaluation": evaluation})

@@ -169,6 +169,32 @@ def test_occlusion_matches_captum_when_stride_does_not_tile_the_image(request, c
     AGREEMENT.check("Occlusion[partial windows]", ours, reference)
 
 
+def test_occlusion_matches_captum_on_rows_and_channel_windows(mlp_case, vgg_case):
+    """Windows over the last dims: an int over a (B, F) row's features; (c, h, w) occludes c channels at a
+    time (whole images: the incremental path takes (h, w) windows only), with a tensor baseline."""
+    model, x, t = mlp_case
+    ours = Occlusion(model, window=3, stride=2, baseline=0.5)(x, t)
+    reference = CaptumOcclusion(model).attribute(x, sliding_window_shapes=(3,), strides=2, baselines=0.5, target=t)
+    AGREEMENT.check("Occlusion[rows]", ours, reference)
+    model, x, t = vgg_case
+    baseline = torch.rand(1, *x.shape[1:], generator=_gen(23), dtype=x.dtype)
+    occlusion = Occlusion(model, window=(2, 8, 8), stride=(1, 6, 6), baseline=baseline)
+    ours = occlusion(x, t)
+    reference = CaptumOcclusion(model).attribute(x, sliding_window_shapes=(2, 8, 8), strides=(1, 6, 6),
+                                                 baselines=baseline, target=t)
+    assert not occlusion.last_incremental
+    AGREEMENT.check("Occlusion[channel windows]", ours, reference)
+
+
+def test_incremental_occlusion_with_a_tensor_baseline_equals_whole_images(cnn_case):
+    model, x, t = cnn_case
+    baseline = torch.rand(1, *x.shape[1:], generator=_gen(24), dtype=x.dtype)
+    full = Occlusion(model, window=5, stride=4, baseline=baseline, incremental=False)(x, t)
+    fast = Occlusion(model, window=5, stride=4, baseline=baseline, batch_size=16)
+    assert relative_error(fast(x, t), full) < 1e-12 and fast.last_incremental
+    AGREEMENT.check("Occlusion[tensor baseline]", full, _captum_occlusion(model, x, t, 5, 4, baseline))
+
+
 def _residual_block():
     class Residual(torch.nn.Module):
         def __init__(self):
@@ -708,14 +734,22 @@ def test_occlusion_bad_arguments(small_cnn, cnn_inputs, small_mlp, mlp_inputs):
         Occlusion(small_cnn, window=(3, 30))(cnn_inputs)
     with pytest.raises(ValueError, match="window"):
         Occlusion(small_cnn, window=0)
-    with pytest.raises(ValueError, match="window"):
-        Occlusion(small_cnn, window=(3, 3, 3))
+    with pytest.raises(ValueError, match=r"window \(3, 3, 3\) is larger than x's last dims \(1, 28, 28\)"):
+        Occlusion(small_cnn, window=(3, 3, 3))(cnn_inputs)  # (c, h, w): 3 of the 1 channels
+    with pytest.raises(ValueError, match=r"window \(1, 1, 3, 3\) has 4 dims but x has 3 per sample"):
+        Occlusion(small_cnn, window=(1, 1, 3, 3))(cnn_inputs)
+    with pytest.raises(ValueError, match=r"stride \(1, 2, 2\) must have one entry per dim of the window \(5, 5\)"):
+        Occlusion(small_cnn, stride=(1, 2, 2))(cnn_inputs)
+    with pytest.raises(ValueError, match="baseline must be a finite number or a tensor"):
+        Occlusion(small_cnn, baseline=float("nan"))
+    with pytest.raises(ValueError, match=r"baseline of shape \(2, 28, 28\) does not broadcast to x's shape"):
+        Occlusion(small_cnn, baseline=torch.zeros(2, 28, 28, dtype=torch.float64))(cnn_inputs)
     with pytest.raises(ValueError, match="stride"):
         Occlusion(small_cnn, stride=0)
     with pytest.raises(ValueError, match="batch_size"):
         Occlusion(small_cnn, batch_size=0)
-    with pytest.raises(ValueError, match="^x "):
-        Occlusion(small_mlp, window=3)(mlp_inputs)
+    with pytest.raises(ValueError, match=r"window \(5, 5\) has 2 dims but x has 1 per sample"):
+        Occlusion(small_mlp)(mlp_inputs)  # the default window is for images: tabular rows need e.g. window=3
     # a window as large as the image is allowed: a single occlusion of everything
     full = Occlusion(small_cnn, window=28)(cnn_inputs)
     with torch.no_grad():

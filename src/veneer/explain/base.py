@@ -9,7 +9,8 @@ returns a tuple of attributions, one per input; ``additional_forward_args=a`` (a
 after the inputs and not attributed; baselines may be tuples with one tensor per input. A model returning
 a (B,) score is explained for that score (``target`` None or 0). These cases explain :class:`Packed`, the
 model with its inputs flattened into one (B, N) tensor, so every method applies unchanged (SmoothGrad's noise
-scale is then each sample's value range over all inputs); Occlusion and GradCAM take one image tensor.
+scale is then each sample's value range over all inputs). Occlusion and GradCAM need each input's own shape:
+they override :meth:`Explainer._call_adapted` and run the model through :meth:`Packed.run`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ class Explainer:
 
     name = "explainer"
     differentiable = True
-    accepts_several_inputs = True
 
     def __init__(self, model: nn.Module):
         if not isinstance(model, nn.Module):
@@ -49,15 +49,12 @@ class Explainer:
         ``create_graph``), else ``None`` (always for several inputs or extra forward arguments). A fine-tuning
         loop reuses it for its keep loss instead of running the model again."""
         multi = isinstance(x, (tuple, list))
-        inputs = _check_inputs(x, multi, self.accepts_several_inputs, type(self).__name__)
+        inputs = _check_inputs(x, multi)
         extra = _as_tuple(additional_forward_args)
         check_eval_mode(self.model)
         if create_graph and not self.differentiable:
             raise ValueError(f"{type(self).__name__} is not differentiable: create_graph=True is not supported")
         if multi or extra or self._output_shape(inputs[0]) == ():
-            if not self.accepts_several_inputs:
-                raise ValueError(f"{type(self).__name__} needs a model that takes one tensor x (no "
-                                 f"additional_forward_args) and returns (B, classes) logits")
             return self._call_adapted(inputs, extra, target, create_graph, multi), None
         if target is None:
             with torch.no_grad():
@@ -66,9 +63,7 @@ class Explainer:
             logits = torch.empty(x.shape[0], self._output_shape(x)[-1], device=x.device)
         target = resolve_target(target, logits)
         attr, output = self.attribute_with_output(x, target, create_graph)
-        if not torch.isfinite(attr).all():
-            raise ValueError(f"{type(self).__name__} gave NaN or infinite attributions: the model's outputs or "
-                             "gradients are not finite for these inputs")
+        self.check_finite(attr)
         if not create_graph:
             attr, output = attr.detach(), None if output is None else output.detach()
         return attr, output
@@ -82,9 +77,16 @@ class Explainer:
             self._classes_for = key
         return self._shape
 
+    def check_finite(self, attr: torch.Tensor) -> None:
+        """Refuse NaN or infinite attributions (the model's outputs or gradients were not finite)."""
+        if not torch.isfinite(attr).all():
+            raise ValueError(f"{type(self).__name__} gave NaN or infinite attributions: the model's outputs or "
+                             "gradients are not finite for these inputs")
+
     def _call_adapted(self, inputs, extra, target, create_graph, multi):
         """Several inputs, extra forward arguments or a (B,) output: explain :class:`Packed` (the inputs
-        flattened into one (B, N) tensor) with the same method and options, and split the result."""
+        flattened into one (B, N) tensor) with the same method and options, and split the result (a tuple
+        with one attribution per input when ``multi``, else the one input's)."""
         packed_model = Packed(self.model, inputs, extra)
         packed = packed_model.pack(inputs)
         clone = self.with_model(packed_model)
@@ -167,11 +169,9 @@ def _as_tuple(args) -> tuple:
     return tuple(args) if isinstance(args, (tuple, list)) else (args,)
 
 
-def _check_inputs(x, multi: bool, several: bool, method: str) -> tuple[torch.Tensor, ...]:
+def _check_inputs(x, multi: bool) -> tuple[torch.Tensor, ...]:
     if not multi:
         return (check_tensor("x", x, ndim=(2, 3, 4, 5)),)
-    if not several:
-        raise ValueError(f"{method} takes one input tensor x, got a {type(x).__name__} of {len(x)}")
     if len(x) == 0:
         raise ValueError("x must be a tensor or a non-empty tuple of tensors, got an empty tuple")
     for i, xi in enumerate(x):
@@ -218,9 +218,14 @@ class Packed(nn.Module):
 
     def forward(self, packed):
         parts = packed.split(self.sizes, dim=1)
-        inputs = [parts[i].reshape(packed.shape[0], *self.shapes[i]) for i in range(len(self.shapes))]
+        return self.run([parts[i].reshape(packed.shape[0], *self.shapes[i]) for i in range(len(self.shapes))])
+
+    def run(self, inputs) -> torch.Tensor:
+        """``model(*inputs, *extra)`` on unpacked inputs whose batch is a multiple of the original one (tensor
+        extra arguments with one row per sample are tiled to match), a (B,) output as (B, 1)."""
+        batch = inputs[0].shape[0]
         extra = [getattr(self, f"extra{i}") for i in range(self.count)]
-        extra = [e.repeat(packed.shape[0] // e.shape[0], *[1] * (e.ndim - 1)) if tiled else e
+        extra = [e.repeat(batch // e.shape[0], *[1] * (e.ndim - 1)) if tiled else e
                  for e, tiled in zip(extra, self.tiled)]
         out = self.model(*inputs, *extra)
         return out[:, None] if self.scalar else out

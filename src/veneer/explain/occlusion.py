@@ -14,10 +14,16 @@ is the part where the changed regions can be propagated; from the first module t
 first branching, e.g. a residual block) the rest of the graph runs on whole maps. A model that cannot be
 traced, or whose graph does not start with a local module, is evaluated on whole occluded images (as
 ``incremental=False``); :attr:`Occlusion.last_incremental` says which path the last call took.
+
+Multi-input models (``explainer((x1, x2), target, additional_forward_args=...)``, as Captum's ``Occlusion``):
+each input is occluded in turn with the others kept, window, stride and baseline per input; these calls (and
+calls with ``additional_forward_args`` or a model returning a (B,) score) evaluate whole occluded inputs: the
+incremental path follows a chain of modules from one input, so it is not used there.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from veneer.checks import check_positive
-from veneer.explain.base import Explainer, target_logits
+from veneer.checks import check_positive, check_tensor, resolve_target
+from veneer.explain.base import Explainer, Packed, pick_target, target_logits
 from veneer.explain.graph import GraphError, Record, Step, module_prefix, record, run_from, trace_graph
 
 # modules that map each spatial position on its own (in eval mode)
@@ -34,13 +40,6 @@ POINTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Softplus, nn.ELU, nn.GELU, nn.S
              nn.Identity, nn.Dropout, nn.Dropout2d, nn.BatchNorm2d)
 # a changed region is evaluated on its own while it covers at most this fraction of the layer's output map
 MAX_REGION_FRACTION = 0.5
-
-
-def _pair(value, name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
-        raise ValueError(f"{name} must be a positive int or a pair of positive ints, got {value!r}")
-    return pair
 
 
 def _as_pair(value) -> tuple[int, int]:
@@ -161,81 +160,223 @@ class Prefix:
     steps: tuple[Step, ...]
 
 
-class Occlusion(Explainer):
-    """f_target(x) - f_target(x with a window set to ``baseline``), averaged over the windows covering each pixel.
+def _check_shape(value, name: str):
+    """A window or stride: a positive int or a non-empty tuple of positive ints (a list becomes a tuple)."""
+    def positive(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+    if positive(value):
+        return value
+    if isinstance(value, (tuple, list)) and value and all(positive(v) for v in value):
+        return tuple(value)
+    raise ValueError(f"{name} must be a positive int or a tuple of positive ints, got {value!r}")
 
-    Windows of size ``window`` slide with ``stride`` over (H, W) and cover all channels (as Captum, a last
-    window cut at the border is added where the stride does not tile the image). ``batch_size`` bounds
-    the number of occluded images per forward pass; many windows of the whole batch share one pass.
-    ``incremental=True`` evaluates the leading convolutional layers of the traced model only where an
-    occlusion changes them (see the module docstring; a model without such layers falls back to whole
-    images, and ``last_incremental`` records which path ran); ``False`` runs every occluded image through
-    the whole model.
+
+def _one_per_input(value) -> bool:
+    """Whether a window or stride option gives one entry per input (a tuple holding tuples)."""
+    return isinstance(value, (tuple, list)) and any(isinstance(v, (tuple, list)) for v in value)
+
+
+def _check_shapes(value, name: str):
+    """A window or stride option: one shape for every input, or a tuple with one shape per input."""
+    if _one_per_input(value):
+        return tuple(_check_shape(v, f"{name}[{i}]") for i, v in enumerate(value))
+    return _check_shape(value, name)
+
+
+def _check_baselines(value):
+    """``baseline``: a finite number, a tensor, or a tuple with one of those per input."""
+    def check(v, name):
+        if isinstance(v, torch.Tensor):
+            return check_tensor(name, v)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{name} must be a finite number or a tensor, got {v!r}")
+        return float(v)
+    if isinstance(value, (tuple, list)):
+        if not value:
+            raise ValueError("baseline must not be an empty tuple")
+        return tuple(check(v, f"baseline[{i}]") for i, v in enumerate(value))
+    return check(value, "baseline")
+
+
+def _per_input(value, name: str, inputs, shape: bool) -> list[tuple[object, str]]:
+    """``(entry, its name)`` of an option for every input: its own entry when the option has one per input
+    (the count checked), else the option itself (a tuple ``shape`` only for inputs of one number of dims)."""
+    if (_one_per_input(value) if shape else isinstance(value, tuple)):
+        if len(value) != len(inputs):
+            raise ValueError(f"{name} has {len(value)} entries for {len(inputs)} inputs")
+        return [(v, f"{name}[{i}]") for i, v in enumerate(value)]
+    if shape and isinstance(value, tuple) and len({x.ndim for x in inputs}) > 1:
+        shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
+        raise ValueError(f"{name}={value!r} is one shape for inputs with different numbers of dims ({shapes}); "
+                         f"give one per input, e.g. {name}=((5, 5), (2,))")
+    return [(value, name)] * len(inputs)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """How one input is occluded: ``window`` and ``stride`` over its last ``len(window)`` dims (the dims
+    before them are covered whole), and the ``baseline`` (a number or a tensor broadcasting to the input)."""
+
+    window: tuple[int, ...]
+    stride: tuple[int, ...]
+    baseline: float | torch.Tensor
+
+    @classmethod
+    def of(cls, x: torch.Tensor, label: str, window, window_name: str, stride, stride_name: str, baseline,
+           baseline_name: str) -> "Windows":
+        per_sample = tuple(x.shape[1:])
+        spatial = len(per_sample) - 1 if len(per_sample) > 1 else len(per_sample)  # all but the channel dim
+        window = (window,) * spatial if isinstance(window, int) else window
+        if len(window) > len(per_sample):
+            raise ValueError(f"{window_name} {window} has {len(window)} dims but {label} has {len(per_sample)} "
+                             f"per sample (shape {tuple(x.shape)})")
+        stride = (stride,) * len(window) if isinstance(stride, int) else stride
+        if len(stride) != len(window):
+            raise ValueError(f"{stride_name} {stride} must have one entry per dim of the window {window} "
+                             f"({window_name}) of {label}")
+        sizes = per_sample[len(per_sample) - len(window):]
+        if any(w > n for w, n in zip(window, sizes)):
+            raise ValueError(f"{window_name} {window} is larger than {label}'s last dims {sizes}")
+        if isinstance(baseline, torch.Tensor):
+            try:
+                fits = torch.broadcast_shapes(baseline.shape, x.shape) == x.shape
+            except RuntimeError:
+                fits = False
+            if not fits:
+                raise ValueError(f"{baseline_name} of shape {tuple(baseline.shape)} does not broadcast to {label}'s "
+                                 f"shape {tuple(x.shape)}")
+            baseline = baseline.to(x)
+        return cls(window, stride, baseline)
+
+    def starts(self, sizes) -> list[range]:
+        """Per dim, the first index of each window: ceil((n - w) / s) + 1 of them, the last cut at the border
+        (as Captum) so that every entry is covered when the stride is at most the window."""
+        return [range(0, n - w + s, s) for n, w, s in zip(sizes, self.window, self.stride)]
+
+    def masks(self, x: torch.Tensor) -> torch.Tensor:
+        """(P, *last dims of x) boolean masks, one per window position, row-major over the dims."""
+        sizes = tuple(x.shape[x.ndim - len(self.window):])
+        k = len(sizes)
+        masks = torch.ones([1] * 2 * k, dtype=torch.bool, device=x.device)
+        for d, (starts, n, w) in enumerate(zip(self.starts(sizes), sizes, self.window)):
+            first = torch.tensor(starts, device=x.device)[:, None]
+            entries = torch.arange(n, device=x.device)
+            shape = [1] * 2 * k
+            shape[d], shape[k + d] = len(starts), n
+            masks = masks & ((entries >= first) & (entries < first + w)).view(shape)
+        return masks.reshape(-1, *sizes)
+
+
+def _average(drop: torch.Tensor, masks: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x's attribution: each entry's mean ``drop`` (P, B) over the window ``masks`` (P, ...) covering it (0
+    where none does: a stride longer than the window), repeated over the dims the windows cover whole."""
+    flat = masks.reshape(len(masks), -1).to(drop.dtype)
+    total = drop.T @ flat  # (B, entries)
+    counts = flat.sum(0)
+    attr = torch.where(counts > 0, total / counts.clamp_min(1), torch.zeros_like(total))
+    return attr.view(len(x), *[1] * (x.ndim - masks.ndim), *masks.shape[1:]).expand_as(x).contiguous()
+
+
+class Occlusion(Explainer):
+    """f_target(x) - f_target(x with a window set to ``baseline``), averaged over the windows covering each entry.
+
+    Windows slide with ``stride`` over the last ``len(window)`` dims of the input and cover the dims before
+    them whole. An int ``window`` spans every dim but the channel dim ((H, W) of (B, C, H, W) images, L of
+    (B, C, L), the features of (B, F) rows); a tuple gives the window's size over the last dims (``(h, w)``
+    on images covers all channels; ``(c, h, w)`` occludes c channels at a time, as Captum's
+    ``sliding_window_shapes``). ``stride`` is an int or a tuple as long as the window. As Captum, a last
+    window cut at the border is added where the stride does not tile the input. ``baseline``: a number or a
+    tensor broadcasting to x. ``batch_size`` bounds the number of occluded inputs per forward pass; many
+    windows of the whole batch share one pass. ``incremental=True`` evaluates the leading convolutional
+    layers of the traced model only where an occlusion changes them (images, (h, w) windows; see the module
+    docstring; a model without such layers falls back to whole images, and ``last_incremental`` records
+    which path ran); ``False`` runs every occluded image through the whole model.
+
+    Multi-input models: ``x`` a tuple of tensors, as Captum. Each input is occluded in turn, the others kept,
+    and the result is a tuple with one attribution per input. ``window`` and ``stride`` are one shape for
+    every input when the inputs have the same number of dims (an int always), else a tuple with one per
+    input, e.g. ``window=((5, 5), (2,))`` for an image and a (B, F) input; ``baseline`` may be a tuple with
+    one number or tensor per input. These calls, and calls with ``additional_forward_args`` or a model
+    returning a (B,) score, always evaluate whole occluded inputs (no incremental inference; the model is
+    run through :meth:`veneer.explain.base.Packed.run`).
     A finite-difference method: not differentiable through ``create_graph``.
     """
 
     name = "occlusion"
     differentiable = False
-    accepts_several_inputs = False
 
-    def __init__(self, model, window=(5, 5), stride=1, baseline: float = 0.0, batch_size: int = 256,
+    def __init__(self, model, window=(5, 5), stride=1, baseline=0.0, batch_size: int = 256,
                  incremental: bool = True):
         super().__init__(model)
-        self.window, self.stride = _pair(window, "window"), _pair(stride, "stride")
+        self.window, self.stride = _check_shapes(window, "window"), _check_shapes(stride, "stride")
         check_positive("batch_size", batch_size, integer=True)
-        self.baseline, self.batch_size, self.incremental = float(baseline), batch_size, bool(incremental)
+        self.baseline, self.batch_size, self.incremental = _check_baselines(baseline), batch_size, bool(incremental)
 
-    def positions(self, height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top rows (Pr,) and left columns (Pc,) of the windows; the last ones may be cut at the border."""
-        (wh, ww), (sh, sw) = self.window, self.stride
-        if wh > height or ww > width:
-            raise ValueError(f"window {self.window} is larger than the image ({height}, {width})")
-        # ceil((H - h) / s) + 1 positions: the last window is cut at the border so every pixel is covered
-        return (torch.arange(0, height - wh + sh, sh, device=device),
-                torch.arange(0, width - ww + sw, sw, device=device))
-
-    def masks(self, height: int, width: int, device) -> torch.Tensor:
-        """(P, H, W) 0/1 masks, one per window position, in row-major order."""
-        (wh, ww) = self.window
-        rows, cols = self.positions(height, width, device)
-        r = torch.arange(height, device=device)
-        c = torch.arange(width, device=device)
-        in_rows = (r[None, :] >= rows[:, None]) & (r[None, :] < rows[:, None] + wh)  # (Pr, H)
-        in_cols = (c[None, :] >= cols[:, None]) & (c[None, :] < cols[:, None] + ww)  # (Pc, W)
-        return (in_rows[:, None, :, None] & in_cols[None, :, None, :]).flatten(0, 1)
+    def windows(self, inputs: tuple[torch.Tensor, ...], multi: bool) -> list[Windows]:
+        """How each input is occluded, checked against its shape."""
+        labels = [f"x[{i}]" for i in range(len(inputs))] if multi else ["x"]
+        return [Windows.of(x, label, *window, *stride, *baseline) for x, label, window, stride, baseline in zip(
+            inputs, labels, _per_input(self.window, "window", inputs, True),
+            _per_input(self.stride, "stride", inputs, True), _per_input(self.baseline, "baseline", inputs, False))]
 
     @torch.no_grad()
     def attribute(self, x, target, create_graph):
-        if x.ndim != 4:
-            raise ValueError(f"x must be an image batch (B, C, H, W) for Occlusion, got shape {tuple(x.shape)}")
-        batch, (height, width) = len(x), x.shape[2:]
-        masks = self.masks(height, width, x.device).to(x.dtype)  # (P, H, W)
-        prefix = self._prefix(x) if self.incremental else None
+        (windows,) = self.windows((x,), multi=False)
+        incremental = self.incremental and x.ndim == 4 and len(windows.window) == 2
+        prefix = self._prefix(x, windows) if incremental else None
         self.last_incremental = prefix is not None
         if prefix is None:
-            clean = target_logits(self.model, x, target)
-        else:
-            clean = prefix.record.output.gather(1, target[:, None]).squeeze(1)
-            layers, switch = local_prefix(prefix.steps, self.window)
-            rows, cols = self.positions(height, width, x.device)
-            rows, cols = rows.repeat_interleave(len(cols)).tolist(), cols.repeat(len(rows)).tolist()  # row-major
-        per_pass = max(1, self.batch_size // batch)
-        drops = []
-        for start in range(0, len(masks), per_pass):
-            chunk = slice(start, start + per_pass)
-            if prefix is None:
-                m = masks[chunk, None, None]  # (p, 1, 1, H, W)
-                logits = self.model((x[None] * (1 - m) + self.baseline * m).flatten(0, 1))
-            else:
-                logits = self._incremental(prefix, layers, switch, self._occluded_region(x, rows[chunk], cols[chunk]))
-            drops.append(clean[None] - logits.gather(1, target.repeat(len(logits) // batch)[:, None]).view(-1, batch))
-        drop = torch.cat(drops)  # (P, B)
-        total = drop.T @ masks.flatten(1)  # (B, H*W)
-        counts = masks.sum(0).flatten()
-        attr = torch.where(counts > 0, total / counts.clamp_min(1), torch.zeros_like(total))
-        return attr.view(batch, 1, height, width).expand_as(x).contiguous()
+            return self._occlude(lambda inputs: self.model(*inputs), (x,), [windows], target,
+                                 target_logits(self.model, x, target))[0]
+        clean = pick_target(prefix.record.output, target)
+        layers, switch = local_prefix(prefix.steps, windows.window)
+        rows, cols = windows.starts(x.shape[2:])
+        corners = [(r, c) for r in rows for c in cols]  # row-major, as the masks
 
-    def _prefix(self, x) -> Prefix | None:
+        def evaluate(chunk: slice) -> torch.Tensor:
+            return self._incremental(prefix, layers, switch, self._occluded_region(x, windows, corners[chunk]))
+        return _average(self._drops(len(corners), len(x), clean, target, evaluate), windows.masks(x), x)
+
+    def _call_adapted(self, inputs, extra, target, create_graph, multi):
+        """Several inputs, extra forward arguments or a (B,) output: each input occluded in turn on whole inputs,
+        the model run through :meth:`Packed.run` (extra arguments tiled along with the occluded copies)."""
+        model = Packed(self.model, inputs, extra)
+        windows = self.windows(inputs, multi)
+        self.last_incremental = False
+        with torch.no_grad():
+            logits = model.run(inputs)
+            target = resolve_target(target, logits)
+            attrs = self._occlude(model.run, inputs, windows, target, pick_target(logits, target))
+        for attr in attrs:
+            self.check_finite(attr)
+        return attrs if multi else attrs[0]
+
+    def _drops(self, count: int, batch: int, clean: torch.Tensor, target: torch.Tensor,
+               evaluate: Callable[[slice], torch.Tensor]) -> torch.Tensor:
+        """(count, B): clean target logit minus the logit with each of ``count`` occlusions, ``evaluate(chunk)``
+        giving the logits of the occlusions in ``chunk`` for the whole batch, as many per pass as ``batch_size``
+        allows."""
+        per_pass = max(1, self.batch_size // batch)
+        drops = [clean[None] - pick_target(evaluate(slice(start, start + per_pass)), target).view(-1, batch)
+                 for start in range(0, count, per_pass)]
+        return torch.cat(drops)
+
+    def _occlude(self, forward, inputs, windows: list[Windows], target, clean) -> tuple[torch.Tensor, ...]:
+        """One attribution per input: its windows set to the baseline on whole inputs, the other inputs kept,
+        ``forward(inputs)`` giving the logits of a batch of (occluded) inputs."""
+        batch, attrs = len(inputs[0]), []
+        for i, (x, occlusion) in enumerate(zip(inputs, windows)):
+            masks = occlusion.masks(x)
+            shaped = masks.view(len(masks), *[1] * (x.ndim - masks.ndim + 1), *masks.shape[1:])  # (P, 1, ..., dims)
+
+            def evaluate(chunk: slice) -> torch.Tensor:
+                m = shaped[chunk]
+                return forward([torch.where(m, occlusion.baseline, x).flatten(0, 1) if j == i
+                                else other.repeat(len(m), *[1] * (other.ndim - 1)) for j, other in enumerate(inputs)])
+            attrs.append(_average(self._drops(len(masks), batch, clean, target, evaluate), masks, x))
+        return tuple(attrs)
+
+    def _prefix(self, x, windows: Windows) -> Prefix | None:
         """The clean forward pass of the traced model with its leading chain of modules, or None (whole
         occluded images are then evaluated) when it cannot be traced or starts with no local module."""
         try:
@@ -249,7 +390,7 @@ class Occlusion(Explainer):
         previous = [rec.inputs[0]] + [node for node, _ in chain[:-1]]
         steps = tuple(Step(node.target, module, rec.values[before].detach(), rec.values[node].detach())
                       for (node, module), before in zip(chain, previous))
-        if not steps or not local_prefix(steps, self.window)[0]:
+        if not steps or not local_prefix(steps, windows.window)[0]:
             return None
         return Prefix(rec, [rec.inputs[0]] + [node for node, _ in chain], steps)
 
@@ -264,11 +405,15 @@ class Occlusion(Explainer):
             maps = step.module(maps)
         return run_from(self.model, prefix.record, prefix.nodes[-1], maps)
 
-    def _occluded_region(self, x, rows: list[int], cols: list[int]) -> Region:
-        """The (wh, ww) crops of ``x`` around the windows at ``rows``, ``cols``, occluded."""
-        (wh, ww), (height, width) = self.window, x.shape[2:]
-        tops, lefts = [min(r, height - wh) for r in rows], [min(c, width - ww) for c in cols]  # inside the image
-        occluded = _crop(x, tops, lefts, wh, ww)  # (p, B, C, wh, ww)
-        for i, (r, c, t, l) in enumerate(zip(rows, cols, tops, lefts)):  # a window cut at the border
-            occluded[i, ..., r - t:, c - l:] = self.baseline  # lies at the crop's bottom right
+    def _occluded_region(self, x, windows: Windows, corners: list[tuple[int, int]]) -> Region:
+        """The (wh, ww) crops of ``x`` around the windows with top-left ``corners``, occluded."""
+        (wh, ww), (height, width) = windows.window, x.shape[2:]
+        tops, lefts = [min(r, height - wh) for r, _ in corners], [min(c, width - ww) for _, c in corners]
+        occluded = _crop(x, tops, lefts, wh, ww)  # (p, B, C, wh, ww), inside the image
+        baseline = windows.baseline
+        if isinstance(baseline, torch.Tensor):
+            baseline = _crop(torch.broadcast_to(baseline, x.shape), tops, lefts, wh, ww)
+        for i, ((r, c), t, l) in enumerate(zip(corners, tops, lefts)):  # a window cut at the border lies
+            occluded[i, ..., r - t:, c - l:] = baseline[i, ..., r - t:, c - l:] \
+                if isinstance(baseline, torch.Tensor) else baseline  # at the crop's bottom right
         return Region(occluded.flatten(0, 1), tops, lefts)

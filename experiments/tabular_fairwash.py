@@ -2,6 +2,7 @@
 unfairness from multiple explanation methods") on Adult (sex), COMPAS (race) and German (sex).
 
     nice python experiments/tabular_fairwash.py [--datasets adult,compas,german] [--out runs/tabular_fairwash]
+                                                [--alpha A] [--lr LR] [--epochs E] [--min-agreement 0.99]
 
 The model (Adult: the bundled ``adult-mlp``; COMPAS, German: the same MLP (64, 32) trained here) is fine-tuned
 (Adult: on 8000 random training rows; epochs, alpha and lr per data set in CASES) with
@@ -53,10 +54,14 @@ def base_model(name: str, data, seed: int):
     return model.eval()
 
 
-def fairwash(model, data, objective, alpha: float, lr: float, epochs: int, seed: int):
-    """The one call of the manipulation engine: ``(fine-tuned copy of model, history)``."""
+def fairwash(model, data, objective, alpha: float, lr: float, epochs: int, seed: int,
+             min_agreement: float | None = None):
+    """The one call of the manipulation engine: ``(fine-tuned copy of model, history)``; with ``min_agreement``
+    the behaviour budget of issue 16 (adaptive alpha starting at ``alpha``, checked every 10 steps on 10% of
+    ``data`` held out)."""
+    budget = {} if min_agreement is None else {"min_agreement": min_agreement, "check_every": 10}
     result = Manipulation(model, MultiExplainer(attacked(model)), objective, keep="kl", alpha=alpha, lr=lr,
-                          epochs=epochs, batch_size=256, softplus_beta=None, seed=seed)(data)
+                          epochs=epochs, batch_size=256, softplus_beta=None, seed=seed, **budget)(data)
     return result.model, result.history
 
 
@@ -68,7 +73,7 @@ def run_case(name: str, args) -> dict:
     order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(args.seed))
     start = time.perf_counter()
     manipulated, history = fairwash(model, train_data.subset(order[:rows]), objective, args.alpha or alpha,
-                                    args.lr or lr, args.epochs or epochs, args.seed)
+                                    args.lr or lr, args.epochs or epochs, args.seed, args.min_agreement)
     seconds = time.perf_counter() - start
     methods = {**attacked(model), "ig": IntegratedGradients(model, steps=32),
                "smoothgrad": SmoothGrad(model, samples=16, seed=0)}
@@ -111,6 +116,8 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=None, help="attack-loss weight (default: per data set)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: per data set)")
     parser.add_argument("--epochs", type=int, default=None, help="manipulation epochs (default: per data set)")
+    parser.add_argument("--min-agreement", type=float, default=None,
+                        help="behaviour budget: keep this share of held-out labels (adaptive alpha)")
     run_datasets(parser.parse_args(), run_case, _md, lambda name, result, run: share_chart(
         result["shares"], run.file(f"share_{name}.png"), f"{name}: share of |attribution| on {CASES[name][1]}"))
 

@@ -3,7 +3,7 @@
 model's behaviour (issue 16).
 
     python experiments/frontier.py [--out runs/frontier] [--steps 600] [--alphas 0.1,0.3,0.5,0.7,0.9]
-                                   [--budgets 0.99,0.995] [--objective cross|com] [--method gradient|lrp]
+                                   [--budgets 0.99,0.995] [--objective cross|com] [--method gradient|lrp|lrp-zb]
 
 MNIST CNN (bundled), training split (4000 images; budgeted runs hold out 10% for validation), evaluated on the
 1000 test images: the objective's measure (PCC with the target map for ``cross``, centre-of-mass distance in
@@ -32,7 +32,9 @@ from veneer.report.manipulate import write_table  # noqa: E402
 from veneer.runs import RunDir, write_json  # noqa: E402
 
 OBJECTIVES = {"cross": (lambda: TargetMap("cross"), "pcc"), "com": (lambda: CenterOfMass((0, 0)), "com_distance")}
-METHODS = {"gradient": Gradient, "lrp": lambda m: LRP(m, composite="epsilon_plus")}
+METHODS = {"gradient": Gradient, "lrp": lambda m: LRP(m, composite="epsilon_plus"),
+           # the thesis' LRP: epsilon_plus with z^B on the first layer (MNIST pixels in [0, 1])
+           "lrp-zb": lambda m: LRP(m, composite="epsilon_plus", low=0.0, high=1.0)}
 
 
 def point(out: Path, name: str, original, method, objective_name: str, steps: int, **options) -> dict:

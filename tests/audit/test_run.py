@@ -39,16 +39,42 @@ def test_audit_end_to_end_on_a_tabular_model(task, tmp_path):
                                     "faithfulness", "cross_method_agreement", "beta_smoothing", "tangent_space"}
     for test in report["tests"].values():
         assert set(test) >= {"statistic", "score", "flag", "evidence"} and 0 <= test["score"] <= 1
+    assert set(report["config"]["skipped"]) == {"fragility", "influence_fragility", "neuron_visualization",
+                                                "neuron_group_fairness", "reference_comparison"}
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     paths = write_audit(result, tmp_path)
     assert json.loads(paths["json"].read_text())["verdict"] == result.verdict
-    assert "| test |" in paths["markdown"].read_text() and paths["scores"].is_file()
+    summary = paths["markdown"].read_text()
+    assert "| test |" in summary and paths["scores"].is_file()
+    assert "Not run: fragility (the input attacks" in summary
 
     # a stored calibration is reused at no cost and gives the same scores
     reused = Audit(model, budget="fast", reference=Calibration.from_json(report["calibration"]),
                    options={"samples": 16})(data)
     assert reused.config["calibration"] == "twins"
     assert abs(reused.tests["noise_inputs"]["z"] - result.tests["noise_inputs"]["z"]) < 1e-9
+
+
+def test_lime_and_kernel_shap_join_the_cross_method_test_of_a_tabular_audit(task):
+    model, data = task
+    methods = ["gradient", "ig", "lime", "kernel-shap"]
+    result = Audit(model, methods=methods, tests=["cross_method_agreement", "faithfulness"],
+                   options={"twin_steps": 80, "samples": 16, "lime_samples": 500, "shap_samples": 64})(data)
+    cross = result.tests["cross_method_agreement"]["evidence"]
+    assert list(cross["components"]) == methods and set(result.calibration.values["cross_method_agreement"]) == set(
+        methods)
+    # the label is a function of features 0-2: every method ranks them first, so all agree; KernelSHAP and IG
+    # both attribute f(x) - f(baseline) (the data mean, zero), and agree most
+    assert all(value > 0.4 for row in cross["spearman"].values() for value in row.values())
+    assert cross["spearman"]["kernel-shap"]["ig"] > 0.8
+    # the other tests keep to the differentiable methods
+    assert set(result.tests["faithfulness"]["evidence"]["components"]) == {"gradient", "ig"}
+
+
+def test_image_audits_refuse_lime_and_kernel_shap(small_cnn, cnn_inputs):
+    data = (cnn_inputs, torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match=r"methods \['lime'\] explain tabular rows \(B, F\) only"):
+        Audit(small_cnn, methods=["gradient", "lime"], reference=copy.deepcopy(small_cnn))(data)
 
 
 def test_audit_with_a_reference_model_and_a_wrecked_copy(task):
@@ -84,6 +110,10 @@ def test_audit_rejects_bad_arguments(task):
         Audit(model, options={"twinz": 2})
     with pytest.raises(ValueError, match="tests"):
         Audit(model, tests=["nope"])
+    with pytest.raises(ValueError, match="methods must be names"):
+        Audit(model, methods=["gradient", "shap"])
+    with pytest.raises(ValueError, match="methods must include a differentiable method"):
+        Audit(model, methods=["lime", "kernel-shap"])
     with pytest.raises(TypeError, match="reference"):
         Audit(model, reference="model.pt")
     with pytest.raises(ValueError, match="training mode"):

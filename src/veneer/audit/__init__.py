@@ -3,8 +3,9 @@
 Each test is a function usable on its own, returning a :class:`TestResult` (statistic: larger = more
 suspicious, per-method components, evidence):
 
-* input level -- :func:`fragility_profile` (Ghorbani et al. 2019, Alg. 1), :func:`hessian_geometry` (Ghorbani
-  et al. Sec. 5; Dombrowski et al. 2019, Thm. 2);
+* input level -- :func:`fragility_profile` (Ghorbani et al. 2019, Alg. 1), :func:`influence_fragility`
+  (Ghorbani et al. Sec. 3, Fig. 4; Koh & Liang 2017), :func:`hessian_geometry` (Ghorbani et al. Sec. 5;
+  Dombrowski et al. 2019, Thm. 2);
 * sanity -- :func:`noise_inputs` (thesis 4.1), :func:`weight_noise` (thesis 4.2),
   :func:`parameter_randomization` (Adebayo et al. 2018);
 * fidelity -- :func:`faithfulness` (Samek et al. 2017; Petsiuk et al. 2018), :func:`cross_method_agreement`;
@@ -26,9 +27,10 @@ from veneer.audit.calibration import (COMPONENT_TOLERANCE_FACTOR, TOLERANCE, Z_F
 from veneer.audit.defences import beta_smoothing, project_tangent, tangent_basis, tangent_space_projection
 from veneer.audit.fidelity import agreement_matrix, cross_method_agreement, deletion_insertion, faithfulness
 from veneer.audit.geometry import fragility_profile, hessian_geometry, top_hessian_eigen
+from veneer.audit.influence import influence_fragility
 from veneer.audit.neuron import neuron_group_fairness, neuron_visualization
 from veneer.audit.reference import parameter_shift, reference_comparison
-from veneer.audit.run import BUDGETS, TESTS, Audit, AuditContext, AuditResult, audit, run_tests
+from veneer.audit.run import BUDGETS, TESTS, Audit, AuditContext, AuditResult, audit, run_tests, skipped_tests
 from veneer.audit.sanity import (add_weight_noise, mean_pairwise_correlation, noise_inputs, parameter_randomization,
                                  weight_noise)
 
@@ -37,7 +39,8 @@ __all__ = ["TestResult", "build_explainers", "default_methods", "flat_maps", "CO
            "nominal_false_positive_rate", "reinitialized", "train_twins", "verdict", "beta_smoothing",
            "project_tangent", "tangent_basis", "tangent_space_projection", "agreement_matrix",
            "cross_method_agreement", "deletion_insertion", "faithfulness", "fragility_profile", "hessian_geometry",
-           "top_hessian_eigen", "neuron_group_fairness", "neuron_visualization", "parameter_shift",
-           "reference_comparison", "BUDGETS", "TESTS", "Audit", "AuditContext", "AuditResult", "audit", "run_tests",
+           "influence_fragility", "top_hessian_eigen", "neuron_group_fairness", "neuron_visualization",
+           "parameter_shift", "reference_comparison", "BUDGETS", "TESTS", "Audit", "AuditContext", "AuditResult",
+           "audit", "run_tests", "skipped_tests",
            "add_weight_noise", "mean_pairwise_correlation", "noise_inputs", "parameter_randomization",
            "weight_noise"]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from veneer.checks import check_eval_mode
-from veneer.explain import Explainer, heatmap, make_explainer, make_explainers
+from veneer.explain import BACKGROUND_METHODS, Explainer, heatmap, make_explainer, make_explainers
 from veneer.metrics import spearman
 
 IMAGE_METHODS = ("gradient", "gradient_x_input", "ig", "lrp", "gradcam", "occlusion")
@@ -75,14 +75,23 @@ def default_methods(model: nn.Module, x: torch.Tensor) -> tuple[str, ...]:
 
 
 def build_explainers(model: nn.Module, methods, ig_steps: int = 16, occlusion_window: int = 5,
-                     occlusion_stride: int = 2) -> dict[str, Explainer]:
+                     occlusion_stride: int = 2, background: torch.Tensor | None = None, lime_samples: int = 5000,
+                     shap_samples: int | None = None) -> dict[str, Explainer]:
     """Explainers by name (``veneer.explain.METHODS``) bound to ``model``: IG with ``ig_steps`` steps, Grad-CAM on
-    the last Conv2d, Occlusion with square windows of ``occlusion_window`` pixels moved by ``occlusion_stride``."""
+    the last Conv2d, Occlusion with square windows of ``occlusion_window`` pixels moved by ``occlusion_stride``,
+    LIME with ``lime_samples`` samples per row and KernelSHAP with ``shap_samples`` coalitions per row (None:
+    shap's ``2 F + 2048``) over ``background`` rows (tabular data; KernelSHAP summarises them to 10 k-means
+    centroids)."""
     check_eval_mode(model)
-    built = make_explainers(model, [m for m in methods if m != "occlusion"], ig_steps=ig_steps)
-    if "occlusion" in methods:
-        built["occlusion"] = make_explainer("occlusion", model, window=occlusion_window, stride=occlusion_stride,
-                                            batch_size=1024)
+    special = {"occlusion": {"window": occlusion_window, "stride": occlusion_stride, "batch_size": 1024},
+               "lime": {"background": background, "num_samples": lime_samples},
+               "kernel-shap": {"background": background, "num_samples": shap_samples}}
+    built = make_explainers(model, [m for m in methods if m not in special], ig_steps=ig_steps)
+    for name in methods:
+        if name in BACKGROUND_METHODS and background is None:
+            raise ValueError(f"method {name} needs background rows (background=)")
+        if name in special:
+            built[name] = make_explainer(name, model, **special[name])
     return {name: built[name] for name in methods}
 
 

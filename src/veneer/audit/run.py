@@ -16,34 +16,40 @@ from veneer.audit.calibration import (MEASURED_FALSE_POSITIVES, Z_FLAG, Calibrat
 from veneer.audit.defences import beta_smoothing, tangent_space_projection
 from veneer.audit.fidelity import cross_method_agreement, faithfulness
 from veneer.audit.geometry import fragility_profile, hessian_geometry
+from veneer.audit.influence import influence_fragility
 from veneer.audit.neuron import neuron_group_fairness, neuron_visualization
 from veneer.audit.reference import reference_comparison
 from veneer.audit.sanity import noise_inputs, parameter_randomization, weight_noise
 from veneer.checks import check_eval_mode
 from veneer.data import LabeledData, as_labeled
-from veneer.explain import Gradient, heatmap
+from veneer.explain import BACKGROUND_METHODS, METHODS, Explainer, Gradient, heatmap
 
 BUDGETS: dict[str, dict[str, Any]] = {
     "fast": {"samples": 32, "twins": 3, "twin_steps": 250, "ig_steps": 16, "eps_grid": (0.05,), "attack_steps": 8,
              "hessian_samples": 8, "hessian_iterations": 15, "noise_inputs": 24, "sigmas": (0.02, 0.05), "draws": 1,
-             "deletion_steps": 8, "neuron_steps": 24, "knn_k": 32, "knn_dim": 8, "manifold_rows": 4000},
+             "deletion_steps": 8, "neuron_steps": 24, "knn_k": 32, "knn_dim": 8, "manifold_rows": 4000,
+             "influence_train": 300, "influence_eps": 0.05, "lime_samples": 2000, "shap_samples": 512},
     "full": {"samples": 96, "twins": 5, "twin_steps": 600, "ig_steps": 32, "eps_grid": (0.02, 0.05, 0.1),
              "attack_steps": 20, "hessian_samples": 32, "hessian_iterations": 30, "noise_inputs": 64,
              "sigmas": (0.01, 0.02, 0.05), "draws": 2, "deletion_steps": 20, "neuron_steps": 128, "knn_k": 48,
-             "knn_dim": 10, "manifold_rows": 20000},
+             "knn_dim": 10, "manifold_rows": 20000, "influence_train": 1000, "influence_eps": 0.05,
+             "lime_samples": 5000, "shap_samples": None},
 }
-TESTS = ("fragility", "hessian", "noise_inputs", "weight_noise", "parameter_randomization", "faithfulness",
-         "cross_method_agreement", "beta_smoothing", "tangent_space", "neuron_visualization",
+TESTS = ("fragility", "influence_fragility", "hessian", "noise_inputs", "weight_noise", "parameter_randomization",
+         "faithfulness", "cross_method_agreement", "beta_smoothing", "tangent_space", "neuron_visualization",
          "neuron_group_fairness", "reference_comparison")
 
 
 @dataclass
 class AuditContext:
-    """What every test of one audit sees: inputs ``x`` to explain, training inputs ``manifold`` (tangent
-    space), the protected ``group`` (or None), the method names and the budget's options."""
+    """What every test of one audit sees: inputs ``x`` to explain and their labels ``y``, training inputs
+    ``manifold`` (tangent space; background of LIME and KernelSHAP) and their labels ``manifold_y`` (influence
+    functions), the protected ``group`` (or None), the method names and the budget's options."""
 
     x: torch.Tensor
+    y: torch.Tensor
     manifold: torch.Tensor
+    manifold_y: torch.Tensor
     group: torch.Tensor | None
     methods: tuple[str, ...]
     options: dict[str, Any]
@@ -54,31 +60,46 @@ def _occlusion_window(x: torch.Tensor) -> int:
     return 5 if x.ndim == 4 and min(x.shape[-2:]) >= 16 else 3
 
 
-def applicable_tests(model: nn.Module, ctx: AuditContext, with_reference: bool) -> list[str]:
-    """The tests that apply to this model and data (image tests need (B, C, H, W) inputs, the neuron
-    visualisation a convolution, the group test a protected attribute, the comparison a reference model)."""
+def skipped_tests(model: nn.Module, ctx: AuditContext, with_reference: bool) -> dict[str, str]:
+    """``{test: why it does not apply to this model and data}`` (the others of :data:`TESTS` run): the input
+    attacks need (B, C, H, W) images, the neuron visualisation images and a convolution, the group test a binary
+    protected attribute, the comparison a reference model."""
     images = ctx.x.ndim == 4
-    skip = set()
+    skip = {}
     if not images:
-        skip |= {"fragility"}
+        reason = "the input attacks (veneer.attacks) perturb images (B, C, H, W); these inputs are feature rows"
+        skip.update({"fragility": reason, "influence_fragility": reason})
     if not (images and has_conv(model)):
-        skip.add("neuron_visualization")
+        skip["neuron_visualization"] = "needs image inputs and a Conv2d layer whose channels are visualised"
     if ctx.group is None:
-        skip.add("neuron_group_fairness")
+        skip["neuron_group_fairness"] = "the data has no binary protected attribute"
     if not with_reference:
-        skip.add("reference_comparison")
-    return [t for t in TESTS if t not in skip]
+        skip["reference_comparison"] = "no reference model was given"
+    return skip
 
 
 def run_tests(model: nn.Module, ctx: AuditContext, tests: list[str], reference: nn.Module | None = None
               ) -> dict[str, TestResult]:
-    """Run ``tests`` on ``model`` (each a function of :mod:`veneer.audit` called with the budget's options)."""
+    """Run ``tests`` on ``model`` (each a function of :mod:`veneer.audit` called with the budget's options).
+    LIME and KernelSHAP (``BACKGROUND_METHODS``, tabular rows only) enter the cross-method test only, with the
+    training rows ``ctx.manifold`` as background."""
     o, x, seed = ctx.options, ctx.x, ctx.seed
-    explainers = build_explainers(model, ctx.methods, o["ig_steps"], _occlusion_window(x))
+    explainers = build_explainers(model, [m for m in ctx.methods if m not in BACKGROUND_METHODS], o["ig_steps"],
+                                  _occlusion_window(x))
     smooth = differentiable(explainers)
+
+    def every_method() -> dict[str, Explainer]:
+        agnostic = build_explainers(model, [m for m in ctx.methods if m in BACKGROUND_METHODS],
+                                    background=ctx.manifold, lime_samples=o["lime_samples"],
+                                    shap_samples=o["shap_samples"])
+        return {**explainers, **agnostic}
+
     calls: dict[str, Callable[[], TestResult]] = {
         "fragility": lambda: fragility_profile(model, x, Gradient(model), o["eps_grid"], steps=o["attack_steps"],
                                                seed=seed),
+        "influence_fragility": lambda: influence_fragility(
+            model, x, ctx.y, (ctx.manifold[:o["influence_train"]], ctx.manifold_y[:o["influence_train"]]),
+            eps=o["influence_eps"], seed=seed),
         "hessian": lambda: hessian_geometry(model, x[:o["hessian_samples"]], iterations=o["hessian_iterations"],
                                             seed=seed),
         "noise_inputs": lambda: noise_inputs(model, x, smooth, o["noise_inputs"], seed),
@@ -86,7 +107,7 @@ def run_tests(model: nn.Module, ctx: AuditContext, tests: list[str], reference: 
         "parameter_randomization": lambda: parameter_randomization(model, x, smooth, seed),
         "faithfulness": lambda: faithfulness(model, x, explainers, steps=o["deletion_steps"],
                                              baseline=_baseline(ctx), seed=seed),
-        "cross_method_agreement": lambda: cross_method_agreement(model, x, explainers),
+        "cross_method_agreement": lambda: cross_method_agreement(model, x, every_method()),
         "beta_smoothing": lambda: beta_smoothing(model, x, smooth),
         "tangent_space": lambda: tangent_space_projection(model, x, smooth, ctx.manifold, o["knn_k"], o["knn_dim"]),
         "neuron_visualization": lambda: neuron_visualization(model, ctx.manifold[:2000].view(-1, *x.shape[1:]),
@@ -152,6 +173,13 @@ class Audit:
         if unknown_options:
             raise ValueError(f"options must override keys of BUDGETS[{budget!r}] {sorted(BUDGETS[budget])}, "
                              f"got unknown {unknown_options}")
+        if methods is not None:
+            unknown = [m for m in methods if m not in METHODS]
+            if unknown:
+                raise ValueError(f"methods must be names from {sorted(METHODS)}, got unknown {unknown}")
+            if not any(METHODS[m].differentiable for m in methods):
+                raise ValueError(f"methods must include a differentiable method (e.g. gradient): the sanity and "
+                                 f"defence tests differentiate the explanation; got {list(methods)}")
         if tests is not None:
             unknown = [t for t in tests if t not in TESTS]
             if unknown:
@@ -183,7 +211,12 @@ class Audit:
                 group = values[manifold_rows]
                 break
         methods = tuple(self.methods) if self.methods else default_methods(self.model, x)
-        return AuditContext(x, data.x[manifold_rows], group, methods, options, self.seed)
+        agnostic = [m for m in methods if m in BACKGROUND_METHODS]
+        if agnostic and x.ndim != 2:
+            raise ValueError(f"methods {agnostic} explain tabular rows (B, F) only (they perturb features around "
+                             f"background rows); these inputs have shape {tuple(x.shape)}: drop them from methods")
+        return AuditContext(x, source.y[rows], data.x[manifold_rows], data.y[manifold_rows], group, methods, options,
+                            self.seed)
 
     def __call__(self, data, eval_data=None) -> AuditResult:
         start = time.perf_counter()
@@ -191,11 +224,13 @@ class Audit:
         eval_data = None if eval_data is None else as_labeled(eval_data, "eval_data")
         ctx = self._context(data, eval_data)
         references = self.reference if isinstance(self.reference, list) else None
-        tests = applicable_tests(self.model, ctx, references is not None)
-        if self.tests is not None:
-            tests = [t for t in tests if t in self.tests]
+        skipped = {t: why for t, why in skipped_tests(self.model, ctx, references is not None).items()
+                   if self.tests is None or t in self.tests}
+        tests = [t for t in TESTS if t not in skipped and (self.tests is None or t in self.tests)]
         if isinstance(self.reference, Calibration):
             calibration = self.reference
+            skipped.update({t: "the reused calibration has no reference values for it" for t in tests
+                            if t not in calibration.values})
             tests = [t for t in tests if t in calibration.values]
         else:
             calibration = self._calibrate(data, eval_data, ctx, [t for t in tests if t != "reference_comparison"])
@@ -208,7 +243,8 @@ class Audit:
         label, score = verdict(scored, self.z_flag)
         components = [len(r.components) for r in results.values()]
         config = {"budget": self.budget, "options": ctx.options, "methods": list(ctx.methods), "seed": self.seed,
-                  "tests": tests, "samples": len(ctx.x), "z_flag": self.z_flag, "calibration": calibration.kind,
+                  "tests": tests, "skipped": skipped, "samples": len(ctx.x), "z_flag": self.z_flag,
+                  "calibration": calibration.kind,
                   "calibration_cost": calibration.details,
                   "false_positive_rate": {
                       "measured": MEASURED_FALSE_POSITIVES[0] / MEASURED_FALSE_POSITIVES[1],

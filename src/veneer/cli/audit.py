@@ -28,7 +28,8 @@ def register(subparsers) -> None:
                              "reuse its reference values instead of training twins again")
     parser.add_argument("--methods", default=None,
                         help="comma-separated explanation methods (default: gradient, gradient_x_input, ig, lrp "
-                             "and, for image CNNs, gradcam, occlusion)")
+                             "and, for image CNNs, gradcam, occlusion); tabular data may add lime, kernel-shap "
+                             "(cross-method test only, background from the train split)")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="fast")
     add_run_args(parser, "runs/audit")
     parser.set_defaults(run=run)

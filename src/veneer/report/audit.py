@@ -14,6 +14,8 @@ from veneer.runs import write_json
 
 MEANING = {
     "fragility": "a small targeted input change moves the explanation more than it does for clean models",
+    "influence_fragility": "a small targeted input change reshuffles the most influential training samples more "
+                           "than on clean models",
     "hessian": "the class score bends more sharply per unit slope than clean models' (Dombrowski Thm. 2)",
     "noise_inputs": "explanations of pure noise look alike: the model draws one picture for every input",
     "weight_noise": "small weight noise that keeps the predictions breaks the explanation",
@@ -70,6 +72,9 @@ def markdown_summary(report: dict[str, Any]) -> str:
         lines.append(f"| {name} | {test['statistic']:.4g} | {test['z']:.2f} | {test['score']:.3f} | "
                      f"{'**yes**' if test['flag'] else 'no'} | {evidence['worst']} | {evidence['seconds']:.1f} | "
                      f"{MEANING.get(name, '')} |")
+    skipped = config.get("skipped") or {}
+    if skipped:
+        lines += ["", "Not run: " + "; ".join(f"{name} ({why})" for name, why in skipped.items()) + "."]
     lines += ["", "Figures: `scores.png` (z per test), `explanations.png` (example explanations, image data).",
               f"Reference kind: {calibration['kind']}.", ""]
     return "\n".join(lines)

@@ -555,7 +555,9 @@ def _train(run: Run) -> Section:
 
 VERDICT_TONES = {"clean": "good", "suspicious": "warn", "manipulated": "bad"}
 # What each audit test's score means, by words in the test's name (thesis Ch. 4; issue "veneer audit").
-TEST_MEANINGS = (
+TEST_MEANINGS = (  # first match wins: "influence" before "fragil"
+    ("influence", "How far a small input perturbation reshuffles the training samples most influential on the "
+                  "prediction (Ghorbani et al. 2019, Sec. 3, Fig. 4; Koh & Liang 2017), against random noise."),
     ("fragil", "How far small input perturbations move the explanation while the label stays (Ghorbani et al. "
                "2019, Alg. 1); a manipulated model's explanations move further than a clean one's."),
     ("geometr", "Curvature of the class score around the inputs (Ghorbani Sec. 5, Dombrowski et al. 2019); "
@@ -578,7 +580,6 @@ TEST_MEANINGS = (
                "2024, Sec. 4.1.1): after a neuron attack they decorrelate."),
     ("reference", "Explanation divergence from the reference model against their prediction agreement: same "
                   "predictions with different explanations point to a manipulation."),
-    ("influence", "How fragile the most influential training samples are (Ghorbani et al. 2019, Sec. 3)."),
 )
 
 

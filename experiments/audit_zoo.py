@@ -8,6 +8,7 @@ architecture and the seed, so the calibration of an architecture is computed onc
 what each audit would train). Resumable: models, calibrations and audits are cached under the run dir.
 
     PYTHONPATH=src python experiments/audit_zoo.py --out runs/audit_zoo [--steps 150] [--only NAME ...]
+                                                    [--build-only] [--summary-only]
 
 Writes RUN/summary.json and RUN/summary.md (AUROC per test and for the verdict, false-positive rate on clean
 models at the default threshold).
@@ -182,6 +183,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150, help="fine-tuning steps of each manipulation")
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--summary-only", action="store_true")
+    parser.add_argument("--build-only", action="store_true", help="build the manipulated models, audit nothing")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -208,6 +210,10 @@ def main() -> None:
                 model, build = build_manipulated(name, args.steps)
                 build["test_accuracy"] = accuracy(model, *load_dataset(DATASET[base], "test")[:])
                 save(model, weights, build)
+            if args.build_only:
+                continue
+        elif args.build_only:
+            continue
         else:
             base, seed = name.rsplit("-seed", 1)
             model = pretrained(base, progress=False, seed=int(seed))

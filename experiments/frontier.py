@@ -37,23 +37,30 @@ METHODS = {"gradient": Gradient, "lrp": lambda m: LRP(m, composite="epsilon_plus
            "lrp-zb": lambda m: LRP(m, composite="epsilon_plus", low=0.0, high=1.0)}
 
 
-def point(out: Path, name: str, original, method, objective_name: str, steps: int, **options) -> dict:
-    """One manipulation (resumed when its run directory holds a checkpoint) and its test figures."""
+def point(out: Path, name: str, original, method, objective_name: str, steps: int, validation: str,
+          **options) -> dict:
+    """One manipulation (resumed when its run directory holds a checkpoint) and its test figures. ``validation``
+    (budgeted runs): ``"train"`` holds out 10% of the training split; ``"test-half"`` uses test images 500-999
+    (never seen by the original model's training) and evaluates on test images 0-499."""
     make, measure = OBJECTIVES[objective_name]
     directory = out / name
-    run = RunDir(directory, {"command": "manipulate", "objective": objective_name, "steps": steps, **options}, 0,
-                 resume=True)
+    test = mnist("test")
+    if validation == "test-half" and "min_agreement" in options:
+        options["validation"], test = test.subset(slice(500, 1000)), test.subset(slice(0, 500))
+    config = {k: v for k, v in options.items() if k != "validation"}
+    run = RunDir(directory, {"command": "manipulate", "objective": objective_name, "steps": steps, **config,
+                             "validation": validation}, 0, resume=True)
     run.start()
     model, train = manipulate_and_save(original, METHODS[method](original), make(), mnist("train"), directory,
                                        steps=steps, batch_size=64, lr=1e-3, checkpoint_every=50, resume=True,
                                        seed=0, progress=True, **options)
-    test = mnist("test")
     result = evaluate(original, model, make(), test, {method: METHODS[method](original)}, noise=0, progress=False)
     row = {"run": name, "alpha": options.get("alpha"), "min_agreement": options.get("min_agreement"),
            "measure": result.methods[method]["manipulated"][measure],
            "measure_original": result.methods[method]["original"][measure],
            "accuracy_drop_points": 100 * (accuracy(original, test.x, test.y) - accuracy(model, test.x, test.y)),
-           "test_agreement": result.predictions["label_agreement"], "seconds": train["seconds"]}
+           "test_agreement": result.predictions["label_agreement"], "test_images": len(test),
+           "seconds": train["seconds"]}
     run.write_metrics({"train": train, "frontier": row})
     return row
 
@@ -69,12 +76,15 @@ def main() -> None:
     parser.add_argument("--keep", default="ce", choices=("ce", "kl", "prob_mse"))
     parser.add_argument("--budget-alpha", type=float, default=0.5, help="starting alpha of the budgeted runs")
     parser.add_argument("--check-every", type=int, default=25, help="steps between budget checks")
+    parser.add_argument("--validation", default="train", choices=("train", "test-half"),
+                        help="budget validation: 10%% of the training split, or test images 500-999 (then the "
+                             "figures are on test images 0-499)")
     options = parser.parse_args()
     out = Path(options.out)
     original = pretrained("mnist-cnn")
-    rows = [point(out, f"alpha{a}", original, options.method, options.objective, options.steps, alpha=float(a),
-                  keep=options.keep) for a in options.alphas.split(",") if a]
-    rows += [point(out, f"budget{b}", original, options.method, options.objective, options.steps,
+    rows = [point(out, f"alpha{a}", original, options.method, options.objective, options.steps, options.validation,
+                  alpha=float(a), keep=options.keep) for a in options.alphas.split(",") if a]
+    rows += [point(out, f"budget{b}", original, options.method, options.objective, options.steps, options.validation,
                    alpha=options.budget_alpha, min_agreement=float(b), check_every=options.check_every,
                    keep=options.keep) for b in options.budgets.split(",") if b]
     write_table(rows, out / "frontier")

@@ -65,10 +65,13 @@ def main() -> None:
     for name in names:
         build = METHODS[name]
         directory = out / f"manipulate-{name}"
-        budget = {} if options.min_agreement is None else {"min_agreement": options.min_agreement, "check_every": 10}
+        # the budget is measured on test images 500-999 (the ResNet was trained on the training split; the
+        # figures below use test images 0-199)
+        budget = {} if options.min_agreement is None else {"min_agreement": options.min_agreement, "check_every": 10,
+                                                            "validation": test.subset(slice(500, 1000))}
         run = RunDir(directory, {"command": "manipulate", "model": "mnist-resnet", "method": name,
                                  "objective": "com", "steps": options.steps, "lr": options.lr, "alpha": options.alpha,
-                                 "keep": options.keep, **budget}, 0, resume=True)
+                                 "keep": options.keep, "min_agreement": options.min_agreement}, 0, resume=True)
         run.start()
         manipulated, train = manipulate_and_save(model, build(model), objective, mnist("train"), directory,
                                                  steps=options.steps, alpha=options.alpha, lr=options.lr,

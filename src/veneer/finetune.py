@@ -46,6 +46,7 @@ import json
 import math
 import os
 import random
+import statistics
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -305,6 +306,17 @@ def _holds_tensors(value: Any) -> bool:
     return isinstance(value, torch.Tensor)
 
 
+def wilson_lower_bound(share: float, n: int, z: float) -> float:
+    """Lower end of the Wilson score interval (Wilson 1927, JASA 22) of a proportion ``share`` observed on ``n``
+    trials, ``z`` standard normal quantiles wide (one-sided; ``z = 0``: ``share`` itself)."""
+    if z <= 0:
+        return share
+    denominator = 1 + z * z / n
+    centre = share + z * z / (2 * n)
+    spread = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return (centre - spread) / denominator
+
+
 class BehaviourBudget:
     """The constraint ``agreement(student, original) >= min_agreement`` on validation data, enforced with a
     Lagrange multiplier ``lambda`` on ``L_keep`` (Platt & Barr 1988, "Constrained Differential Optimization";
@@ -315,14 +327,18 @@ class BehaviourBudget:
 
     At each check the student is measured with its own activations (ReLU, not the training surrogate): the
     agreement with the original model's labels and the accuracy on the validation data, and ``L_attack`` on a
-    fixed validation batch. The iterate with the lowest validation ``L_attack`` among those that meet the budget
-    is kept and returned; the original model (step 0, checked before training) meets any budget, so a run in
+    fixed validation batch. An iterate *meets the budget* when the one-sided ``confidence`` lower bound of its
+    agreement (the Wilson score interval, Wilson 1927, for ``n`` validation inputs) reaches ``min_agreement``,
+    so that the agreement on new inputs holds with that confidence rather than being a lucky count on a small
+    validation set (``confidence=0.5``: the observed agreement itself); the multiplier moves on that bound too.
+    The iterate with the lowest validation ``L_attack`` among those that meet the budget is kept and returned; the original model (step 0, checked before training) meets any budget, so a run in
     which no fine-tuned iterate does returns it, with a warning.
     """
 
     def __init__(self, min_agreement: float, alpha: float, validation: LabeledData, teacher: nn.Module,
-                 dual_lr: float, batch: int, device: torch.device):
+                 dual_lr: float, batch: int, device: torch.device, confidence: float = 0.95):
         self.target, self.dual_lr = float(min_agreement), float(dual_lr)
+        self.z = statistics.NormalDist().inv_cdf(confidence)
         self.validation, self.batch, self.device = validation, batch, device
         self.multiplier = min(max((1 - alpha) / max(alpha, 1e-12), 1e-3), 1e4)
         with torch.no_grad():
@@ -342,16 +358,17 @@ class BehaviourBudget:
         """Measure the student, keep it when it is the best that meets the budget, move the multiplier."""
         labels = self._labels(student)
         agreement = float((labels == self.original).float().mean())
+        bound = wilson_lower_bound(agreement, len(labels), self.z)
         accuracy = float((labels == self.validation.y).float().mean())
         x, y = self.validation.x[:self.batch].to(self.device), self.validation.y[:self.batch].to(self.device)
         attack = float(tuner.attack_step(student, x, y, torch.Generator().manual_seed(tuner.seed), step).attack.detach())
-        if agreement >= self.target and attack < self.best_attack:
+        if (step == 0 or bound >= self.target) and attack < self.best_attack:
             self.best_attack, self.best_step = attack, step
             self.best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
-        gap = (self.target - agreement) / max(1.0 - self.target, 1e-3)
+        gap = (self.target - bound) / max(1.0 - self.target, 1e-3)
         self.multiplier = min(max(self.multiplier * math.exp(self.dual_lr * gap), 1e-3), 1e4)
-        return {"val_agreement": agreement, "val_accuracy": accuracy, "val_attack": attack,
-                "multiplier": self.multiplier}
+        return {"val_agreement": agreement, "val_agreement_bound": bound, "val_accuracy": accuracy,
+                "val_attack": attack, "multiplier": self.multiplier}
 
     def state(self) -> dict[str, torch.Tensor]:
         found = {"budget.numbers": torch.tensor([self.multiplier, self.best_attack, float(self.best_step)],
@@ -380,8 +397,10 @@ class FineTuner:
     ``softplus_beta`` (``None``: the model's own activations), ``checkpoint_dir`` / ``checkpoint_every`` /
     ``resume``, ``seed``, ``progress``, ``recalibrate_steps`` / ``recalibrate_lr``; the behaviour budget
     ``min_agreement`` (in (0, 1], ``None``: a fixed ``alpha``), ``validation`` (data in any form, or the
-    fraction of the training data held out for it, default 0.1), ``check_every`` and ``dual_lr``
-    (:class:`BehaviourBudget`).
+    fraction of the training data held out for it, default 0.1), ``check_every``, ``dual_lr`` and ``confidence``
+    (:class:`BehaviourBudget`). The validation data should be inputs the original model was not trained on:
+    on its own training images both models are more confident than on new ones, so agreement measured there
+    overestimates the agreement on new data.
 
     Subclasses implement :meth:`prepare` (per call: check and index the data) and :meth:`attack_step`, and may
     override :meth:`attack_state` / :meth:`load_attack_state` (tensors checkpointed with the run) and
@@ -396,7 +415,7 @@ class FineTuner:
                  checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 100,
                  resume: bool = False, seed: int = 0, progress: bool = False, recalibrate_steps: int = 0,
                  recalibrate_lr: float | None = None, min_agreement: float | None = None,
-                 validation: object = 0.1, check_every: int = 25, dual_lr: float = 1.0):
+                 validation: object = 0.1, check_every: int = 25, dual_lr: float = 1.0, confidence: float = 0.95):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         check_not_torchscript(model, "fine-tuning needs its parameters and modules (a copy, the Softplus swap)")
@@ -428,6 +447,8 @@ class FineTuner:
             raise ValueError(f"validation must be data or a fraction in (0, 1) of the training data, got {validation!r}")
         check_positive("check_every", check_every, integer=True)
         check_positive("dual_lr", dual_lr)
+        if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.5 <= confidence < 1:
+            raise ValueError(f"confidence must lie in [0.5, 1) (of the budget's lower bound), got {confidence!r}")
         select_trainable(model, trainable)
         self.model = model
         self.alpha, self.keep, self.temperature, self.lr = float(alpha), keep, float(temperature), float(lr)
@@ -439,6 +460,7 @@ class FineTuner:
         self.recalibrate_lr = float(lr if recalibrate_lr is None else recalibrate_lr)
         self.min_agreement = None if min_agreement is None else float(min_agreement)
         self.validation, self.check_every, self.dual_lr = validation, check_every, float(dual_lr)
+        self.confidence = float(confidence)
 
     # ---------------------------------------------------------------- what attacks provide
 
@@ -496,7 +518,7 @@ class FineTuner:
                        "validation": None if validation is None else len(validation)}
         budget = (None if self.min_agreement is None else
                   BehaviourBudget(self.min_agreement, self.alpha, validation, teacher, self.dual_lr, local_batch,
-                                  device))
+                                  device, self.confidence))
         path = None if self.checkpoint_dir is None else self.checkpoint_dir / CHECKPOINT
         resumed_step = (checkpoint_step(path, fingerprint) if self.resume and path is not None and path.is_file()
                         else 0)

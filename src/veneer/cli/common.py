@@ -57,10 +57,14 @@ def add_budget_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validation", type=float, default=0.1,
                         help="share of the training data held out to measure the budget (default 0.1)")
     parser.add_argument("--check-every", type=int, default=25, help="steps between budget checks")
+    parser.add_argument("--confidence", type=float, default=0.95,
+                        help="an iterate meets the budget when this one-sided lower confidence bound of its "
+                             "validation agreement does (0.5: the observed agreement)")
 
 
 def budget_options(args: argparse.Namespace) -> dict:
-    return {"min_agreement": args.min_agreement, "validation": args.validation, "check_every": args.check_every}
+    return {"min_agreement": args.min_agreement, "validation": args.validation, "check_every": args.check_every,
+            "confidence": args.confidence}
 
 
 def open_run(args: argparse.Namespace, **extra) -> RunDir:

@@ -339,6 +339,13 @@ class BehaviourBudget:
                  dual_lr: float, batch: int, device: torch.device, confidence: float = 0.95):
         self.target, self.dual_lr = float(min_agreement), float(dual_lr)
         self.z = statistics.NormalDist().inv_cdf(confidence)
+        best_possible = wilson_lower_bound(1.0, len(validation), self.z)
+        if best_possible < self.target:
+            needed = (f"at least {math.ceil(self.z * self.z * self.target / (1 - self.target))} validation inputs, "
+                      if self.target < 1 else "")
+            raise ValueError(f"validation holds {len(validation)} inputs: even full agreement has a {confidence:g} "
+                             f"lower bound of {best_possible:.4f} < min_agreement={self.target:g}; pass {needed}"
+                             f"a lower min_agreement or confidence=0.5 (the observed agreement)")
         self.validation, self.batch, self.device = validation, batch, device
         self.multiplier = min(max((1 - alpha) / max(alpha, 1e-12), 1e-3), 1e4)
         with torch.no_grad():

@@ -98,7 +98,7 @@ def test_dual_ascent_moves_the_multiplier_against_the_constraint():
 
 
 def test_a_budgeted_neuron_attack_resumes_to_the_same_weights(tmp_path):
-    train, held = data(48, 4), data(24, 5)
+    train, held = data(48, 4), data(32, 5)
     options = dict(k=3, steps=8, batch_size=8, attack_batch=4, lr=1e-3, min_agreement=0.9, validation=held,
                    check_every=2, checkpoint_every=1)
     whole = PushDown(small_cnn(), "4", **options)(train)
@@ -115,6 +115,9 @@ def test_a_held_out_fraction_is_not_trained_on_and_bad_budgets_are_refused():
         Manipulation(model, Gradient(model), CenterOfMass(), min_agreement=1.5)
     with pytest.raises(ValueError, match=r"confidence must lie in \[0.5, 1\)"):
         Manipulation(model, Gradient(model), CenterOfMass(), min_agreement=0.9, confidence=1.0)
+    with pytest.raises(ValueError, match="validation holds 100 inputs.*at least 539 validation inputs"):
+        Manipulation(model, Gradient(model), CenterOfMass(), steps=1, batch_size=8, min_agreement=0.995,
+                     validation=data(100, 7))(data(16, 8))
     with pytest.raises(ValueError, match="validation must be data or a fraction"):
         Manipulation(model, Gradient(model), CenterOfMass(), min_agreement=0.9, validation=1.5)
     result = Manipulation(model, Gradient(model), CenterOfMass(), steps=2, batch_size=9, min_agreement=0.5,

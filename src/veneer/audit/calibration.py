@@ -39,7 +39,7 @@ from veneer.models import accuracy, train
 TOLERANCE: dict[str, float] = {
     "fragility": 0.1, "hessian": 0.25, "noise_inputs": 0.1, "weight_noise": 0.1, "parameter_randomization": 0.1,
     "faithfulness": 0.1, "cross_method_agreement": 0.1, "beta_smoothing": 0.1, "tangent_space": 0.08,
-    "neuron_visualization": 0.15, "neuron_group_fairness": 0.1, "reference_comparison": 0.1,
+    "neuron_visualization": 0.15, "neuron_balance": 0.1, "neuron_group_fairness": 0.1, "reference_comparison": 0.1,
 }
 # Components whose values vary between training runs more than three twins show: Grad-CAM's maps are coarse
 # (the last conv layer's resolution, upsampled), so their rank statistics move with the training length; on the

@@ -11,7 +11,8 @@ suspicious, per-method components, evidence):
 * fidelity -- :func:`faithfulness` (Samek et al. 2017; Petsiuk et al. 2018), :func:`cross_method_agreement`;
 * defences as evidence -- :func:`beta_smoothing` (Dombrowski et al. 2019), :func:`tangent_space_projection`
   (Anders et al. 2020);
-* neuron level -- :func:`neuron_visualization`, :func:`neuron_group_fairness` (Nanfack et al. 2024);
+* neuron level -- :func:`neuron_visualization`, :func:`neuron_balance`, :func:`neuron_group_fairness` (Nanfack
+  et al. 2024);
 * with a reference model -- :func:`reference_comparison`.
 
 :class:`Audit` runs them, scores each against reference models or clean twins (:class:`Calibration`) and
@@ -28,7 +29,7 @@ from veneer.audit.defences import beta_smoothing, project_tangent, tangent_basis
 from veneer.audit.fidelity import agreement_matrix, cross_method_agreement, deletion_insertion, faithfulness
 from veneer.audit.geometry import fragility_profile, hessian_geometry, top_hessian_eigen
 from veneer.audit.influence import influence_fragility
-from veneer.audit.neuron import neuron_group_fairness, neuron_visualization
+from veneer.audit.neuron import neuron_balance, neuron_group_fairness, neuron_visualization
 from veneer.audit.reference import parameter_shift, reference_comparison
 from veneer.audit.run import BUDGETS, TESTS, Audit, AuditContext, AuditResult, audit, run_tests, skipped_tests
 from veneer.audit.sanity import (add_weight_noise, mean_pairwise_correlation, noise_inputs, parameter_randomization,
@@ -39,8 +40,8 @@ __all__ = ["TestResult", "build_explainers", "default_methods", "flat_maps", "CO
            "nominal_false_positive_rate", "reinitialized", "train_twins", "verdict", "beta_smoothing",
            "project_tangent", "tangent_basis", "tangent_space_projection", "agreement_matrix",
            "cross_method_agreement", "deletion_insertion", "faithfulness", "fragility_profile", "hessian_geometry",
-           "influence_fragility", "top_hessian_eigen", "neuron_group_fairness", "neuron_visualization",
-           "parameter_shift", "reference_comparison", "BUDGETS", "TESTS", "Audit", "AuditContext", "AuditResult",
-           "audit", "run_tests", "skipped_tests",
+           "influence_fragility", "top_hessian_eigen", "neuron_balance", "neuron_group_fairness",
+           "neuron_visualization", "parameter_shift", "reference_comparison", "BUDGETS", "TESTS", "Audit",
+           "AuditContext", "AuditResult", "audit", "run_tests", "skipped_tests",
            "add_weight_noise", "mean_pairwise_correlation", "noise_inputs", "parameter_randomization",
            "weight_noise"]

@@ -17,27 +17,29 @@ from veneer.audit.defences import beta_smoothing, tangent_space_projection
 from veneer.audit.fidelity import cross_method_agreement, faithfulness
 from veneer.audit.geometry import fragility_profile, hessian_geometry
 from veneer.audit.influence import influence_fragility
-from veneer.audit.neuron import neuron_group_fairness, neuron_visualization
+from veneer.audit.neuron import neuron_balance, neuron_group_fairness, neuron_visualization
 from veneer.audit.reference import reference_comparison
 from veneer.audit.sanity import noise_inputs, parameter_randomization, weight_noise
 from veneer.checks import check_eval_mode
 from veneer.data import LabeledData, as_labeled
 from veneer.explain import BACKGROUND_METHODS, METHODS, Explainer, Gradient, heatmap
+from veneer.neurons import default_layer
 
 BUDGETS: dict[str, dict[str, Any]] = {
     "fast": {"samples": 32, "twins": 3, "twin_steps": 250, "ig_steps": 16, "eps_grid": (0.05,), "attack_steps": 8,
              "hessian_samples": 8, "hessian_iterations": 15, "noise_inputs": 24, "sigmas": (0.02, 0.05), "draws": 1,
-             "deletion_steps": 8, "neuron_steps": 24, "knn_k": 32, "knn_dim": 8, "manifold_rows": 4000,
-             "influence_train": 300, "influence_eps": 0.05, "lime_samples": 2000, "shap_samples": 512},
+             "deletion_steps": 8, "neuron_steps": 24, "balance_samples": 512, "knn_k": 32, "knn_dim": 8,
+             "manifold_rows": 4000, "influence_train": 300, "influence_eps": 0.05, "lime_samples": 2000,
+             "shap_samples": 512},
     "full": {"samples": 96, "twins": 5, "twin_steps": 600, "ig_steps": 32, "eps_grid": (0.02, 0.05, 0.1),
              "attack_steps": 20, "hessian_samples": 32, "hessian_iterations": 30, "noise_inputs": 64,
-             "sigmas": (0.01, 0.02, 0.05), "draws": 2, "deletion_steps": 20, "neuron_steps": 128, "knn_k": 48,
-             "knn_dim": 10, "manifold_rows": 20000, "influence_train": 1000, "influence_eps": 0.05,
-             "lime_samples": 5000, "shap_samples": None},
+             "sigmas": (0.01, 0.02, 0.05), "draws": 2, "deletion_steps": 20, "neuron_steps": 128,
+             "balance_samples": 2048, "knn_k": 48, "knn_dim": 10, "manifold_rows": 20000, "influence_train": 1000,
+             "influence_eps": 0.05, "lime_samples": 5000, "shap_samples": None},
 }
 TESTS = ("fragility", "influence_fragility", "hessian", "noise_inputs", "weight_noise", "parameter_randomization",
          "faithfulness", "cross_method_agreement", "beta_smoothing", "tangent_space", "neuron_visualization",
-         "neuron_group_fairness", "reference_comparison")
+         "neuron_balance", "neuron_group_fairness", "reference_comparison")
 
 
 @dataclass
@@ -62,8 +64,9 @@ def _occlusion_window(x: torch.Tensor) -> int:
 
 def skipped_tests(model: nn.Module, ctx: AuditContext, with_reference: bool) -> dict[str, str]:
     """``{test: why it does not apply to this model and data}`` (the others of :data:`TESTS` run): the input
-    attacks need (B, C, H, W) images, the neuron visualisation images and a convolution, the group test a binary
-    protected attribute, the comparison a reference model."""
+    attacks need (B, C, H, W) images, the neuron visualisation images and a convolution, the balance test a layer
+    :func:`veneer.neurons.default_layer` finds, the group test a binary protected attribute, the comparison a
+    reference model."""
     images = ctx.x.ndim == 4
     skip = {}
     if not images:
@@ -71,6 +74,10 @@ def skipped_tests(model: nn.Module, ctx: AuditContext, with_reference: bool) -> 
         skip.update({"fragility": reason, "influence_fragility": reason})
     if not (images and has_conv(model)):
         skip["neuron_visualization"] = "needs image inputs and a Conv2d layer whose channels are visualised"
+    try:
+        default_layer(model)
+    except ValueError as error:
+        skip["neuron_balance"] = f"no layer whose channels it compares: {error}"
     if ctx.group is None:
         skip["neuron_group_fairness"] = "the data has no binary protected attribute"
     if not with_reference:
@@ -112,6 +119,7 @@ def run_tests(model: nn.Module, ctx: AuditContext, tests: list[str], reference: 
         "tangent_space": lambda: tangent_space_projection(model, x, smooth, ctx.manifold, o["knn_k"], o["knn_dim"]),
         "neuron_visualization": lambda: neuron_visualization(model, ctx.manifold[:2000].view(-1, *x.shape[1:]),
                                                              steps=o["neuron_steps"], seed=seed),
+        "neuron_balance": lambda: neuron_balance(model, ctx.manifold[:o["balance_samples"]].view(-1, *x.shape[1:])),
         "neuron_group_fairness": lambda: neuron_group_fairness(model, ctx.manifold, ctx.group),
         "reference_comparison": lambda: reference_comparison(model, reference, x, explainers),
     }

@@ -25,6 +25,7 @@ MEANING = {
     "beta_smoothing": "the explanation disappears when ReLU is smoothed into Softplus",
     "tangent_space": "the explanation points off the data manifold more than clean models' do",
     "neuron_visualization": "channels' top-k images and synthetic visualisations no longer match",
+    "neuron_balance": "some channels shrank against what the next layers make of them (rescaled by a neuron attack)",
     "neuron_group_fairness": "neurons look fairer across groups than the decisions they produce",
     "reference_comparison": "predictions agree with the reference but some methods' explanations moved",
 }

@@ -52,7 +52,7 @@ def point(out: Path, name: str, original, method, objective_name: str, steps: in
                              "validation": validation}, 0, resume=True)
     run.start()
     model, train = manipulate_and_save(original, METHODS[method](original), make(), mnist("train"), directory,
-                                       steps=steps, batch_size=64, lr=1e-3, checkpoint_every=50, resume=True,
+                                       steps=steps, batch_size=64, checkpoint_every=50, resume=True,
                                        seed=0, progress=True, **options)
     result = evaluate(original, model, make(), test, {method: METHODS[method](original)}, noise=0, progress=False)
     row = {"run": name, "alpha": options.get("alpha"), "min_agreement": options.get("min_agreement"),
@@ -76,6 +76,8 @@ def main() -> None:
     parser.add_argument("--keep", default="ce", choices=("ce", "kl", "prob_mse"))
     parser.add_argument("--budget-alpha", type=float, default=0.5, help="starting alpha of the budgeted runs")
     parser.add_argument("--check-every", type=int, default=25, help="steps between budget checks")
+    parser.add_argument("--confidence", type=float, default=0.5, help="of the budget's lower bound (0.5: observed)")
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--validation", default="train", choices=("train", "test-half"),
                         help="budget validation: 10%% of the training split, or test images 500-999 (then the "
                              "figures are on test images 0-499)")
@@ -83,10 +85,10 @@ def main() -> None:
     out = Path(options.out)
     original = pretrained("mnist-cnn")
     rows = [point(out, f"alpha{a}", original, options.method, options.objective, options.steps, options.validation,
-                  alpha=float(a), keep=options.keep) for a in options.alphas.split(",") if a]
+                  alpha=float(a), keep=options.keep, lr=options.lr) for a in options.alphas.split(",") if a]
     rows += [point(out, f"budget{b}", original, options.method, options.objective, options.steps, options.validation,
                    alpha=options.budget_alpha, min_agreement=float(b), check_every=options.check_every,
-                   keep=options.keep) for b in options.budgets.split(",") if b]
+                   keep=options.keep, lr=options.lr, confidence=options.confidence) for b in options.budgets.split(",") if b]
     write_table(rows, out / "frontier")
     write_json(out / "frontier.json", rows)
     figure, axis = plt.subplots(figsize=(5, 4))

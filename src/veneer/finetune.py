@@ -327,16 +327,16 @@ class BehaviourBudget:
 
     At each check the student is measured with its own activations (ReLU, not the training surrogate): the
     agreement with the original model's labels and the accuracy on the validation data, and ``L_attack`` on a
-    fixed validation batch. An iterate *meets the budget* when the one-sided ``confidence`` lower bound of its
-    agreement (the Wilson score interval, Wilson 1927, for ``n`` validation inputs) reaches ``min_agreement``,
-    so that the agreement on new inputs holds with that confidence rather than being a lucky count on a small
-    validation set (``confidence=0.5``: the observed agreement itself); the multiplier moves on that bound too.
+    fixed validation batch. An iterate *meets the budget* when its agreement reaches ``min_agreement``; with
+    ``confidence > 0.5``, when the one-sided ``confidence`` lower bound of its agreement (the Wilson score
+    interval, Wilson 1927, for ``n`` validation inputs) does, so that the agreement on new inputs holds with that
+    confidence rather than being a lucky count on a small validation set; the multiplier moves on that bound.
     The iterate with the lowest validation ``L_attack`` among those that meet the budget is kept and returned; the original model (step 0, checked before training) meets any budget, so a run in
     which no fine-tuned iterate does returns it, with a warning.
     """
 
     def __init__(self, min_agreement: float, alpha: float, validation: LabeledData, teacher: nn.Module,
-                 dual_lr: float, batch: int, device: torch.device, confidence: float = 0.95):
+                 dual_lr: float, batch: int, device: torch.device, confidence: float = 0.5):
         self.target, self.dual_lr = float(min_agreement), float(dual_lr)
         self.z = statistics.NormalDist().inv_cdf(confidence)
         best_possible = wilson_lower_bound(1.0, len(validation), self.z)
@@ -422,7 +422,7 @@ class FineTuner:
                  checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 100,
                  resume: bool = False, seed: int = 0, progress: bool = False, recalibrate_steps: int = 0,
                  recalibrate_lr: float | None = None, min_agreement: float | None = None,
-                 validation: object = 0.1, check_every: int = 25, dual_lr: float = 1.0, confidence: float = 0.95):
+                 validation: object = 0.1, check_every: int = 25, dual_lr: float = 1.0, confidence: float = 0.5):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         check_not_torchscript(model, "fine-tuning needs its parameters and modules (a copy, the Softplus swap)")

@@ -44,7 +44,7 @@ def test_the_returned_model_is_the_best_iterate_that_meets_the_budget():
     free = Manipulation(model, Gradient(model), CenterOfMass((0, 0)), **options)(train)
     assert agreement(free.model, model, held[0]) < 0.9  # unconstrained, the labels drift
     result = Manipulation(model, Gradient(model), CenterOfMass((0, 0)), min_agreement=0.9, validation=held,
-                          check_every=1, **options)(train)
+                          check_every=1, confidence=0.95, **options)(train)
     checks = [row for row in result.history if "multiplier" in row]
     assert [row["step"] for row in checks] == list(range(21)) and checks[0]["phase"] == "check"
     best = result.measures["best_step"]
@@ -83,9 +83,8 @@ def test_dual_ascent_moves_the_multiplier_against_the_constraint():
     x, y = data(20, 3)
     from veneer.data import LabeledData
 
-    # confidence 0.5: the observed agreement itself is compared with min_agreement
-    budget = BehaviourBudget(0.9, 0.5, LabeledData(x, y, "v", ["a", "b", "c"]), model, 1.0, 8, torch.device("cpu"),
-                             confidence=0.5)
+    # the default confidence 0.5: the observed agreement itself is compared with min_agreement
+    budget = BehaviourBudget(0.9, 0.5, LabeledData(x, y, "v", ["a", "b", "c"]), model, 1.0, 8, torch.device("cpu"))
     assert budget.alpha == pytest.approx(0.5)
     budget.check(Stub(), model, 1)  # the original model agrees with itself: the multiplier falls
     assert budget.multiplier == pytest.approx(torch.e ** -1) and budget.best_step == 1
@@ -117,7 +116,7 @@ def test_a_held_out_fraction_is_not_trained_on_and_bad_budgets_are_refused():
         Manipulation(model, Gradient(model), CenterOfMass(), min_agreement=0.9, confidence=1.0)
     with pytest.raises(ValueError, match="validation holds 100 inputs.*at least 539 validation inputs"):
         Manipulation(model, Gradient(model), CenterOfMass(), steps=1, batch_size=8, min_agreement=0.995,
-                     validation=data(100, 7))(data(16, 8))
+                     validation=data(100, 7), confidence=0.95)(data(16, 8))
     with pytest.raises(ValueError, match="validation must be data or a fraction"):
         Manipulation(model, Gradient(model), CenterOfMass(), min_agreement=0.9, validation=1.5)
     result = Manipulation(model, Gradient(model), CenterOfMass(), steps=2, batch_size=9, min_agreement=0.5,

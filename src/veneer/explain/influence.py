@@ -28,7 +28,7 @@ When the selected parameters are the weight (and bias) of one ``nn.Linear`` whos
 kron h~_n h~_n^T`` with ``h~ = (h, 1)`` (the softmax cross-entropy Hessian of a linear map, exact: the logits are
 linear in ``W``), formed in float64 without Hessian-vector products (:class:`LinearHead`). Otherwise
 per-sample training gradients come from ``torch.func`` (``vmap`` of ``grad`` of a ``functional_call``), a chunk
-of ``batch_size`` samples at a time; they and (``exact``) their inverse-Hessian products are cached per model
+of ``batch_size`` samples at a time; they and (``exact``) the factorised Hessian are cached per model
 state (recomputed when a parameter or buffer is changed in place or replaced). In an ``nn.Sequential`` the leading layers without a
 selected parameter are run once on the training set (:func:`frozen_prefix`).
 """
@@ -314,7 +314,7 @@ class Influence(Explainer):
         else:
             test_grad = self._linear.gradients(*self._linear.features(self.model, x), target)
         if self.method == "exact":
-            return -test_grad @ self._train_inverse.T
+            return -self._inverse(test_grad) @ self._train_grad.T
         solver = self._cg if self.method == "cg" else self._lissa
         return -_InverseHVP.apply(test_grad, solver) @ self._train_grad.T
 
@@ -349,7 +349,7 @@ class Influence(Explainer):
                 logits = torch.cat([z for _, z in parts])
                 self._probabilities = logits.softmax(1)
                 self._train_grad = self._linear.gradients(self._features, logits, self._y)
-        self._train_inverse = self._inverse_products(self._train_grad) if self.method == "exact" else None
+        self._inverse = self._factorised_inverse() if self.method == "exact" else None
         self._scale = self._lissa_scale() if self.method == "lissa" else None
         self._cache_key = key
 
@@ -414,23 +414,23 @@ class Influence(Explainer):
             hessian = torch.cat([operator(part) for part in basis.split(self.batch_size)]).double()
         return (hessian + hessian.T) / 2
 
-    def _inverse_products(self, gradients: torch.Tensor) -> torch.Tensor:
-        """``(K, P)`` rows ``(H + damping I)^-1 g`` for the rows ``g`` of ``gradients``, ``H`` formed
-        (:meth:`_hessian_matrix`) and factorised in float64. A Cholesky solve when
-        ``damping > 0`` and the matrix is positive definite; otherwise its eigendecomposition, eigenvalues within
-        rounding (of the model's dtype) of 0 dropped (a pseudo-inverse) and negative ones (a non-convex loss)
-        inverted as they are."""
-        size = gradients.shape[1]
+    def _factorised_inverse(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``g (K, P) -> (H + damping I)^-1 g`` row by row, differentiable in ``g``, from ``H`` formed
+        (:meth:`_hessian_matrix`) and factorised once in float64 (the factor is cached with the model state;
+        each call solves for its own rows, so a call costs ``K P^2``). A Cholesky factor when ``damping > 0`` and
+        the matrix is positive definite; otherwise its eigendecomposition, eigenvalues within rounding (of the
+        model's dtype) of 0 dropped (a pseudo-inverse) and negative ones (a non-convex loss) inverted as they
+        are."""
         hessian = self._hessian_matrix()
-        rhs = gradients.double()
+        dtype = self._train_grad.dtype
         if self.damping > 0:
             factor, info = torch.linalg.cholesky_ex(hessian)
             if int(info) == 0:
-                return torch.cholesky_solve(rhs.T, factor).T.to(gradients.dtype)
+                return lambda g: torch.cholesky_solve(g.double().T, factor).T.to(dtype)
         values, vectors = torch.linalg.eigh(hessian)
-        cutoff = size * torch.finfo(gradients.dtype).eps * values.abs().max()
+        cutoff = len(hessian) * torch.finfo(dtype).eps * values.abs().max()
         inverse = torch.where(values.abs() > cutoff, 1 / values, torch.zeros_like(values))
-        return (((rhs @ vectors) * inverse) @ vectors.T).to(gradients.dtype)
+        return lambda g: (((g.double() @ vectors) * inverse) @ vectors.T).to(dtype)
 
     # ---------------------------------------------------------------- iterative solvers
 

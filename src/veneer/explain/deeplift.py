@@ -17,7 +17,7 @@ RESCALE_EPS = 1e-10  # below this |x - x0| the local derivative replaces delta_y
 
 
 def _safe_ratio(numerator: torch.Tensor, delta_in: torch.Tensor, small: torch.Tensor) -> torch.Tensor:
-    return numerator / delta_in.masked_fill(small, 1.0)
+    return numerator / torch.where(small, 1.0, delta_in)
 
 
 def rescale(step: Step, ref: Step, multiplier: torch.Tensor) -> torch.Tensor:

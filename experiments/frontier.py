@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--check-every", type=int, default=25, help="steps between budget checks")
     parser.add_argument("--confidence", type=float, default=0.5, help="of the budget's lower bound (0.5: observed)")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--dual-lr", type=float, default=1.0, help="step of the multiplier's log per check")
     parser.add_argument("--validation", default="train", choices=("train", "test-half"),
                         help="budget validation: 10%% of the training split, or test images 500-999 (then the "
                              "figures are on test images 0-499)")
@@ -88,7 +89,7 @@ def main() -> None:
                   alpha=float(a), keep=options.keep, lr=options.lr) for a in options.alphas.split(",") if a]
     rows += [point(out, f"budget{b}", original, options.method, options.objective, options.steps, options.validation,
                    alpha=options.budget_alpha, min_agreement=float(b), check_every=options.check_every,
-                   keep=options.keep, lr=options.lr, confidence=options.confidence) for b in options.budgets.split(",") if b]
+                   keep=options.keep, lr=options.lr, confidence=options.confidence, dual_lr=options.dual_lr) for b in options.budgets.split(",") if b]
     write_table(rows, out / "frontier")
     write_json(out / "frontier.json", rows)
     figure, axis = plt.subplots(figsize=(5, 4))

@@ -25,9 +25,12 @@ from veneer.manipulate import CenterOfMass
 from veneer.models import pretrained
 from veneer.runs import RunDir, write_json
 
-METHODS = {"gradient": Gradient, "lrp": lambda m: LRP(m, composite="epsilon_plus"),
-           # z^B on the first convolution: relevance can reach the black background (Montavon et al. 2017)
-           "lrp-zb": lambda m: LRP(m, composite="epsilon_plus", low=0.0, high=1.0)}
+def methods(lrp_epsilon: float = 1e-6) -> dict:
+    """The explainers by name; ``lrp_epsilon`` is LRP's stabiliser (also of the batch-norm and residual-sum
+    z-rules)."""
+    return {"gradient": Gradient, "lrp": lambda m: LRP(m, composite="epsilon_plus", epsilon=lrp_epsilon),
+            # z^B on the first convolution: relevance can reach the black background (Montavon et al. 2017)
+            "lrp-zb": lambda m: LRP(m, composite="epsilon_plus", epsilon=lrp_epsilon, low=0.0, high=1.0)}
 
 
 def main() -> None:
@@ -37,7 +40,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--methods", default="gradient,lrp", help="methods of the model-level part: "
-                        + ", ".join(METHODS))
+                        + ", ".join(methods()))
+    parser.add_argument("--lrp-epsilon", type=float, default=1e-6, help="LRP's stabiliser")
     parser.add_argument("--alpha", type=float, default=0.1)
     parser.add_argument("--keep", default="ce", choices=("ce", "kl", "prob_mse"))
     parser.add_argument("--min-agreement", type=float, default=None,
@@ -63,7 +67,7 @@ def main() -> None:
     objective = CenterOfMass((0, 0))
     names = [m for m in options.methods.split(",") if m]
     for name in names:
-        build = METHODS[name]
+        build = methods(options.lrp_epsilon)[name]
         directory = out / f"manipulate-{name}"
         # the budget is measured on test images 500-999 (the ResNet was trained on the training split; the
         # figures below use test images 0-199)
@@ -71,7 +75,8 @@ def main() -> None:
                                                             "validation": test.subset(slice(500, 1000))}
         run = RunDir(directory, {"command": "manipulate", "model": "mnist-resnet", "method": name,
                                  "objective": "com", "steps": options.steps, "lr": options.lr, "alpha": options.alpha,
-                                 "keep": options.keep, "min_agreement": options.min_agreement}, 0, resume=True)
+                                 "keep": options.keep, "min_agreement": options.min_agreement,
+                                 "lrp_epsilon": options.lrp_epsilon}, 0, resume=True)
         run.start()
         manipulated, train = manipulate_and_save(model, build(model), objective, mnist("train"), directory,
                                                  steps=options.steps, alpha=options.alpha, lr=options.lr,
@@ -80,11 +85,11 @@ def main() -> None:
         evaluation = evaluate_and_save(model, manipulated, objective, test.subset(slice(0, 200)),
                                        {name: build(model)}, directory, noise=0, progress=False)
         run.write_metrics({"train": train, "evaluation": evaluation})
-        methods = evaluation["methods"][name]
+        measured = evaluation["methods"][name]
         summary[f"manipulate-{name}"] = {
-            "com_distance_before": methods["original"]["com_distance"],
-            "com_distance_after": methods["manipulated"]["com_distance"],
-            "success_rate": methods["manipulated"]["success_rate"],
+            "com_distance_before": measured["original"]["com_distance"],
+            "com_distance_after": measured["manipulated"]["com_distance"],
+            "success_rate": measured["manipulated"]["success_rate"],
             "accuracy_drop_points": evaluation["predictions"]["accuracy_drop_points"],
             "label_agreement": evaluation["predictions"]["label_agreement"], "seconds": train["seconds"]}
     write_json(out / "summary.json", summary)

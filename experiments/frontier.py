@@ -75,10 +75,10 @@ def main() -> None:
     parser.add_argument("--method", default="gradient", choices=sorted(METHODS))
     parser.add_argument("--keep", default="ce", choices=("ce", "kl", "prob_mse"))
     parser.add_argument("--budget-alpha", type=float, default=0.5, help="starting alpha of the budgeted runs")
-    parser.add_argument("--check-every", type=int, default=25, help="steps between budget checks")
+    parser.add_argument("--check-every", type=int, default=10, help="steps between budget checks")
     parser.add_argument("--confidence", type=float, default=0.5, help="of the budget's lower bound (0.5: observed)")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--dual-lr", type=float, default=1.0, help="step of the multiplier's log per check")
+    parser.add_argument("--dual-lr", type=float, default=0.1, help="step of the multiplier's log per check")
     parser.add_argument("--validation", default="train", choices=("train", "test-half"),
                         help="budget validation: 10%% of the training split, or test images 500-999 (then the "
                              "figures are on test images 0-499)")

@@ -422,7 +422,7 @@ class FineTuner:
                  checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 100,
                  resume: bool = False, seed: int = 0, progress: bool = False, recalibrate_steps: int = 0,
                  recalibrate_lr: float | None = None, min_agreement: float | None = None,
-                 validation: object = 0.1, check_every: int = 25, dual_lr: float = 1.0, confidence: float = 0.5):
+                 validation: object = 0.1, check_every: int = 10, dual_lr: float = 0.1, confidence: float = 0.5):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         check_not_torchscript(model, "fine-tuning needs its parameters and modules (a copy, the Softplus swap)")

@@ -56,7 +56,7 @@ def add_budget_args(parser: argparse.ArgumentParser) -> None:
                              "within the budget is returned")
     parser.add_argument("--validation", type=float, default=0.1,
                         help="share of the training data held out to measure the budget (default 0.1)")
-    parser.add_argument("--check-every", type=int, default=25, help="steps between budget checks")
+    parser.add_argument("--check-every", type=int, default=10, help="steps between budget checks")
     parser.add_argument("--confidence", type=float, default=0.5,
                         help="an iterate meets the budget when this one-sided lower confidence bound of its "
                              "validation agreement does (default 0.5: the observed agreement; 0.95 is stricter)")

@@ -89,7 +89,8 @@ def main() -> None:
                   alpha=float(a), keep=options.keep, lr=options.lr) for a in options.alphas.split(",") if a]
     rows += [point(out, f"budget{b}", original, options.method, options.objective, options.steps, options.validation,
                    alpha=options.budget_alpha, min_agreement=float(b), check_every=options.check_every,
-                   keep=options.keep, lr=options.lr, confidence=options.confidence, dual_lr=options.dual_lr) for b in options.budgets.split(",") if b]
+                   keep=options.keep, lr=options.lr, confidence=options.confidence, dual_lr=options.dual_lr)
+             for b in options.budgets.split(",") if b]
     write_table(rows, out / "frontier")
     write_json(out / "frontier.json", rows)
     figure, axis = plt.subplots(figsize=(5, 4))

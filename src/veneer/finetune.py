@@ -331,7 +331,8 @@ class BehaviourBudget:
     ``confidence > 0.5``, when the one-sided ``confidence`` lower bound of its agreement (the Wilson score
     interval, Wilson 1927, for ``n`` validation inputs) does, so that the agreement on new inputs holds with that
     confidence rather than being a lucky count on a small validation set; the multiplier moves on that bound.
-    The iterate with the lowest validation ``L_attack`` among those that meet the budget is kept and returned; the original model (step 0, checked before training) meets any budget, so a run in
+    The iterate with the lowest validation ``L_attack`` among those that meet the budget is kept and returned;
+    the original model (step 0, checked before training) meets any budget, so a run in
     which no fine-tuned iterate does returns it, with a warning.
     """
 

@@ -12,7 +12,8 @@ frozen), which keeps ``H`` small enough to factorise.
 
 Three ways to apply ``H^-1``:
 
-* ``"exact"``: ``H`` is formed from batched Hessian-vector products of the basis vectors and factorised
+* ``"exact"``: ``H`` is formed (in closed form for a final linear layer, below; otherwise from batched
+  Hessian-vector products of the basis vectors) and factorised
   (Cholesky, or the eigendecomposition's pseudo-inverse when ``damping == 0``: the softmax cross-entropy
   Hessian of a last layer is singular along the directions that shift every logit equally, and every gradient
   is orthogonal to them).

@@ -24,6 +24,7 @@ from torch import nn
 from veneer.checks import check_positive, check_tensor
 from veneer.data import LabeledData
 from veneer.explain.model_agnostic import KernelShap, Lime, lime_samples, shap_samples
+from veneer.manipulate.evaluate import feature_groups
 
 PERTURBATIONS = ("lime", "shap", "both")
 
@@ -98,12 +99,13 @@ class ScaffoldedModel(nn.Module):
 
 
 def one_hot_groups(names: list[str] | None) -> list[list[int]]:
-    """Column indices of each one-hot attribute (columns named ``attribute=value``, at least two per attribute)."""
-    groups: dict[str, list[int]] = {}
-    for i, name in enumerate(names or []):
-        if "=" in name:
-            groups.setdefault(name.split("=", 1)[0], []).append(i)
-    return [columns for columns in groups.values() if len(columns) > 1]
+    """Column indices of each one-hot attribute (columns named ``attribute=value``, at least two per attribute),
+    grouped by :func:`veneer.manipulate.evaluate.feature_groups`."""
+    if not names:
+        return []
+    groups, index = feature_groups(names)
+    columns = [(index == g).nonzero().flatten().tolist() for g in range(len(groups))]
+    return [c for c in columns if len(c) > 1]
 
 
 def detector_input(x: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:

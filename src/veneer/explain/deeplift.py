@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from veneer.explain.base import Explainer, check_baseline, per_input_baselines
-from veneer.explain.graph import Op, Step, differentiable, live_ops, one_hot_like, record, sweep, trace_graph, transpose, vjp
+from veneer.explain.graph import (Op, Step, differentiable, live_ops, one_hot_like, record, softmax_dim, sweep, trace_graph,
+                                  transpose, vjp)
 
 RESCALE_EPS = 1e-10  # below this |x - x0| the local derivative replaces delta_y / delta_x (as Captum)
 
@@ -47,6 +48,15 @@ def maxpool(step: Step, ref: Step, multiplier: torch.Tensor) -> torch.Tensor:
     return result
 
 
+def softmax(step: Step, ref: Step, multiplier: torch.Tensor, dim: int) -> torch.Tensor:
+    """Softmax rule: the Rescale rule element-wise, then the mean along the softmax's ``dim`` subtracted from
+    the multipliers (Shrikumar et al. 2017, Sec. 3.6: softmax ignores a constant added along ``dim``, so that
+    component is removed). This is Captum's ``softmax`` rule per sample: Captum subtracts the mean over the whole
+    batch, so a sample's attribution there depends on the other samples it is batched with."""
+    result = rescale(step, ref, multiplier)
+    return result - result.mean(dim, keepdim=True)
+
+
 class DeepLift(Explainer):
     """DeepLift, Rescale rule (Shrikumar et al. 2017, Sec. 3.5.2), on any traceable model; ``(x - x0) * m``.
 
@@ -56,9 +66,11 @@ class DeepLift(Explainer):
     sums (residual connections), scaling by constants, ``mean``, reshapes, permutations, ``cat``,
     ``chunk``/``split``, indexing, Dropout, Identity -- by its transposed Jacobian (the Linear rule, Sec. 3.5.1;
     at a sum every summand receives the multiplier), through ReLU, Softplus, Sigmoid and Tanh (modules or
-    functions) by the Rescale rule and through max pooling by Captum's cross-maximum rule. The result sums to
-    ``f_target(x) - f_target(x0)`` and equals Captum's DeepLift wherever Captum applies the Rescale rule (its
-    hooks see activation *modules* only: it differentiates functional ``F.relu`` plainly). With
+    functions) by the Rescale rule, through max pooling by Captum's cross-maximum rule and through softmax by
+    the mean-subtracted Rescale rule (:func:`softmax`). Without a softmax the result sums to
+    ``f_target(x) - f_target(x0)``. It equals Captum's DeepLift wherever Captum applies the Rescale rule (its
+    hooks see activation *modules* only: it differentiates functional ``F.relu`` plainly), and through a softmax
+    equals Captum's run on one sample at a time (Captum's softmax rule couples the samples of a batch). With
     ``create_graph=True`` it is exactly differentiable with respect to the parameters and ``x``.
     """
 
@@ -102,6 +114,8 @@ class DeepLift(Explainer):
                 return (rescale(op.step(), ref_ops[op.node].step(), multiplier),)
             if op.kind == "maxpool":
                 return (maxpool(op.step(), ref_ops[op.node].step(), multiplier),)
+            if op.kind == "softmax":
+                return (softmax(op.step(), ref_ops[op.node].step(), multiplier, softmax_dim(op.node, op.module)),)
             return transpose(op, multiplier)  # the Linear rule
 
         with differentiable(create_graph):

@@ -22,6 +22,8 @@ each with one rule per method (:data:`KINDS`):
               The signal is moved with them (their transposed Jacobian).
 ``maxpool``   max pooling (modules and ``F.max_pool*d``): winner-take-all for LRP, Captum's rule for DeepLift.
 ``pointwise`` element-wise activations (ReLU, Softplus, Sigmoid, Tanh; modules, functions and methods).
+``softmax``   ``nn.Softmax``, ``F.softmax``/``torch.softmax`` and ``.softmax()`` with an explicit ``dim``: DeepLift's
+              softmax rule; LRP refuses it (it has no relevance rule for a map that couples its inputs).
 
 Anything else that depends on an input (a product of two input-dependent tensors, an unknown module or
 function) raises a ``ValueError`` that names the operation and the module it is called in, before any
@@ -57,6 +59,7 @@ ROUTE_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d
 MAXPOOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
                    nn.AdaptiveMaxPool3d)
 POINTWISE_MODULES = (nn.ReLU, nn.Softplus, nn.Sigmoid, nn.Tanh)
+SOFTMAX_MODULES = (nn.Softmax,)
 
 SUM_FUNCTIONS = {operator.add, operator.sub, operator.neg, torch.add, torch.sub, torch.neg, torch.mean,
                  torch.sum}
@@ -68,16 +71,18 @@ ROUTE_FUNCTIONS = {torch.flatten, torch.reshape, torch.permute, torch.transpose,
 MAXPOOL_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
                      F.adaptive_max_pool3d}
 POINTWISE_FUNCTIONS = {F.relu, torch.relu, F.softplus, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh}
+SOFTMAX_FUNCTIONS = {F.softmax, torch.softmax}
 AFFINE_METHODS = {"add", "sub", "neg", "mul", "div", "mean", "sum"}
 ROUTE_METHODS = {"flatten", "view", "view_as", "reshape", "reshape_as", "permute", "transpose", "squeeze",
                  "unsqueeze", "contiguous", "chunk", "split", "clone"}
 POINTWISE_METHODS = {"relu", "sigmoid", "tanh"}
+SOFTMAX_METHODS = {"softmax"}
 # in-place operations and their out-of-place equivalents (the recorded values must not be overwritten)
 OUT_OF_PLACE = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
                 operator.itruediv: operator.truediv, torch.relu_: torch.relu, F.relu_: F.relu}
 TWO_OPERAND = {operator.mul, torch.mul, operator.truediv, torch.div, "mul", "div"}
 
-KINDS = ("weighted", "affine", "route", "maxpool", "pointwise")
+KINDS = ("weighted", "affine", "route", "maxpool", "pointwise", "softmax")
 
 
 # ====================================================================== steps and vector-Jacobian products
@@ -353,7 +358,8 @@ def describe(node: fx.Node, model: nn.Module) -> str:
 
 def _kind_of_module(module: nn.Module) -> str | None:
     for kind, classes in (("weighted", WEIGHTED_MODULES), ("affine", AFFINE_MODULES), ("route", ROUTE_MODULES),
-                          ("maxpool", MAXPOOL_MODULES), ("pointwise", POINTWISE_MODULES)):
+                          ("maxpool", MAXPOOL_MODULES), ("pointwise", POINTWISE_MODULES),
+                          ("softmax", SOFTMAX_MODULES)):
         if isinstance(module, classes):
             return kind
     return None
@@ -364,13 +370,15 @@ def _kind_of_call(node: fx.Node) -> str | None:
     if node.op == "call_function":
         target = OUT_OF_PLACE.get(target, target)
         for kind, functions in (("affine", AFFINE_FUNCTIONS), ("route", ROUTE_FUNCTIONS),
-                                ("maxpool", MAXPOOL_FUNCTIONS), ("pointwise", POINTWISE_FUNCTIONS)):
+                                ("maxpool", MAXPOOL_FUNCTIONS), ("pointwise", POINTWISE_FUNCTIONS),
+                                ("softmax", SOFTMAX_FUNCTIONS)):
             if target in functions:
                 return kind
         return None
     if target.endswith("_") and not target.endswith("__"):
         target = target[:-1]
-    for kind, methods in (("affine", AFFINE_METHODS), ("route", ROUTE_METHODS), ("pointwise", POINTWISE_METHODS)):
+    for kind, methods in (("affine", AFFINE_METHODS), ("route", ROUTE_METHODS), ("pointwise", POINTWISE_METHODS),
+                          ("softmax", SOFTMAX_METHODS)):
         if target in methods:
             return kind
     return None
@@ -413,7 +421,10 @@ def live_ops(model: nn.Module, rec: Record, method: str, supported: Sequence[str
         if isinstance(module, BATCH_NORMS) and module.running_mean is None:
             raise GraphError(f"{method}: batch-norm layer {describe(node, model)} has no running statistics, so it "
                              f"mixes the samples of a batch; build it with track_running_stats=True")
-        if kind in ("maxpool", "pointwise") and (not isinstance(value, torch.Tensor) or len(sources) != 1):
+        if kind == "softmax" and softmax_dim(node, module) is None:
+            raise GraphError(f"{method} cannot propagate through {describe(node, model)}: give the softmax an "
+                             f"explicit dim (the implicit one is deprecated in PyTorch)")
+        if kind in ("maxpool", "pointwise", "softmax") and (not isinstance(value, torch.Tensor) or len(sources) != 1):
             raise GraphError(f"{method} cannot propagate through {describe(node, model)}: it must map one tensor "
                              f"to one tensor (return_indices is not supported)")
         inputs = tuple(rec.aliases[node].get(n, rec.values[n]) for n in sources)
@@ -422,7 +433,16 @@ def live_ops(model: nn.Module, rec: Record, method: str, supported: Sequence[str
 
 
 _MODULES_OF = {"weighted": WEIGHTED_MODULES, "affine": AFFINE_MODULES, "route": ROUTE_MODULES,
-               "maxpool": MAXPOOL_MODULES, "pointwise": POINTWISE_MODULES}
+               "maxpool": MAXPOOL_MODULES, "pointwise": POINTWISE_MODULES, "softmax": SOFTMAX_MODULES}
+
+
+def softmax_dim(node: fx.Node, module: nn.Module | None) -> int | None:
+    """The ``dim`` of a softmax node (module attribute, argument or keyword); None where it is implicit."""
+    if module is not None:
+        return module.dim
+    if "dim" in node.kwargs:
+        return node.kwargs["dim"]
+    return node.args[1] if len(node.args) > 1 else None
 
 
 def _check_scaling(node: fx.Node, sources: tuple[fx.Node, ...], model: nn.Module, method: str) -> None:

@@ -19,10 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from veneer.explain.base import Explainer
-from veneer.explain.graph import (CONVOLUTIONS, ROUTE_MODULES, Op, Record, Step, describe, differentiable, live_ops,
+from veneer.explain.graph import (CONVOLUTIONS, KINDS, ROUTE_MODULES, Op, Record, Step, describe, differentiable, live_ops,
                                   one_hot_like, record, stabilize, sweep, trace_graph, transpose, vjp, z_rule)
 
 COMPOSITES = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "alpha_beta")
+LRP_KINDS = tuple(k for k in KINDS if k != "softmax")  # no relevance rule for a map coupling its inputs
 STABILIZER = 1e-9  # denominators of the rules other than Epsilon (Captum's PropagationRule default)
 
 
@@ -256,7 +257,7 @@ class LRP(Explainer):
 
     def attribute(self, x, target, create_graph):
         rec = record(self.model, trace_graph(self.model, "LRP"), (x,))
-        ops = live_ops(self.model, rec, "LRP")
+        ops = live_ops(self.model, rec, "LRP", supported=LRP_KINDS)
         weighted = self.weighted_rules(rec, ops)
 
         def rule(op: Op, relevance):

@@ -6,7 +6,7 @@ under an input-level MassCenter attack and model-level centre-of-mass manipulati
 1. Input level: MassCenter against RandomSign on the first ``--n`` correctly classified test images, Gradient and
    LRP (epsilon_plus), eps 0.05 / 0.1, 10 signed steps (the Fig.-3 measures).
 2. Model level: ``Manipulation(CenterOfMass((0, 0)))`` on Gradient and on LRP (epsilon_plus; ``lrp-zb``: with
-   z^B on the first convolution), keep ``--keep`` (ce), alpha ``--alpha`` (0.1; with ``--min-agreement`` the
+   z^B on the first convolution; ``--fold-batchnorm``: batch norms merged into their convolutions), keep ``--keep`` (ce), alpha ``--alpha`` (0.1; with ``--min-agreement`` the
    starting alpha of the budgeted run), lr ``--lr`` (1e-3), ``--steps`` steps of 64 training images; evaluated on 200 test images (centre-of-mass
    distance to the corner, accuracy and label agreement).
 Each part writes its own run directory under ``--out``; ``summary.md`` collects the figures.
@@ -25,12 +25,13 @@ from veneer.manipulate import CenterOfMass
 from veneer.models import pretrained
 from veneer.runs import RunDir, write_json
 
-def methods(lrp_epsilon: float = 1e-6) -> dict:
+def methods(lrp_epsilon: float = 1e-6, fold_batchnorm: bool = False) -> dict:
     """The explainers by name; ``lrp_epsilon`` is LRP's stabiliser (also of the batch-norm and residual-sum
-    z-rules)."""
-    return {"gradient": Gradient, "lrp": lambda m: LRP(m, composite="epsilon_plus", epsilon=lrp_epsilon),
+    z-rules); ``fold_batchnorm`` merges each batch norm into its convolution (the canonizer)."""
+    lrp = {"composite": "epsilon_plus", "epsilon": lrp_epsilon, "fold_batchnorm": fold_batchnorm}
+    return {"gradient": Gradient, "lrp": lambda m: LRP(m, **lrp),
             # z^B on the first convolution: relevance can reach the black background (Montavon et al. 2017)
-            "lrp-zb": lambda m: LRP(m, composite="epsilon_plus", epsilon=lrp_epsilon, low=0.0, high=1.0)}
+            "lrp-zb": lambda m: LRP(m, **lrp, low=0.0, high=1.0)}
 
 
 def main() -> None:
@@ -42,6 +43,8 @@ def main() -> None:
     parser.add_argument("--methods", default="gradient,lrp", help="methods of the model-level part: "
                         + ", ".join(methods()))
     parser.add_argument("--lrp-epsilon", type=float, default=1e-6, help="LRP's stabiliser")
+    parser.add_argument("--fold-batchnorm", action="store_true",
+                        help="LRP: merge each batch norm into the convolution before it (the canonizer)")
     parser.add_argument("--alpha", type=float, default=0.1)
     parser.add_argument("--keep", default="ce", choices=("ce", "kl", "prob_mse"))
     parser.add_argument("--min-agreement", type=float, default=None,
@@ -67,7 +70,7 @@ def main() -> None:
     objective = CenterOfMass((0, 0))
     names = [m for m in options.methods.split(",") if m]
     for name in names:
-        build = methods(options.lrp_epsilon)[name]
+        build = methods(options.lrp_epsilon, options.fold_batchnorm)[name]
         directory = out / f"manipulate-{name}"
         # the budget is measured on test images 500-999 (the ResNet was trained on the training split; the
         # figures below use test images 0-199)
@@ -76,7 +79,8 @@ def main() -> None:
         run = RunDir(directory, {"command": "manipulate", "model": "mnist-resnet", "method": name,
                                  "objective": "com", "steps": options.steps, "lr": options.lr, "alpha": options.alpha,
                                  "keep": options.keep, "min_agreement": options.min_agreement,
-                                 "lrp_epsilon": options.lrp_epsilon}, 0, resume=True)
+                                 "lrp_epsilon": options.lrp_epsilon, "fold_batchnorm": options.fold_batchnorm}, 0,
+                                resume=True)
         run.start()
         manipulated, train = manipulate_and_save(model, build(model), objective, mnist("train"), directory,
                                                  steps=options.steps, alpha=options.alpha, lr=options.lr,

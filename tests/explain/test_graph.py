@@ -215,6 +215,7 @@ SECOND_ORDER = {
     "lrp-alpha_beta": lambda model: LRP(model, composite="alpha_beta", alpha=2.0, beta=1.0),
     "lrp-epsilon_plus_flat": lambda model: LRP(model, composite="epsilon_plus_flat", epsilon=0.01),
     "lrp-zbox": lambda model: LRP(model, composite="epsilon_plus", low=0.0, high=1.0),
+    "lrp-zbox-folded": lambda model: LRP(model, composite="epsilon_plus", low=0.0, high=1.0, fold_batchnorm=True),
     "deeplift": lambda model: DeepLift(model),
     "deeplift-random": lambda model: DeepLift(model, baseline=torch.full((1,), 0.3, dtype=DTYPE)),
 }
@@ -228,10 +229,65 @@ def test_parameter_gradient_of_attribution_matches_finite_differences_on_a_resne
         if name == "fc.bias" and method.startswith("deeplift"):  # cancels in f(x) - f(x0)
             assert g is None or torch.all(g == 0)
             continue
-        if g is None or not g.abs().max() > 0:  # then the map must not depend on it either
+        if g is None or not g.abs().max() > 1e-14:  # zero up to round-off: the map must not depend on it either
             assert central_difference(loss, p, 0) == pytest.approx(0, abs=1e-7), f"{method}/{name}"
             continue
         check_against_finite_differences(f"{method}/resnet/{name}", g, p, loss, seed=k, count=3)
+
+
+def test_deeplift_runs_a_shared_baseline_once_with_the_same_attributions():
+    model, x = _resnet(), _images(seed=33)
+    shared, per_sample = torch.full((1,), 0.3, dtype=DTYPE), torch.full_like(x, 0.3)
+    assert DeepLift(model, baseline=shared).reference_input(x, routes=False).shape[0] == 1
+    assert DeepLift(model).reference_input(x, routes=False).shape[0] == 1
+    assert DeepLift(model, baseline=per_sample).reference_input(x, routes=False).shape[0] == len(x)
+    assert DeepLift(model).reference_input(x, routes=True).shape[0] == len(x)  # max pooling routes through it
+    torch.testing.assert_close(DeepLift(model, baseline=shared)(x, TARGETS),
+                               DeepLift(model, baseline=per_sample)(x, TARGETS), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(DeepLift(model)(x, TARGETS), DeepLift(model, baseline=torch.zeros_like(x))(x, TARGETS),
+                               rtol=1e-12, atol=1e-14)
+
+
+def _fused(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d:
+    scale = norm.weight / (norm.running_var + norm.eps).sqrt()
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding).to(DTYPE)
+    fused.weight.data = (conv.weight * scale[:, None, None, None]).detach()
+    fused.bias.data = (norm.bias - norm.running_mean * scale).detach()
+    return fused
+
+
+def _folded_by_hand(model: nn.Module) -> nn.Module:
+    """A copy of an ``mnist_resnet`` with every batch norm folded into its convolution by hand."""
+    model = copy.deepcopy(model)
+    for module in list(model.modules()):
+        if isinstance(module, nn.Sequential) and len(module) > 1 and isinstance(module[1], nn.BatchNorm2d):
+            module[0], module[1] = _fused(module[0], module[1]), nn.Identity()
+        for conv, norm in (("conv1", "bn1"), ("conv2", "bn2")):
+            if hasattr(module, norm):
+                setattr(module, conv, _fused(getattr(module, conv), getattr(module, norm)))
+                setattr(module, norm, nn.Identity())
+    return model
+
+
+@pytest.mark.parametrize("options", [{"composite": "epsilon"}, {"composite": "epsilon_plus", "low": 0.0, "high": 1.0},
+                                     {"composite": "alpha_beta", "alpha": 2.0, "beta": 1.0},
+                                     {"composite": "epsilon_plus_flat"}])
+def test_lrp_fold_batchnorm_equals_the_model_folded_by_hand(options):
+    model, x = _resnet(), _images(seed=30)
+    by_hand = _folded_by_hand(model)
+    torch.testing.assert_close(by_hand(x), model(x))
+    folded = LRP(model, fold_batchnorm=True, **options)(x, TARGETS)
+    AGREEMENT.check(f"LRP fold_batchnorm {options['composite']} = folded by hand", folded,
+                    LRP(by_hand, **options)(x, TARGETS), rtol=1e-10)
+    assert not torch.allclose(folded, LRP(model, **options)(x, TARGETS), rtol=1e-3)
+
+
+def test_lrp_fold_batchnorm_keeps_a_batch_norm_that_follows_no_layer():
+    """A batch norm on the input (nothing to fold into) keeps the z-rule: the relevance is the same as unfolded."""
+    model = nn.Sequential(nn.BatchNorm2d(1), nn.Flatten(), nn.Linear(64, 4)).to(DTYPE).eval()
+    randomize_batch_norm(model, seed=31)
+    x = _images(seed=32)
+    torch.testing.assert_close(LRP(model, fold_batchnorm=True)(x, TARGETS), LRP(model)(x, TARGETS))
 
 
 # ====================================================================== 5. errors and other tools

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from veneer.explain.base import Explainer, check_baseline, per_input_baselines
+from veneer.explain.base import Explainer, Packed, check_baseline, per_input_baselines
 from veneer.explain.graph import (Op, Step, differentiable, live_ops, one_hot_like, record, softmax_dim, sweep, trace_graph,
                                   transpose, vjp)
 
@@ -99,14 +99,25 @@ class DeepLift(Explainer):
             raise ValueError(f"baseline of shape {tuple(self.baseline.shape)} does not broadcast to x's shape "
                              f"{tuple(x.shape)}") from None
 
+    def reference_input(self, x: torch.Tensor, routes: bool) -> torch.Tensor:
+        """The baseline for the reference pass: one row, broadcast by the rules, when every sample has the same
+        baseline (``"zero"``, or a tensor without a batch of its own), no max pooling ``routes`` through it and no
+        per-sample extra argument is tiled with the inputs -- the reference activations are then the same for
+        every sample and are computed once instead of ``B`` times."""
+        baseline = self.baseline_for(x)
+        shared = isinstance(self.baseline, str) or baseline.stride(0) == 0
+        tiled = isinstance(self.model, Packed) and any(self.model.tiled)
+        return baseline[:1] if shared and not routes and not tiled else baseline
+
     def attribute(self, x, target, create_graph):
         graph = trace_graph(self.model, "DeepLift")
         rec = record(self.model, graph, (x,))
         ops = live_ops(self.model, rec, "DeepLift")
         # the baseline's activations enter the multipliers as values; they need a graph only to differentiate
         # the map (they depend on the parameters) and for the max-pooling rule (routes through the baseline)
-        graph_needed = create_graph or any(op.kind == "maxpool" for op in ops.values())
-        ref = record(self.model, graph, (self.baseline_for(x),), grad=graph_needed)
+        routes = any(op.kind == "maxpool" for op in ops.values())
+        graph_needed = create_graph or routes
+        ref = record(self.model, graph, (self.reference_input(x, routes),), grad=graph_needed)
         ref_ops = live_ops(self.model, ref, "DeepLift")
 
         def rule(op: Op, multiplier):

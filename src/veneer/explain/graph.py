@@ -497,9 +497,19 @@ def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     return z + torch.copysign(torch.tensor(epsilon, dtype=z.dtype, device=z.device), z)
 
 
+def batch_norm_scale(norm: nn.Module) -> torch.Tensor:
+    """``gamma / sqrt(running_var + eps)`` per channel: an eval-mode batch norm's slope (from the live parameters)."""
+    scale = (norm.running_var + norm.eps).rsqrt()
+    return scale if norm.weight is None else scale * norm.weight
+
+
 def transpose(op: Op, signal) -> tuple[torch.Tensor, ...]:
     """``J^T signal`` for each live input (the rule of linear maps; for multi-output nodes the list of
-    per-output signals, ``None`` where an output received none)."""
+    per-output signals, ``None`` where an output received none). An eval-mode batch norm's is its slope per
+    channel, applied directly."""
+    if isinstance(op.module, BATCH_NORMS):
+        scale = batch_norm_scale(op.module)
+        return (signal * scale.view(-1, *[1] * (signal.ndim - 2)),)
     if isinstance(signal, list):
         pairs = [(out, s) for out, s in zip(op.output, signal) if s is not None]
         outputs, grads = [p[0] for p in pairs], [p[1] for p in pairs]
@@ -513,5 +523,5 @@ def z_rule(op: Op, relevance: torch.Tensor, epsilon: float) -> tuple[torch.Tenso
     ``R_i = a_i * J_i^T (R / (z + eps sign z))`` with ``z`` the op's actual output; on a sum ``z = sum_i a_i + c``
     this splits ``R`` in proportion ``a_i / z`` (the constant ``c`` takes its share, as a bias)."""
     s = relevance / stabilize(op.output, epsilon)
-    return tuple(a * c for a, c in zip(op.inputs, vjp(op.output, list(op.inputs), s)))
+    return tuple(a * c for a, c in zip(op.inputs, transpose(op, s)))
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from veneer.explain.base import Explainer
-from veneer.explain.graph import (CONVOLUTIONS, KINDS, ROUTE_MODULES, Op, Record, Step, describe, differentiable, live_ops,
+from veneer.explain.graph import (BATCH_NORMS, CONVOLUTIONS, KINDS, batch_norm_scale, ROUTE_MODULES, Op, Record, Step, describe, differentiable, live_ops,
                                   one_hot_like, record, stabilize, sweep, trace_graph, transpose, vjp, z_rule)
 
 COMPOSITES = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "alpha_beta")
@@ -27,8 +27,49 @@ LRP_KINDS = tuple(k for k in KINDS if k != "softmax")  # no relevance rule for a
 STABILIZER = 1e-9  # denominators of the rules other than Epsilon (Captum's PropagationRule default)
 
 
+class FoldedBatchNorm:
+    """A Conv/Linear ``layer`` and the eval-mode batch norm ``norm`` that follows it, as one weighted layer (the
+    batch-norm canonizer: Montavon et al. 2019, Sec. 10.3, and Zennit's ``MergeBatchNorm``):
+    ``w' = w * gamma / sqrt(var + eps)`` and ``b' = (b - mean) * gamma / sqrt(var + eps) + beta`` per output
+    channel. Computed from the live parameters, so LRP through it stays differentiable with respect to both
+    modules' parameters."""
+
+    def __init__(self, layer: nn.Module, norm: nn.Module):
+        scale = batch_norm_scale(norm)
+        self.layer = layer
+        self.weight = layer.weight * scale.view(-1, *([1] * (layer.weight.ndim - 1)))
+        bias = -norm.running_mean * scale if layer.bias is None else (layer.bias - norm.running_mean) * scale
+        self.bias = bias if norm.bias is None else bias + norm.bias
+
+
+def fold_batchnorm(ops: dict) -> dict:
+    """``ops`` with every batch norm whose input is a Conv/Linear output used by nothing else merged into that
+    layer (one weighted :class:`FoldedBatchNorm` op in the batch norm's place); other batch norms are kept."""
+    users: dict = {}
+    for op in ops.values():
+        for source in op.sources:
+            users[source] = users.get(source, 0) + 1
+    folded = {}
+    for node, op in ops.items():
+        layer_op = ops.get(op.sources[0]) if isinstance(op.module, BATCH_NORMS) else None
+        if (layer_op is None or layer_op.kind != "weighted" or users[layer_op.node] != 1
+                or layer_op.output.shape[1] != op.module.num_features
+                or (isinstance(layer_op.module, nn.Linear) and layer_op.output.ndim != 2)):
+            folded[node] = op
+            continue
+        del folded[layer_op.node]
+        folded[node] = Op(node, "weighted", FoldedBatchNorm(layer_op.module, op.module), layer_op.sources,
+                          layer_op.inputs, op.output)
+    return folded
+
+
+def _layer(module) -> nn.Module:
+    return module.layer if isinstance(module, FoldedBatchNorm) else module
+
+
 def affine(module: nn.Module, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``module``'s map (Conv1d/2d/3d or Linear, same stride/padding/...) with the given weight and bias."""
+    module = _layer(module)
     if isinstance(module, CONVOLUTIONS):
         return module._conv_forward(a, weight, bias)
     if isinstance(module, nn.Linear):
@@ -180,12 +221,18 @@ class LRP(Explainer):
     With ``low`` and ``high`` (floats or tensors broadcastable to ``x``, the input's bounds) the first weighted
     layer uses ZBox (z^beta) in any composite except ``"epsilon_plus_flat"`` (an error); that layer must
     receive ``x`` itself, up to flatten/view/reshape/Identity/Dropout. In every composite: max pooling is
-    winner-take-all; batch norm (eval, its own element-wise affine rule as in Captum, not folded), average
+    winner-take-all; batch norm (eval, its own element-wise affine rule as in Captum, unless folded), average
     pooling, ``mean``/``sum``, sums of tensors (residual connections) and scaling by constants use the z-rule
     with ``epsilon`` (Epsilon), so a sum's relevance is split in proportion to each summand's contribution;
     ReLU, Softplus, Sigmoid, Tanh pass relevance through; reshapes, permutations, ``cat``, ``chunk``/``split``,
     indexing, Dropout and Identity move it with the entries. ``epsilon`` is Epsilon's stabiliser (other rules
     use 1e-9 only against 0/0); ``alpha - beta = 1`` with ``beta >= 0`` is enforced.
+
+    ``fold_batchnorm=True`` merges every batch norm that directly follows a Conv/Linear layer (whose output
+    nothing else uses) into that layer, :class:`FoldedBatchNorm`, and applies the layer's rule to the merged
+    layer -- the canonizer Montavon et al. (2019, Sec. 10.3) and Zennit use. Its relevance then no longer divides
+    by the batch norm's own outputs, which can be near zero where its inputs are not; the other batch norms
+    keep the z-rule.
 
     Compared with Captum's LRP: on chains, Epsilon and (on non-negative inputs with non-negative conv biases)
     ZPlus give the same relevance; max-pooling differs by Captum's stabiliser only. Captum passes relevance
@@ -197,7 +244,7 @@ class LRP(Explainer):
     name = "lrp"
 
     def __init__(self, model, composite: str = "epsilon", epsilon: float = 1e-6, alpha: float = 1.0,
-                 beta: float = 0.0, low=None, high=None):
+                 beta: float = 0.0, low=None, high=None, fold_batchnorm: bool = False):
         super().__init__(model)
         if composite not in COMPOSITES:
             raise ValueError(f"composite must be one of {COMPOSITES}, got {composite!r}")
@@ -214,6 +261,7 @@ class LRP(Explainer):
         Epsilon(epsilon)  # validates epsilon
         self.composite, self.epsilon, self.alpha, self.beta, self.low, self.high = (
             composite, epsilon, alpha, beta, low, high)
+        self.fold_batchnorm = bool(fold_batchnorm)
 
     def weighted_rules(self, rec: Record, ops: dict) -> dict:
         """The rule of each weighted op (Conv, Linear) under this composite, by node."""
@@ -224,7 +272,7 @@ class LRP(Explainer):
             conv_rule = AlphaBeta(self.alpha, self.beta)
         else:
             conv_rule = ZPlus()
-        rules = {node: conv_rule if isinstance(op.module, CONVOLUTIONS) else epsilon
+        rules = {node: conv_rule if isinstance(_layer(op.module), CONVOLUTIONS) else epsilon
                  for node, op in ops.items() if op.kind == "weighted"}
         for node in first_weighted(ops):
             if self.low is not None:
@@ -258,6 +306,8 @@ class LRP(Explainer):
     def attribute(self, x, target, create_graph):
         rec = record(self.model, trace_graph(self.model, "LRP"), (x,))
         ops = live_ops(self.model, rec, "LRP", supported=LRP_KINDS)
+        if self.fold_batchnorm:
+            ops = fold_batchnorm(ops)
         weighted = self.weighted_rules(rec, ops)
 
         def rule(op: Op, relevance):

@@ -45,13 +45,17 @@ JOBS = {
 }
 
 
-def _run(attack: str, out: Path, seed: int) -> None:
+def _run(attack: str, out: Path, seed: int, min_agreement: float | None = None) -> None:
     job, model, data, layer, options = JOBS[attack]
     run_dir = RunDir(out, {"command": "neurons", "action": attack, "model": model, "layer": layer, "k": 10,
-                           **options}, seed)
+                           **options, "min_agreement": min_agreement}, seed)
     start = time.perf_counter()
-    metrics = job(pretrained(model), layer, data("train"), data("test"), run_dir, k=10, seed=seed, progress=True,
-                  **options)
+    heldout, budget = data("test"), {}
+    if min_agreement is not None:  # the budget on test images 500-999, every figure on test images 0-499
+        budget = {"min_agreement": min_agreement, "check_every": 10, "validation": heldout.subset(slice(500, 1000))}
+        heldout = heldout.subset(slice(0, 500))
+    metrics = job(pretrained(model), layer, data("train"), heldout, run_dir, k=10, seed=seed, progress=True,
+                  **options, **budget)
     metrics.pop("model", None)
     run_dir.write_metrics(metrics)
     write_json(out / "wall_seconds.json", {"seconds": time.perf_counter() - start})
@@ -132,6 +136,9 @@ def main() -> None:
     parser.add_argument("--attacks", default="push-down,push-up,fairwash")
     parser.add_argument("--summarize-only", action="store_true", help="rebuild the summary from existing runs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-agreement", type=float, default=None,
+                        help="behaviour budget (issue 16), measured on test images 500-999; the held-out figures "
+                             "are then on test images 0-499")
     options = parser.parse_args()
     out = Path(options.out)
     commands = {
@@ -149,7 +156,7 @@ def main() -> None:
         raise SystemExit(f"--attacks: unknown {unknown}; choose from {sorted(commands)}")
     if not options.summarize_only:
         for attack in attacks:
-            _run(attack, out / attack, options.seed)
+            _run(attack, out / attack, options.seed, options.min_agreement)
     summary = {}
     for attack in commands:
         if (out / attack / "metrics.json").is_file():

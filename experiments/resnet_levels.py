@@ -6,8 +6,9 @@ under an input-level MassCenter attack and model-level centre-of-mass manipulati
 1. Input level: MassCenter against RandomSign on the first ``--n`` correctly classified test images, Gradient and
    LRP (epsilon_plus), eps 0.05 / 0.1, 10 signed steps (the Fig.-3 measures).
 2. Model level: ``Manipulation(CenterOfMass((0, 0)))`` on Gradient and on LRP (epsilon_plus; ``lrp-zb``: with
-   z^B on the first convolution; ``--fold-batchnorm``: batch norms merged into their convolutions), keep ``--keep`` (ce), alpha ``--alpha`` (0.1; with ``--min-agreement`` the
-   starting alpha of the budgeted run), lr ``--lr`` (1e-3), ``--steps`` steps of 64 training images; evaluated on 200 test images (centre-of-mass
+   z^B on the first convolution; ``--fold-batchnorm``: batch norms merged into their convolutions), keep
+   ``--keep`` (ce), alpha ``--alpha`` (0.1; with ``--min-agreement`` the starting alpha of the budgeted run), lr
+   ``--lr`` (1e-3), ``--steps`` steps of 64 training images; evaluated on 200 test images (centre-of-mass
    distance to the corner, accuracy and label agreement).
 Each part writes its own run directory under ``--out``; ``summary.md`` collects the figures.
 """

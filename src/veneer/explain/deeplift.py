@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from veneer.explain.base import Explainer, Packed, check_baseline, per_input_baselines
-from veneer.explain.graph import (Op, Step, differentiable, live_ops, one_hot_like, record, softmax_dim, sweep, trace_graph,
-                                  transpose, vjp)
+from veneer.explain.graph import (Op, Step, differentiable, live_ops, one_hot_like, record, softmax_dim, sweep,
+                                  trace_graph, transpose, vjp)
 
 RESCALE_EPS = 1e-10  # below this |x - x0| the local derivative replaces delta_y / delta_x (as Captum)
 

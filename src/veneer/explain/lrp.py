@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from veneer.explain.base import Explainer
-from veneer.explain.graph import (BATCH_NORMS, CONVOLUTIONS, KINDS, batch_norm_scale, ROUTE_MODULES, Op, Record, Step, describe, differentiable, live_ops,
-                                  one_hot_like, record, stabilize, sweep, trace_graph, transpose, vjp, z_rule)
+from veneer.explain.graph import (BATCH_NORMS, CONVOLUTIONS, KINDS, ROUTE_MODULES, Op, Record, Step, batch_norm_scale,
+                                  describe, differentiable, live_ops, one_hot_like, record, stabilize, sweep, trace_graph,
+                                  transpose, vjp, z_rule)
 
 COMPOSITES = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "alpha_beta")
 LRP_KINDS = tuple(k for k in KINDS if k != "softmax")  # no relevance rule for a map coupling its inputs

@@ -122,14 +122,16 @@ class AlphaBeta(Rule):
 
     def __call__(self, step, relevance):
         module, a = step.module, step.input
-        a_pos, a_neg = a.clamp(min=0), a.clamp(max=0)
-        w_pos, w_neg = module.weight.clamp(min=0), module.weight.clamp(max=0)
-        b = module.bias
-        b_pos, b_neg = (None, None) if b is None else (b.clamp(min=0), b.clamp(max=0))
-        outputs = [affine(module, a_pos, w_pos, b_pos) + affine(module, a_neg, w_neg, None)]
+        with torch.enable_grad():  # the modified forward is differentiated below
+            a_pos, a_neg = a.clamp(min=0), a.clamp(max=0)
+            w_pos, w_neg = module.weight.clamp(min=0), module.weight.clamp(max=0)
+            b = module.bias
+            b_pos, b_neg = (None, None) if b is None else (b.clamp(min=0), b.clamp(max=0))
+            outputs = [affine(module, a_pos, w_pos, b_pos) + affine(module, a_neg, w_neg, None)]
+            if self.beta:
+                outputs.append(affine(module, a_pos, w_neg, b_neg) + affine(module, a_neg, w_pos, None))
         grads = [self.alpha * relevance / stabilize(outputs[0], self.stabilizer)]
         if self.beta:
-            outputs.append(affine(module, a_pos, w_neg, b_neg) + affine(module, a_neg, w_pos, None))
             grads.append(-self.beta * relevance / stabilize(outputs[1], self.stabilizer))
         c_pos, c_neg = vjp(outputs, [a_pos, a_neg], grads)
         return a_pos * c_pos + a_neg * c_neg
@@ -160,8 +162,9 @@ class ZBox(Rule):
         module, x = step.module, step.input
         low, high = self.bound(self.low, x), self.bound(self.high, x)
         weight = module.weight
-        z = (affine(module, x, weight, None) - affine(module, low, weight.clamp(min=0), None)
-             - affine(module, high, weight.clamp(max=0), None))
+        with torch.enable_grad():  # the modified forward is differentiated below
+            z = (affine(module, x, weight, None) - affine(module, low, weight.clamp(min=0), None)
+                 - affine(module, high, weight.clamp(max=0), None))
         c_x, c_low, c_high = vjp(z, [x, low, high], relevance / stabilize(z, self.stabilizer))
         return x * c_x + low * c_low + high * c_high
 
@@ -175,7 +178,8 @@ class Flat(Rule):
 
     def __call__(self, step, relevance):
         ones = torch.ones_like(step.input).requires_grad_(True)
-        z = affine(step.module, ones, torch.ones_like(step.module.weight), None)
+        with torch.enable_grad():  # the modified forward is differentiated below
+            z = affine(step.module, ones, torch.ones_like(step.module.weight), None)
         return vjp(z, ones, relevance / stabilize(z, self.stabilizer))
 
 

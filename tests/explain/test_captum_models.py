@@ -25,6 +25,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from captum.attr import DeepLift as CaptumDeepLift
+from agreement import attribution_parameter_gradients, check_against_finite_differences
 from captum_models import CASES, Case, compare, compare_case
 from torch import nn
 
@@ -188,3 +189,11 @@ def test_softmax_is_refused_by_lrp_and_needs_an_explicit_dim():
     module = nn.Sequential(functional.fc, nn.Softmax(dim=1)).eval()
     x, target = x.double(), torch.tensor([0, 1])
     torch.testing.assert_close(DeepLift(functional)(x, target), DeepLift(module)(x, target))
+
+
+def test_deeplift_softmax_parameter_gradients_match_finite_differences():
+    """The softmax rule stays exactly differentiable: d loss(DeepLift map) / d parameters = central differences."""
+    model, x, target = _softmax_net(), SOFTMAX_X[:2], SOFTMAX_TARGET[:2]
+    names, params, grads, loss = attribution_parameter_gradients(DeepLift(model), model, x, target, seed=5)
+    for k, (name, p, g) in enumerate(zip(names, params, grads)):
+        check_against_finite_differences(f"deeplift-softmax/{name}", g, p, loss, seed=k, count=3)

@@ -14,6 +14,8 @@ Denominators are stabilised as Captum and Zennit do: ``z + eps * sign(z)`` with 
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,15 +48,12 @@ class FoldedBatchNorm:
 def fold_batchnorm(ops: dict) -> dict:
     """``ops`` with every batch norm whose input is a Conv/Linear output used by nothing else merged into that
     layer (one weighted :class:`FoldedBatchNorm` op in the batch norm's place); other batch norms are kept."""
-    users: dict = {}
-    for op in ops.values():
-        for source in op.sources:
-            users[source] = users.get(source, 0) + 1
+    users = Counter(source for op in ops.values() for source in op.sources)
     folded = {}
     for node, op in ops.items():
         layer_op = ops.get(op.sources[0]) if isinstance(op.module, BATCH_NORMS) else None
         if (layer_op is None or layer_op.kind != "weighted" or users[layer_op.node] != 1
-                or layer_op.output.shape[1] != op.module.num_features
+                # a batch norm normalises dim 1: a Linear's output features only when its output is (B, F)
                 or (isinstance(layer_op.module, nn.Linear) and layer_op.output.ndim != 2)):
             folded[node] = op
             continue

@@ -53,7 +53,7 @@ def fold_batchnorm(ops: dict) -> dict:
     for node, op in ops.items():
         layer_op = ops.get(op.sources[0]) if isinstance(op.module, BATCH_NORMS) else None
         if (layer_op is None or layer_op.kind != "weighted" or users[layer_op.node] != 1
-                # a batch norm normalises dim 1: a Linear's output features only when its output is (B, F)
+                # a batch norm normalizes dim 1: a Linear's output features only when its output is (B, F)
                 or (isinstance(layer_op.module, nn.Linear) and layer_op.output.ndim != 2)):
             folded[node] = op
             continue

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from veneer.data import mnist  # noqa: E402
 from veneer.explain import LRP, Gradient  # noqa: E402
 from veneer.jobs.manipulate import manipulate_and_save  # noqa: E402
-from veneer.manipulate import CenterOfMass, TargetMap, evaluate  # noqa: E402
+from veneer.manipulate import KEEP_LOSSES, CenterOfMass, TargetMap, evaluate  # noqa: E402
 from veneer.models import accuracy, pretrained  # noqa: E402
 from veneer.report.figures import save_figure  # noqa: E402
 from veneer.report.manipulate import write_table  # noqa: E402
@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--budgets", default="0.99,0.995")
     parser.add_argument("--objective", default="cross", choices=sorted(OBJECTIVES))
     parser.add_argument("--method", default="gradient", choices=sorted(METHODS))
-    parser.add_argument("--keep", default="ce", choices=("ce", "kl", "prob_mse"))
+    parser.add_argument("--keep", default="ce", choices=sorted(KEEP_LOSSES))
     parser.add_argument("--budget-alpha", type=float, default=0.5, help="starting alpha of the budgeted runs")
     parser.add_argument("--check-every", type=int, default=10, help="steps between budget checks")
     parser.add_argument("--confidence", type=float, default=0.5, help="of the budget's lower bound (0.5: observed)")

@@ -45,8 +45,9 @@ JOBS = {
 }
 
 
-def _run(attack: str, out: Path, seed: int, min_agreement: float | None = None) -> None:
+def _run(attack: str, out: Path, seed: int, min_agreement: float | None = None, **overrides) -> None:
     job, model, data, layer, options = JOBS[attack]
+    options = {**options, **overrides}
     run_dir = RunDir(out, {"command": "neurons", "action": attack, "model": model, "layer": layer, "k": 10,
                            **options, "min_agreement": min_agreement}, seed)
     start = time.perf_counter()
@@ -139,6 +140,9 @@ def main() -> None:
     parser.add_argument("--min-agreement", type=float, default=None,
                         help="behaviour budget (issue 16), measured on test images 500-999; the held-out figures "
                              "are then on test images 0-499")
+    parser.add_argument("--pre-activation", action="store_true",
+                        help="push-down/push-up: attack and measure the conv output (the ReLU's input)")
+    parser.add_argument("--keep", default=None, help="push-down/push-up: the keep loss (default kl)")
     options = parser.parse_args()
     out = Path(options.out)
     commands = {
@@ -156,7 +160,14 @@ def main() -> None:
         raise SystemExit(f"--attacks: unknown {unknown}; choose from {sorted(commands)}")
     if not options.summarize_only:
         for attack in attacks:
-            _run(attack, out / attack, options.seed, options.min_agreement)
+            overrides = {}
+            if attack != "fairwash" and options.pre_activation:
+                overrides["pre_activation"] = True
+                commands[attack].append("--pre-activation")
+            if attack != "fairwash" and options.keep:
+                overrides["keep"] = options.keep
+                commands[attack] += ["--keep", options.keep]
+            _run(attack, out / attack, options.seed, options.min_agreement, **overrides)
     summary = {}
     for attack in commands:
         if (out / attack / "metrics.json").is_file():

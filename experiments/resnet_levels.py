@@ -22,7 +22,7 @@ from veneer.data import mnist
 from veneer.explain import LRP, Gradient
 from veneer.jobs.attack import attack_inputs
 from veneer.jobs.manipulate import evaluate_and_save, manipulate_and_save
-from veneer.manipulate import CenterOfMass
+from veneer.manipulate import KEEP_LOSSES, CenterOfMass
 from veneer.models import pretrained
 from veneer.runs import RunDir, write_json
 
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--fold-batchnorm", action="store_true",
                         help="LRP: merge each batch norm into the convolution before it (the canonizer)")
     parser.add_argument("--alpha", type=float, default=0.1)
-    parser.add_argument("--keep", default="ce", choices=("ce", "kl", "prob_mse"))
+    parser.add_argument("--keep", default="ce", choices=sorted(KEEP_LOSSES))
     parser.add_argument("--min-agreement", type=float, default=None,
                         help="behaviour budget (issue 16): adaptive alpha, best iterate that keeps this agreement")
     parser.add_argument("--skip-input", action="store_true", help="only the model-level part")

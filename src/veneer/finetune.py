@@ -16,7 +16,7 @@ on (the model passed in is never changed) and returns a :class:`FineTuneResult`.
 say what ``L_attack`` is by implementing :meth:`FineTuner.attack_step`; the engine does the rest:
 
 * ``L_keep`` (:data:`KEEP_LOSSES`): ``"ce"`` (labels), ``"kl"`` (distillation to the original model's softmax,
-  with a ``temperature``), ``"prob_mse"``;
+  with a ``temperature``), ``"prob_mse"``, ``"argmax_ce"`` (the original model's predicted labels);
 * Softplus(``softplus_beta``) in place of ReLU while training (ReLU has no useful second derivative, thesis
   Sec. 3.2.2), ReLU back on the returned model;
 * ``trainable`` module-name prefixes (the rest frozen), Adam at ``lr``;
@@ -97,13 +97,22 @@ def probability_mse_keep(logits: torch.Tensor, y: torch.Tensor, original_logits:
     return F.mse_loss(logits.softmax(1), original_logits.softmax(1))
 
 
+def original_label_keep(logits: torch.Tensor, y: torch.Tensor, original_logits: torch.Tensor,
+                        temperature: float = 1.0) -> torch.Tensor:
+    """Cross-entropy to the original model's predicted labels ``argmax z_0``: hard-label distillation (Hinton
+    et al. 2015, Sec. 2, the "hard targets" term). It keeps exactly what a ``min_agreement`` budget measures --
+    the labels -- and, unlike ``"kl"``, leaves the probabilities free once a label is held with a margin."""
+    return F.cross_entropy(logits, original_logits.argmax(1))
+
+
 KEEP_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
-    "ce": cross_entropy_keep, "kl": distillation_keep, "prob_mse": probability_mse_keep}
+    "ce": cross_entropy_keep, "kl": distillation_keep, "prob_mse": probability_mse_keep,
+    "argmax_ce": original_label_keep}
 
 
 def keep_loss(name: str) -> Callable[..., torch.Tensor]:
-    """The keep loss called ``name`` (``"ce"``, ``"kl"`` or ``"prob_mse"``): ``f(logits, y, original_logits,
-    temperature)``."""
+    """The keep loss called ``name`` (``"ce"``, ``"kl"``, ``"prob_mse"`` or ``"argmax_ce"``):
+    ``f(logits, y, original_logits, temperature)``."""
     if name not in KEEP_LOSSES:
         raise ValueError(f"keep must be one of {sorted(KEEP_LOSSES)}, got {name!r}")
     return KEEP_LOSSES[name]

@@ -13,6 +13,7 @@ from torch import nn
 from veneer.cli.common import (add_budget_args, add_model_args, add_run_args, budget_options, load_data, load_model,
                                open_run, report_run)
 from veneer.data import LabeledData
+from veneer.finetune import KEEP_LOSSES
 from veneer.jobs.neurons import fairwash_job, push_down_job, push_up_job, topk_job, visualize_job
 from veneer.neurons import default_layer
 from veneer.runs import RunDir, seed_everything
@@ -59,6 +60,8 @@ def _attack_options(parser: argparse.ArgumentParser, steps: int, alpha: float, l
     parser.add_argument("--batch-size", type=int, default=64, help="training rows per step")
     parser.add_argument("--attack-batch", type=int, default=64,
                         help="the attack's own rows per step (D_attack images, decoys, group samples)")
+    parser.add_argument("--keep", default="kl", choices=sorted(KEEP_LOSSES),
+                        help="L_M: kl (the paper's, distillation), argmax_ce (the original labels), ce, prob_mse")
     parser.add_argument("--temperature", type=float, default=1.0,
                         help="distillation temperature of L_M (1: the paper's, up to a constant)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (--resume later)")
@@ -139,7 +142,7 @@ def _done(args: argparse.Namespace, run_dir: RunDir, metrics: dict) -> int:
 
 def _fine_tune_options(args: argparse.Namespace) -> dict:
     return {"alpha": args.alpha, "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
-            "attack_batch": args.attack_batch, "temperature": args.temperature,
+            "attack_batch": args.attack_batch, "keep": args.keep, "temperature": args.temperature,
             "recalibrate_steps": args.recalibrate_steps, "recalibrate_lr": args.recalibrate_lr,
             "checkpoint_dir": args.out, "resume": args.resume, "max_steps": args.max_steps, "progress": True,
             **budget_options(args)}

@@ -340,7 +340,8 @@ class BehaviourBudget:
     ``confidence > 0.5``, when the one-sided ``confidence`` lower bound of its agreement (the Wilson score
     interval, Wilson 1927, for ``n`` validation inputs) does, so that the agreement on new inputs holds with that
     confidence rather than being a lucky count on a small validation set; the multiplier moves on that bound.
-    The iterate with the lowest validation ``L_attack`` among those that meet the budget is kept and returned;
+    The iterate with the lowest validation ``L_attack`` among those that meet the budget is kept and returned
+    (on a tie, the one with the higher agreement: the recalibration phase leaves ``L_attack`` as it was);
     the original model (step 0, checked before training) meets any budget, so a run in
     which no fine-tuned iterate does returns it, with a warning.
     """
@@ -360,7 +361,7 @@ class BehaviourBudget:
         self.multiplier = min(max((1 - alpha) / max(alpha, 1e-12), 1e-3), 1e4)
         with torch.no_grad():
             self.original = self._labels(teacher)
-        self.best_attack, self.best_step = math.inf, 0
+        self.best_attack, self.best_agreement, self.best_step = math.inf, 0.0, 0
         self.best_state: dict[str, torch.Tensor] | None = None
 
     @property
@@ -379,8 +380,8 @@ class BehaviourBudget:
         accuracy = float((labels == self.validation.y).float().mean())
         x, y = self.validation.x[:self.batch].to(self.device), self.validation.y[:self.batch].to(self.device)
         attack = float(tuner.attack_step(student, x, y, torch.Generator().manual_seed(tuner.seed), step).attack.detach())
-        if (step == 0 or bound >= self.target) and attack < self.best_attack:
-            self.best_attack, self.best_step = attack, step
+        if (step == 0 or bound >= self.target) and (attack, -agreement) < (self.best_attack, -self.best_agreement):
+            self.best_attack, self.best_agreement, self.best_step = attack, agreement, step
             self.best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
         gap = (self.target - bound) / max(1.0 - self.target, 1e-3)
         self.multiplier = min(max(self.multiplier * math.exp(self.dual_lr * gap), 1e-3), 1e4)
@@ -388,13 +389,13 @@ class BehaviourBudget:
                 "val_attack": attack, "multiplier": self.multiplier}
 
     def state(self) -> dict[str, torch.Tensor]:
-        found = {"budget.numbers": torch.tensor([self.multiplier, self.best_attack, float(self.best_step)],
-                                                dtype=torch.float64)}
+        found = {"budget.numbers": torch.tensor([self.multiplier, self.best_attack, float(self.best_step),
+                                                 self.best_agreement], dtype=torch.float64)}
         found.update({f"budget.best.{k}": v for k, v in (self.best_state or {}).items()})
         return found
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.multiplier, self.best_attack, best_step = state["budget.numbers"].tolist()
+        self.multiplier, self.best_attack, best_step, self.best_agreement = state["budget.numbers"].tolist()
         self.best_step = int(best_step)
         best = {k[len("budget.best."):]: v.to(self.device) for k, v in state.items() if k.startswith("budget.best.")}
         self.best_state = best or None

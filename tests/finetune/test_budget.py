@@ -96,6 +96,31 @@ def test_dual_ascent_moves_the_multiplier_against_the_constraint():
     assert budget.multiplier > before and budget.best_step == 1
 
 
+def test_on_a_tied_attack_loss_the_iterate_with_more_agreement_is_kept():
+    """The recalibration phase leaves L_attack as it was and restores labels: its iterates must win ties."""
+    class Stub:
+        seed = 0
+
+        def attack_step(self, student, x, y, generator, step):
+            return type("Out", (), {"attack": torch.tensor(1.0)})()
+
+    from veneer.data import LabeledData
+    model = small_cnn()
+    x, y = data(40, 3)
+    partial = small_cnn()
+    while agreement(partial, model, x) == 1.0:  # a logit shift just large enough to flip some labels
+        with torch.no_grad():
+            partial[-1].bias[0] += 0.05
+    assert 0.5 <= agreement(partial, model, x) < 1.0
+    budget = BehaviourBudget(0.5, 0.5, LabeledData(x, y, "v", ["a", "b", "c"]), model, 0.1, 8, torch.device("cpu"))
+    budget.check(Stub(), partial, 1)
+    assert budget.best_step == 1
+    budget.check(Stub(), model, 2)  # same attack loss, full agreement: kept
+    assert budget.best_step == 2 and budget.best_agreement == 1.0
+    budget.check(Stub(), partial, 3)  # same attack loss, less agreement: not kept
+    assert budget.best_step == 2
+
+
 def test_a_budgeted_neuron_attack_resumes_to_the_same_weights(tmp_path):
     train, held = data(48, 4), data(32, 5)
     options = dict(k=3, steps=8, batch_size=8, attack_batch=4, lr=1e-3, min_agreement=0.9, validation=held,

@@ -3,18 +3,23 @@
 model's behaviour (issue 16).
 
     python experiments/frontier.py [--out runs/frontier] [--steps 600] [--alphas 0.1,0.3,0.5,0.7,0.9]
-                                   [--budgets 0.99,0.995] [--objective cross|com] [--method gradient|lrp|lrp-zb]
+                                   [--budgets 0.99,0.995] [--objective cross|com|push-down]
+                                   [--method gradient|lrp|lrp-zb] [--validation train|test-half]
+    python experiments/frontier.py --merge runs/a/frontier.json,runs/b/frontier.json --out docs/img/name
 
-MNIST CNN (bundled), training split (4000 images; budgeted runs hold out 10% for validation), evaluated on the
-1000 test images: the objective's measure (PCC with the target map for ``cross``, centre-of-mass distance in
-pixels for ``com``) of the manipulated model's explanations and the test-accuracy drop against the original
-model, in points. Writes ``frontier.csv``/``.md``, ``frontier.png`` and one run directory per point (resumed
-when it exists: the script can be stopped and run again).
+MNIST CNN (bundled), training split (4000 images; budgeted runs hold out 10% for validation, or validate on test
+images 500-999 with ``--validation test-half``, every figure then being on test images 0-499), evaluated on the
+test images: the objective's measure (PCC with the target map for ``cross``, centre-of-mass distance in pixels for
+``com``; for ``push-down``, the neuron-level attack of Nanfack et al. 2024 Eq. 3 on every channel of the last conv
+layer, the mean held-out top-10 overlap) and the test-accuracy drop against the original model, in points.
+Writes ``frontier.csv``/``.md``, ``frontier.png`` and one run directory per point (resumed when it exists: the
+script can be stopped and run again). ``--merge`` draws the points of earlier runs in one figure and table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import matplotlib
@@ -25,8 +30,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from veneer.data import mnist  # noqa: E402
 from veneer.explain import LRP, Gradient  # noqa: E402
 from veneer.jobs.manipulate import manipulate_and_save  # noqa: E402
+from veneer.jobs.neurons import push_down_job  # noqa: E402
 from veneer.manipulate import KEEP_LOSSES, CenterOfMass, TargetMap, evaluate  # noqa: E402
-from veneer.models import accuracy, pretrained  # noqa: E402
+from veneer.models import accuracy, predict, pretrained  # noqa: E402
 from veneer.report.figures import save_figure  # noqa: E402
 from veneer.report.manipulate import write_table  # noqa: E402
 from veneer.runs import RunDir, write_json  # noqa: E402
@@ -37,21 +43,38 @@ METHODS = {"gradient": Gradient, "lrp": lambda m: LRP(m, composite="epsilon_plus
            "lrp-zb": lambda m: LRP(m, composite="epsilon_plus", low=0.0, high=1.0)}
 
 
+MEASURES = {"cross": "PCC with the cross", "com": "centre-of-mass distance (px)",
+            "push-down": "held-out top-10 overlap"}
+# the neuron-level settings of experiments/neurons_acceptance.py (push-down, last conv layer "4")
+PUSH_DOWN = dict(relative=True, lr=5e-4, temperature=4.0, recalibrate_steps=1000, recalibrate_lr=1e-4)
+
+
+def _split(validation: str, options: dict):
+    """The test images the figures are measured on; with ``"test-half"`` test images 0-499, and a budgeted run
+    validates on 500-999 (never seen by the original model's training)."""
+    test = mnist("test")
+    if validation != "test-half":
+        return test
+    if "min_agreement" in options:
+        options["validation"] = test.subset(slice(500, 1000))
+    return test.subset(slice(0, 500))
+
+
+def _run_dir(out: Path, name: str, config: dict, options: dict, validation: str) -> RunDir:
+    config = {**config, **{k: v for k, v in options.items() if k != "validation"}, "validation": validation}
+    run = RunDir(out / name, config, 0, resume=True)
+    run.start()
+    return run
+
+
 def point(out: Path, name: str, original, method, objective_name: str, steps: int, validation: str,
           **options) -> dict:
-    """One manipulation (resumed when its run directory holds a checkpoint) and its test figures. ``validation``
-    (budgeted runs): ``"train"`` holds out 10% of the training split; ``"test-half"`` uses test images 500-999
-    (never seen by the original model's training) and evaluates on test images 0-499."""
+    """One manipulation (resumed when its run directory holds a checkpoint) and its test figures."""
     make, measure = OBJECTIVES[objective_name]
-    directory = out / name
-    test = mnist("test")
-    if validation == "test-half" and "min_agreement" in options:
-        options["validation"], test = test.subset(slice(500, 1000)), test.subset(slice(0, 500))
-    config = {k: v for k, v in options.items() if k != "validation"}
-    run = RunDir(directory, {"command": "manipulate", "objective": objective_name, "steps": steps, **config,
-                             "validation": validation}, 0, resume=True)
-    run.start()
-    model, train = manipulate_and_save(original, METHODS[method](original), make(), mnist("train"), directory,
+    test = _split(validation, options)
+    run = _run_dir(out, name, {"command": "manipulate", "objective": objective_name, "method": method,
+                               "steps": steps}, options, validation)
+    model, train = manipulate_and_save(original, METHODS[method](original), make(), mnist("train"), out / name,
                                        steps=steps, batch_size=64, checkpoint_every=50, resume=True,
                                        seed=0, progress=True, **options)
     result = evaluate(original, model, make(), test, {method: METHODS[method](original)}, noise=0, progress=False)
@@ -65,13 +88,59 @@ def point(out: Path, name: str, original, method, objective_name: str, steps: in
     return row
 
 
+def push_down_point(out: Path, name: str, original, steps: int, validation: str, pre_activation: bool,
+                    **options) -> dict:
+    """One all-channel push-down of the last conv layer (resumed like :func:`point`) and its held-out figures."""
+    heldout = _split(validation, options)
+    run = _run_dir(out, name, {"command": "neurons push-down", "layer": "4", "pre_activation": pre_activation,
+                               "steps": steps, **PUSH_DOWN}, options, validation)
+    metrics = push_down_job(original, "4", mnist("train"), heldout, run, k=10, pre_activation=pre_activation,
+                            encoder="none", visualize_channels=0, seed=0, steps=steps, checkpoint_dir=out / name,
+                            resume=True, progress=True, **PUSH_DOWN, **options)
+    attacked = metrics.pop("model")
+    agreement = (predict(attacked, heldout.x).argmax(1) == predict(original, heldout.x).argmax(1)).float().mean()
+    row = {"run": name, "alpha": options.get("alpha"), "min_agreement": options.get("min_agreement"),
+           "measure": metrics["heldout"]["summary"]["topk_overlap"], "measure_original": 1.0,
+           "accuracy_drop_points": metrics["accuracy_drop_points"], "test_agreement": float(agreement),
+           "test_images": len(heldout), "seconds": metrics["fine_tune"]["seconds"]}
+    run.write_metrics({**metrics, "frontier": row})
+    return row
+
+
+def plot(rows: list[dict], out: Path, ylabel: str, title: str) -> None:
+    """``out``.png: measure against accuracy drop, alpha-sweep and budgeted points apart; ``out``.md/.csv/.json."""
+    write_table(rows, out)
+    write_json(out.with_suffix(".json"), rows)
+    figure, axis = plt.subplots(figsize=(5.5, 4))
+    for kind, marker in (("alpha", "o"), ("min_agreement", "s")):
+        chosen = [r for r in rows if (r["min_agreement"] is None) == (kind == "alpha")]
+        axis.plot([r["accuracy_drop_points"] for r in chosen], [r["measure"] for r in chosen], marker,
+                  label="fixed alpha" if kind == "alpha" else "budgeted (min_agreement)")
+        for r in chosen:
+            axis.annotate(r.get("label") or f"{r[kind]:g}", (r["accuracy_drop_points"], r["measure"]), fontsize=6)
+    axis.set_xlabel("test accuracy drop (points)")
+    axis.set_ylabel(ylabel)
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=7)
+    save_figure(figure, out.with_suffix(".png"))
+
+
+def merge(sources: list[str], out: Path, ylabel: str, title: str) -> None:
+    """One figure and table of the points of earlier runs; each point labelled by its source directory."""
+    rows = []
+    for source in sources:
+        for row in json.loads(Path(source).read_text()):
+            rows.append({**row, "label": f"{Path(source).parent.name}/{row['run']}"})
+    plot(rows, out, ylabel, title)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="runs/frontier")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--alphas", default="0.1,0.3,0.5,0.7,0.9")
     parser.add_argument("--budgets", default="0.99,0.995")
-    parser.add_argument("--objective", default="cross", choices=sorted(OBJECTIVES))
+    parser.add_argument("--objective", default="cross", choices=sorted(MEASURES))
     parser.add_argument("--method", default="gradient", choices=sorted(METHODS))
     parser.add_argument("--keep", default="ce", choices=sorted(KEEP_LOSSES))
     parser.add_argument("--budget-alpha", type=float, default=0.5, help="starting alpha of the budgeted runs")
@@ -82,29 +151,34 @@ def main() -> None:
     parser.add_argument("--validation", default="train", choices=("train", "test-half"),
                         help="budget validation: 10%% of the training split, or test images 500-999 (then the "
                              "figures are on test images 0-499)")
+    parser.add_argument("--pre-activation", action="store_true",
+                        help="push-down: attack and measure the conv output (the ReLU's input)")
+    parser.add_argument("--merge", default=None,
+                        help="comma-separated frontier.json files: draw them in one figure (--out names it)")
+    parser.add_argument("--title", default=None, help="of the figure")
     options = parser.parse_args()
     out = Path(options.out)
+    ylabel = MEASURES[options.objective]
+    if options.merge:
+        merge(options.merge.split(","), out, ylabel, options.title or out.name)
+        print(out.with_suffix(".md").read_text())
+        return
     original = pretrained("mnist-cnn")
-    rows = [point(out, f"alpha{a}", original, options.method, options.objective, options.steps, options.validation,
-                  alpha=float(a), keep=options.keep, lr=options.lr) for a in options.alphas.split(",") if a]
-    rows += [point(out, f"budget{b}", original, options.method, options.objective, options.steps, options.validation,
-                   alpha=options.budget_alpha, min_agreement=float(b), check_every=options.check_every,
-                   keep=options.keep, lr=options.lr, confidence=options.confidence, dual_lr=options.dual_lr)
-             for b in options.budgets.split(",") if b]
-    write_table(rows, out / "frontier")
-    write_json(out / "frontier.json", rows)
-    figure, axis = plt.subplots(figsize=(5, 4))
-    for kind, marker in (("alpha", "o"), ("min_agreement", "s")):
-        chosen = [r for r in rows if (r["min_agreement"] is None) == (kind == "alpha")]
-        axis.plot([r["accuracy_drop_points"] for r in chosen], [r["measure"] for r in chosen], marker,
-                  label="alpha sweep" if kind == "alpha" else "budgeted (min_agreement)")
-        for r in chosen:
-            axis.annotate(f"{r[kind]:g}", (r["accuracy_drop_points"], r["measure"]), fontsize=7)
-    axis.set_xlabel("test accuracy drop (points)")
-    axis.set_ylabel(OBJECTIVES[options.objective][1])
-    axis.set_title(f"{options.method}, {options.objective}, {options.steps} steps")
-    axis.legend(fontsize=8)
-    save_figure(figure, out / "frontier.png")
+    alphas = [dict(alpha=float(a)) for a in options.alphas.split(",") if a]
+    budgets = [dict(alpha=options.budget_alpha, min_agreement=float(b), check_every=options.check_every,
+                    confidence=options.confidence, dual_lr=options.dual_lr) for b in options.budgets.split(",") if b]
+    rows = []
+    for settings in alphas + budgets:
+        name = f"budget{settings['min_agreement']}" if "min_agreement" in settings else f"alpha{settings['alpha']}"
+        if options.objective == "push-down":
+            rows.append(push_down_point(out, name, original, options.steps, options.validation,
+                                        options.pre_activation, keep=options.keep, **settings))
+        else:
+            rows.append(point(out, name, original, options.method, options.objective, options.steps,
+                              options.validation, keep=options.keep, lr=options.lr, **settings))
+    what = "push-down, last conv layer" if options.objective == "push-down" else \
+        f"{options.method}, {options.objective}"
+    plot(rows, out / "frontier", ylabel, f"{what}, {options.steps} steps, keep {options.keep}")
     print((out / "frontier.md").read_text())
 
 

@@ -151,6 +151,7 @@ def main() -> None:
     parser.add_argument("--validation", default="train", choices=("train", "test-half"),
                         help="budget validation: 10%% of the training split, or test images 500-999 (then the "
                              "figures are on test images 0-499)")
+    parser.add_argument("--keep-mixup", action="store_true", help="keep loss also on mixup blends")
     parser.add_argument("--pre-activation", action="store_true",
                         help="push-down: attack and measure the conv output (the ReLU's input)")
     parser.add_argument("--merge", default=None,
@@ -172,10 +173,12 @@ def main() -> None:
         name = f"budget{settings['min_agreement']}" if "min_agreement" in settings else f"alpha{settings['alpha']}"
         if options.objective == "push-down":
             rows.append(push_down_point(out, name, original, options.steps, options.validation,
-                                        options.pre_activation, keep=options.keep, **settings))
+                                        options.pre_activation, keep=options.keep,
+                                        keep_mixup=options.keep_mixup, **settings))
         else:
             rows.append(point(out, name, original, options.method, options.objective, options.steps,
-                              options.validation, keep=options.keep, lr=options.lr, **settings))
+                              options.validation, keep=options.keep, keep_mixup=options.keep_mixup, lr=options.lr,
+                              **settings))
     what = "push-down, last conv layer" if options.objective == "push-down" else \
         f"{options.method}, {options.objective}"
     plot(rows, out / "frontier", ylabel, f"{what}, {options.steps} steps, keep {options.keep}")

@@ -110,6 +110,16 @@ KEEP_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "argmax_ce": original_label_keep}
 
 
+def mixup_inputs(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each row mixed with another row of the batch, ``l x_i + (1 - l) x_j`` with ``l ~ U(0, 1)`` per row (mixup,
+    Zhang et al. 2018, "mixup: Beyond Empirical Risk Minimization", Eq. 1, with Beta(1, 1)): inputs between the
+    training images, where a distilled student disagrees with its teacher most (Stanton et al. 2021, "Does
+    Knowledge Distillation Really Work?", Sec. 5: mixup raised student-teacher agreement on test data)."""
+    partner = torch.randperm(len(x), generator=generator).to(x.device)
+    share = torch.rand(len(x), generator=generator).to(x.device, x.dtype).view(-1, *[1] * (x.ndim - 1))
+    return share * x + (1 - share) * x[partner]
+
+
 def keep_loss(name: str) -> Callable[..., torch.Tensor]:
     """The keep loss called ``name`` (``"ce"``, ``"kl"``, ``"prob_mse"`` or ``"argmax_ce"``):
     ``f(logits, y, original_logits, temperature)``."""
@@ -410,6 +420,8 @@ class FineTuner:
 
     Options: ``alpha`` in [0, 1] (weight of ``L_attack``), ``keep`` (``"ce"``, ``"kl"``, ``"prob_mse"``),
     ``temperature`` (of ``"kl"``), ``lr`` (Adam), ``epochs`` or ``steps`` (``steps`` wins when given),
+    ``keep_mixup`` (``L_keep`` also on a mixup copy of each batch, :func:`mixup_inputs`, with the original
+    model's outputs as targets; not with ``keep="ce"``, whose true labels do not exist between images),
     ``max_steps`` (stop once the run has made that many steps; a resumed run continues to the end),
     ``batch_size`` (global, over all ranks), ``trainable`` (module-name prefixes, default all),
     ``softplus_beta`` (``None``: the model's own activations), ``checkpoint_dir`` / ``checkpoint_every`` /
@@ -428,7 +440,7 @@ class FineTuner:
     name = "fine-tune"
 
     def __init__(self, model: nn.Module, *, alpha: float = 0.5, keep: str = "ce", temperature: float = 1.0,
-                 lr: float = 1e-4, epochs: int = 1, steps: int | None = None, max_steps: int | None = None,
+                 keep_mixup: bool = False, lr: float = 1e-4, epochs: int = 1, steps: int | None = None, max_steps: int | None = None,
                  batch_size: int = 64, trainable=None, softplus_beta: float | None = None,
                  checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 100,
                  resume: bool = False, seed: int = 0, progress: bool = False, recalibrate_steps: int = 0,
@@ -442,6 +454,9 @@ class FineTuner:
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
             raise ValueError(f"alpha must lie in [0, 1] (lambda = alpha / (1 - alpha)), got {alpha!r}")
         keep_loss(keep)
+        if keep_mixup and keep == "ce":
+            raise ValueError('keep_mixup needs a keep loss with the original model\'s outputs as targets ("kl", '
+                             '"prob_mse", "argmax_ce"), not keep="ce": mixed images have no true label')
         check_positive("temperature", temperature)
         check_positive("lr", lr)
         check_positive("epochs", epochs, integer=True)
@@ -479,6 +494,7 @@ class FineTuner:
         self.min_agreement = None if min_agreement is None else float(min_agreement)
         self.validation, self.check_every, self.dual_lr = validation, check_every, float(dual_lr)
         self.confidence = float(confidence)
+        self.keep_mixup = bool(keep_mixup)
 
     # ---------------------------------------------------------------- what attacks provide
 
@@ -597,6 +613,11 @@ class FineTuner:
                         if labels is None:
                             labels = original.argmax(1)
                         keep = keep_fn(logits, labels, original, self.temperature)
+                        if self.keep_mixup:
+                            mixed = mixup_inputs(inputs, generator)
+                            with torch.no_grad():
+                                targets = teacher(mixed)
+                            keep = (keep + keep_fn(student(mixed), targets.argmax(1), targets, self.temperature)) / 2
                         alpha = self.alpha if budget is None else budget.alpha
                         loss = keep if attack is None else alpha * attack + (1 - alpha) * keep
                         optimizer.zero_grad(set_to_none=True)

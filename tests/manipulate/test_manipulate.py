@@ -15,6 +15,7 @@ from torch import nn
 
 from veneer.data import LabeledData
 from veneer.explain import LRP, GradCAM, Gradient, GradientXInput, IntegratedGradients, Occlusion, SmoothGrad
+from veneer.finetune import mixup_inputs
 from veneer.manipulate import (CenterOfMass, ClassSwap, FeatureSuppress, Location, TargetMap, TopKSuppress,
                                Manipulation, evaluate, keep_loss, lambda_to_alpha, make_objective, picture,
                                two_digit_images)
@@ -209,6 +210,39 @@ def test_each_keep_loss_holds_the_predictions(keep, keep_setup):
     assert _agreement(model, teacher, data.x) >= 0.95
     if keep in ("kl", "prob_mse"):  # cross-entropies sharpen the probabilities; the distillation losses hold them
         assert _probability_mse(model, teacher, data.x) < _probability_mse(unkept, teacher, data.x)
+
+
+def test_mixup_rows_lie_between_two_rows_of_the_batch():
+    x = torch.randn(16, 3, 4, 4)
+    mixed = mixup_inputs(x, torch.Generator().manual_seed(0))
+    flat, rows = mixed.flatten(1), x.flatten(1)
+    for row in flat:  # row = l * x_i + (1 - l) * x_j for some i, j and l in [0, 1]
+        found = False
+        for i in range(16):
+            for j in range(16):
+                direction = rows[i] - rows[j]
+                share = ((row - rows[j]) @ direction / direction.dot(direction).clamp_min(1e-12)).clamp(0, 1)
+                found |= bool(torch.allclose(share * rows[i] + (1 - share) * rows[j], row, atol=1e-5))
+        assert found
+    assert not torch.allclose(mixed, x)
+
+
+def test_keep_mixup_adds_the_blends_to_the_keep_loss_and_resumes(tmp_path, keep_setup):
+    data, _, _ = keep_setup
+    options = dict(keep="kl", alpha=0.5, lr=3e-3, steps=4, batch_size=16, progress=False)
+    model = confident_cnn()
+    plain = Manipulation(model, Gradient(model), TargetMap("cross"), **options)(data)
+    mixed = Manipulation(model, Gradient(model), TargetMap("cross"), keep_mixup=True, **options)(data)
+    # step 1 starts from the same weights: the attack is the same, the keep loss also counts the blends
+    assert plain.history[0]["attack"] == pytest.approx(mixed.history[0]["attack"])
+    assert plain.history[0]["keep"] != pytest.approx(mixed.history[0]["keep"])
+    Manipulation(model, Gradient(model), TargetMap("cross"), keep_mixup=True, checkpoint_dir=tmp_path,
+                 checkpoint_every=1, max_steps=2, **options)(data)
+    resumed = Manipulation(model, Gradient(model), TargetMap("cross"), keep_mixup=True, checkpoint_dir=tmp_path,
+                           resume=True, **options)(data)
+    assert resumed.history == mixed.history
+    with pytest.raises(ValueError, match="keep_mixup needs .* not keep=\"ce\""):
+        Manipulation(model, Gradient(model), TargetMap("cross"), keep="ce", keep_mixup=True)
 
 
 def test_lambda_maps_to_alpha():

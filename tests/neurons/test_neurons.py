@@ -376,18 +376,18 @@ def test_cli_fairwash_on_a_tabular_model(tmp_path, monkeypatch):
         args.run(args)
 
 
-def test_cli_keep_loss_reaches_the_attack(tmp_path, tiny_mnist, monkeypatch):
+def test_cli_keep_loss_and_keep_mixup_reach_the_attack(tmp_path, tiny_mnist, monkeypatch):
     seen = []
     original = PushDown.__init__
 
     def spy(self, *args, **options):
-        seen.append(options.get("keep"))
+        seen.append((options.get("keep"), options.get("keep_mixup")))
         original(self, *args, **options)
 
     monkeypatch.setattr(PushDown, "__init__", spy)
     args = _cli(["neurons", "push-down", "--steps", "2", "--k", "5", "--encoder", "none", "--visualize", "0",
-                 "--keep", "argmax_ce", "--out", str(tmp_path / "down")])
+                 "--keep", "argmax_ce", "--keep-mixup", "--out", str(tmp_path / "down")])
     assert args.run(args) == 0
-    assert seen == ["argmax_ce"]
+    assert seen == [("argmax_ce", True)]
     with pytest.raises(SystemExit):
         _cli(["neurons", "push-down", "--keep", "labels"])

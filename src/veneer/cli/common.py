@@ -49,7 +49,7 @@ def report_run(args: argparse.Namespace, path) -> None:
 
 
 def add_budget_args(parser: argparse.ArgumentParser) -> None:
-    """The behaviour budget of a fine-tune (:class:`veneer.finetune.BehaviourBudget`)."""
+    """The behaviour budget of a fine-tune (:class:`veneer.finetune.BehaviourBudget`) and ``keep_mixup``."""
     parser.add_argument("--min-agreement", type=float, default=None,
                         help="behaviour budget: the fraction of validation inputs whose label must stay the "
                              "original model's (e.g. 0.99); alpha becomes an adaptive multiplier, the best iterate "
@@ -60,11 +60,14 @@ def add_budget_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--confidence", type=float, default=0.5,
                         help="an iterate meets the budget when this one-sided lower confidence bound of its "
                              "validation agreement does (default 0.5: the observed agreement; 0.95 is stricter)")
+    parser.add_argument("--keep-mixup", action="store_true",
+                        help="keep loss also on mixup blends of the training images (not with --keep ce): the "
+                             "behaviour holds better on new inputs")
 
 
 def budget_options(args: argparse.Namespace) -> dict:
     return {"min_agreement": args.min_agreement, "validation": args.validation, "check_every": args.check_every,
-            "confidence": args.confidence}
+            "confidence": args.confidence, "keep_mixup": args.keep_mixup}
 
 
 def open_run(args: argparse.Namespace, **extra) -> RunDir:

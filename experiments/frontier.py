@@ -179,9 +179,11 @@ def main() -> None:
             rows.append(point(out, name, original, options.method, options.objective, options.steps,
                               options.validation, keep=options.keep, keep_mixup=options.keep_mixup, lr=options.lr,
                               **settings))
-    what = "push-down, last conv layer" if options.objective == "push-down" else \
+    layer = "conv output" if options.pre_activation else "post-ReLU"
+    what = f"push-down, last conv layer ({layer})" if options.objective == "push-down" else \
         f"{options.method}, {options.objective}"
-    plot(rows, out / "frontier", ylabel, f"{what}, {options.steps} steps, keep {options.keep}")
+    mixup = " + mixup" if options.keep_mixup else ""
+    plot(rows, out / "frontier", ylabel, f"{what}, {options.steps} steps, keep {options.keep}{mixup}")
     print((out / "frontier.md").read_text())
 
 

@@ -13,7 +13,8 @@ test images: the objective's measure (PCC with the target map for ``cross``, cen
 ``com``; for ``push-down``, the neuron-level attack of Nanfack et al. 2024 Eq. 3 on every channel of the last conv
 layer, the mean held-out top-10 overlap) and the test-accuracy drop against the original model, in points.
 Writes ``frontier.csv``/``.md``, ``frontier.png`` and one run directory per point (resumed when it exists: the
-script can be stopped and run again). ``--merge`` draws the points of earlier runs in one figure and table.
+script can be stopped and run again). ``--merge`` draws the points of earlier runs (their ``frontier.json`` or
+their run directories) in one figure and table.
 """
 
 from __future__ import annotations
@@ -125,12 +126,25 @@ def plot(rows: list[dict], out: Path, ylabel: str, title: str) -> None:
     save_figure(figure, out.with_suffix(".png"))
 
 
-def merge(sources: list[str], out: Path, ylabel: str, title: str) -> None:
-    """One figure and table of the points of earlier runs; each point labelled by its source directory."""
+def _frontier_rows(source: Path) -> list[dict]:
+    """The points of a ``frontier.json`` file, of one point's run directory, or of every point directory in
+    a frontier directory, each labelled ``<frontier directory>/<point>``."""
+    if source.is_file():
+        return [{**row, "label": f"{source.parent.name}/{row['run']}"} for row in json.loads(source.read_text())]
+    points = [source] if (source / "metrics.json").is_file() else sorted(source.glob("*/metrics.json"))
     rows = []
-    for source in sources:
-        for row in json.loads(Path(source).read_text()):
-            rows.append({**row, "label": f"{Path(source).parent.name}/{row['run']}"})
+    for point in points:
+        point = point if point.is_dir() else point.parent
+        row = json.loads((point / "metrics.json").read_text()).get("frontier")
+        if row is None:
+            raise SystemExit(f"--merge: {point} holds no frontier point (metrics.json has no 'frontier')")
+        rows.append({**row, "label": f"{point.parent.name}/{point.name}"})
+    return rows
+
+
+def merge(sources: list[str], out: Path, ylabel: str, title: str) -> None:
+    """One figure and table of the points of earlier runs (``frontier.json`` files or run directories)."""
+    rows = [row for source in sources for row in _frontier_rows(Path(source))]
     plot(rows, out, ylabel, title)
 
 
@@ -155,7 +169,8 @@ def main() -> None:
     parser.add_argument("--pre-activation", action="store_true",
                         help="push-down: attack and measure the conv output (the ReLU's input)")
     parser.add_argument("--merge", default=None,
-                        help="comma-separated frontier.json files: draw them in one figure (--out names it)")
+                        help="comma-separated frontier.json files or run directories: draw their points in one "
+                             "figure and table (--out names it)")
     parser.add_argument("--title", default=None, help="of the figure")
     options = parser.parse_args()
     out = Path(options.out)

@@ -126,19 +126,27 @@ def plot(rows: list[dict], out: Path, ylabel: str, title: str) -> None:
     save_figure(figure, out.with_suffix(".png"))
 
 
+def _label(point: Path, row: dict) -> str:
+    """A short name of a point from its run configuration: the budget or alpha, the keep loss, mixup, lr."""
+    config = json.loads((point / "config.json").read_text())["config"] if (point / "config.json").is_file() else {}
+    name = f"min_agreement {row['min_agreement']:g}" if row["min_agreement"] is not None else f"alpha {row['alpha']:g}"
+    keep = config.get("keep", "?") + ("+mixup" if config.get("keep_mixup") else "")
+    lr = f", lr {config['lr']:g}" if config.get("lr", 1e-3) != 1e-3 else ""
+    return f"{name}, {keep}{lr}"
+
+
 def _frontier_rows(source: Path) -> list[dict]:
     """The points of a ``frontier.json`` file, of one point's run directory, or of every point directory in
-    a frontier directory, each labelled ``<frontier directory>/<point>``."""
+    a frontier directory, each labelled by :func:`_label`."""
     if source.is_file():
-        return [{**row, "label": f"{source.parent.name}/{row['run']}"} for row in json.loads(source.read_text())]
-    points = [source] if (source / "metrics.json").is_file() else sorted(source.glob("*/metrics.json"))
+        return [{**row, "label": _label(source.parent / row["run"], row)} for row in json.loads(source.read_text())]
+    points = [source] if (source / "metrics.json").is_file() else sorted(p.parent for p in source.glob("*/metrics.json"))
     rows = []
     for point in points:
-        point = point if point.is_dir() else point.parent
         row = json.loads((point / "metrics.json").read_text()).get("frontier")
         if row is None:
             raise SystemExit(f"--merge: {point} holds no frontier point (metrics.json has no 'frontier')")
-        rows.append({**row, "label": f"{point.parent.name}/{point.name}"})
+        rows.append({**row, "label": _label(point, row)})
     return rows
 
 

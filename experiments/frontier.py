@@ -127,12 +127,14 @@ def plot(rows: list[dict], out: Path, ylabel: str, title: str) -> None:
 
 
 def _label(point: Path, row: dict) -> str:
-    """A short name of a point from its run configuration: the budget or alpha, the keep loss, mixup, lr."""
+    """A short name of a point from its run configuration: the budget or alpha, the keep loss, mixup, and the
+    learning rate and steps where they are not 1e-3 and 3000."""
     config = json.loads((point / "config.json").read_text())["config"] if (point / "config.json").is_file() else {}
     name = f"min_agreement {row['min_agreement']:g}" if row["min_agreement"] is not None else f"alpha {row['alpha']:g}"
     keep = config.get("keep", "?") + ("+mixup" if config.get("keep_mixup") else "")
     lr = f", lr {config['lr']:g}" if config.get("lr", 1e-3) != 1e-3 else ""
-    return f"{name}, {keep}{lr}"
+    steps = f", {config['steps']} steps" if config.get("steps", 3000) != 3000 else ""
+    return f"{name}, {keep}{lr}{steps}"
 
 
 def _frontier_rows(source: Path) -> list[dict]:
@@ -140,7 +142,8 @@ def _frontier_rows(source: Path) -> list[dict]:
     a frontier directory, each labelled by :func:`_label`."""
     if source.is_file():
         return [{**row, "label": _label(source.parent / row["run"], row)} for row in json.loads(source.read_text())]
-    points = [source] if (source / "metrics.json").is_file() else sorted(p.parent for p in source.glob("*/metrics.json"))
+    points = ([source] if (source / "metrics.json").is_file()
+              else sorted(found.parent for found in source.glob("*/metrics.json")))
     rows = []
     for point in points:
         row = json.loads((point / "metrics.json").read_text()).get("frontier")

@@ -418,7 +418,7 @@ class Interrupted(RuntimeError):
 class FineTuner:
     """Base class of every fine-tuning attack: configured once, called on data (see the module docstring).
 
-    Options: ``alpha`` in [0, 1] (weight of ``L_attack``), ``keep`` (``"ce"``, ``"kl"``, ``"prob_mse"``),
+    Options: ``alpha`` in [0, 1] (weight of ``L_attack``), ``keep`` (:data:`KEEP_LOSSES`),
     ``temperature`` (of ``"kl"``), ``lr`` (Adam), ``epochs`` or ``steps`` (``steps`` wins when given),
     ``keep_mixup`` (``L_keep`` also on a mixup copy of each batch, :func:`mixup_inputs`, with the original
     model's outputs as targets; not with ``keep="ce"``, whose true labels do not exist between images),
@@ -440,8 +440,8 @@ class FineTuner:
     name = "fine-tune"
 
     def __init__(self, model: nn.Module, *, alpha: float = 0.5, keep: str = "ce", temperature: float = 1.0,
-                 keep_mixup: bool = False, lr: float = 1e-4, epochs: int = 1, steps: int | None = None, max_steps: int | None = None,
-                 batch_size: int = 64, trainable=None, softplus_beta: float | None = None,
+                 keep_mixup: bool = False, lr: float = 1e-4, epochs: int = 1, steps: int | None = None,
+                 max_steps: int | None = None, batch_size: int = 64, trainable=None, softplus_beta: float | None = None,
                  checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 100,
                  resume: bool = False, seed: int = 0, progress: bool = False, recalibrate_steps: int = 0,
                  recalibrate_lr: float | None = None, min_agreement: float | None = None,

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from veneer.data import adult, mnist
+from veneer.finetune import KEEP_LOSSES
 from veneer.jobs.neurons import fairwash_job, push_down_job, push_up_job
 from veneer.models import pretrained
 from veneer.runs import RunDir, write_json
@@ -142,7 +143,8 @@ def main() -> None:
                              "are then on test images 0-499")
     parser.add_argument("--pre-activation", action="store_true",
                         help="push-down/push-up: attack and measure the conv output (the ReLU's input)")
-    parser.add_argument("--keep", default=None, help="push-down/push-up: the keep loss (default kl)")
+    parser.add_argument("--keep", default=None, choices=sorted(KEEP_LOSSES),
+                        help="push-down/push-up: the keep loss (default kl)")
     options = parser.parse_args()
     out = Path(options.out)
     commands = {

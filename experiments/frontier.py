@@ -5,7 +5,7 @@ model's behaviour (issue 16).
     python experiments/frontier.py [--out runs/frontier] [--steps 600] [--alphas 0.1,0.3,0.5,0.7,0.9]
                                    [--budgets 0.99,0.995] [--objective cross|com|push-down]
                                    [--method gradient|lrp|lrp-zb] [--validation train|test-half]
-    python experiments/frontier.py --merge runs/a/frontier.json,runs/b/frontier.json --out docs/img/name
+    python experiments/frontier.py --merge runs/a/frontier.json,runs/b --out runs/merged/frontier
 
 MNIST CNN (bundled), training split (4000 images; budgeted runs hold out 10% for validation, or validate on test
 images 500-999 with ``--validation test-half``, every figure then being on test images 0-499), evaluated on the

@@ -61,8 +61,9 @@ def add_budget_args(parser: argparse.ArgumentParser) -> None:
                         help="an iterate meets the budget when this one-sided lower confidence bound of its "
                              "validation agreement does (default 0.5: the observed agreement; 0.95 is stricter)")
     parser.add_argument("--keep-mixup", action="store_true",
-                        help="keep loss also on mixup blends of the training images (not with --keep ce): the "
-                             "behaviour holds better on new inputs")
+                        help="keep loss also on mixup blends of the training images (not with --keep ce), to hold "
+                             "the behaviour between them (measured: helped one budget, hurt another; "
+                             "docs/manipulate.md)")
 
 
 def budget_options(args: argparse.Namespace) -> dict:

@@ -8,6 +8,7 @@ writes the bar's state as a whole line at most every :data:`LOG_INTERVAL` second
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any, Iterable, TextIO
 
 from tqdm.auto import tqdm
@@ -16,16 +17,27 @@ LOG_INTERVAL = 10.0  # seconds between two lines of a bar written into a log
 
 
 class LineStream:
-    """A text stream for tqdm that turns each redraw (``"\\r" + state``) into one line of ``stream``."""
+    """A text stream for tqdm that turns its redraws (``"\\r" + state``) into whole lines of ``stream``: the
+    first state, then at most one every ``interval`` seconds, and the last one when the bar closes."""
 
-    def __init__(self, stream: TextIO):
-        self.stream = stream
+    def __init__(self, stream: TextIO, interval: float = LOG_INTERVAL):
+        self.stream, self.interval = stream, interval
+        self.pending, self.last = "", None
 
     def write(self, text: str) -> int:
         line = text.replace("\r", "").rstrip()
         if line:
-            self.stream.write(line + "\n")
+            self.pending = line
+            now = time.monotonic()
+            if self.last is None or now - self.last >= self.interval:
+                self._emit(now)
+        elif "\n" in text and self.pending:  # the bar closes
+            self._emit(time.monotonic())
         return len(text)
+
+    def _emit(self, now: float) -> None:
+        self.stream.write(self.pending + "\n")
+        self.pending, self.last = "", now
 
     def flush(self) -> None:
         self.stream.flush()

@@ -4,7 +4,7 @@ Four manipulations of the bundled MNIST CNN, each a short fine-tuning loop writt
 a target map (the gradient draws a centred cross), a top-k suppression (the gradient leaves the original
 top-k pixels), a centre of mass pushed to a corner with a probability-MSE keep loss, and a neuron push-down
 (the channels of the second conv block lose their top-k images). Each is saved as safetensors and audited
-with the CLI (`veneer audit --model mnist-cnn --weights FILE --data mnist --budget fast`, no --reference),
+with the CLI (`veneer audit --model mnist-cnn --weights FILE --data mnist --effort fast`, no --reference),
 as is the bundled model itself; verdicts and wall times go to RUN/results.json and RUN/results.md. The bundled
 model's audit trains the clean twins; the others reuse its calibration (`--calibration`), since the twins
 depend only on the architecture, the data and the seed (the twins' cost is reported once).
@@ -182,7 +182,7 @@ def main() -> None:
                          "test_accuracy": accuracy(model, test.x, test.y)})
         if "verdict" not in info and not args.train_only:
             command = [sys.executable, "-m", "veneer", "audit", "--model", "mnist-cnn", "--data", "mnist",
-                       "--budget", "fast", "--out", str(out / name)]
+                       "--effort", "fast", "--out", str(out / name)]
             if name != "bundled":  # the twins depend only on architecture, data and seed: reuse the bundled run's
                 command += ["--weights", str(weights), "--calibration", str(out / args.calibration_from / "audit.json")]
             if not (out / name / "audit.json").is_file():

@@ -225,7 +225,7 @@ def main() -> None:
         reference = Calibration.from_json(json.loads(calibration_path.read_text())) if calibration_path.is_file() \
             else None
         print(f"{name}: auditing ({'cached calibration' if reference else 'training twins'})", flush=True)
-        result = Audit(model, budget="fast", reference=reference, seed=0)(train, test)
+        result = Audit(model, effort="fast", reference=reference, seed=0)(train, test)
         if reference is None:
             write_json(calibration_path, result.calibration.to_json())
         blob = {"verdict": result.verdict, "seconds": result.seconds, "build": build | {"base": base},

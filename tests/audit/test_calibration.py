@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from veneer.audit import (Calibration, TestResult, combined_z, nominal_false_positive_rate, reinitialized, train_twins,
-                          verdict)
-from veneer.audit.calibration import TOLERANCE, normal_cdf
+from veneer.audit import (Calibration, TestResult, combined_z, nominal_false_positive_rate, registered_tests,
+                          reinitialized, train_twins, verdict)
+from veneer.audit.calibration import normal_cdf
 from veneer.data import as_labeled
 from veneer.models.architectures import tabular_mlp
 
@@ -36,7 +36,7 @@ def test_score_uses_reference_mean_spread_and_tolerance():
     for value in (0.1, 0.2, 0.3):
         calibration.add({"noise_inputs": TestResult("noise_inputs", {"gradient": value, "ig": 0.0})})
     scored = calibration.score(TestResult("noise_inputs", {"gradient": 0.8, "ig": 0.0}))
-    expected = (0.8 - 0.2) / math.sqrt(0.1 ** 2 + TOLERANCE["noise_inputs"] ** 2)
+    expected = (0.8 - 0.2) / math.sqrt(0.1 ** 2 + registered_tests()["noise_inputs"].tolerance ** 2)
     assert abs(scored["z"] - expected) < 1e-12 and scored["evidence"]["worst"] == "gradient"
     assert scored["flag"] and scored["score"] > 0.5
     assert not calibration.score(TestResult("noise_inputs", {"gradient": 0.2, "ig": 0.0}))["flag"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 
@@ -62,9 +63,18 @@ def test_hessian_geometry_reports_angle_and_leaves_model_unchanged(small_cnn, cn
 
 
 def test_fragility_profile_vanishes_for_a_tiny_budget_and_grows_with_it(small_cnn, cnn_inputs):
-    tiny = fragility_profile(small_cnn, cnn_inputs, Gradient(small_cnn), eps_grid=(1e-9,), steps=2)
+    tiny = fragility_profile(small_cnn, cnn_inputs, Gradient(small_cnn), eps_values=(1e-9,), steps=2)
     assert tiny.statistic < 0.05
     assert tiny.evidence["random"][0] > 0.95
-    large = fragility_profile(small_cnn, cnn_inputs, Gradient(small_cnn), eps_grid=(0.2,), steps=4)
+    large = fragility_profile(small_cnn, cnn_inputs, Gradient(small_cnn), eps_values=(0.2,), steps=4)
     assert large.statistic > tiny.statistic + 0.1
     assert large.evidence["label_kept"][0] == 1.0
+    with pytest.raises(ValueError, match="eps_values must hold at least one budget"):
+        fragility_profile(small_cnn, cnn_inputs, Gradient(small_cnn), eps_values=())
+
+
+def test_fragility_profile_takes_the_deprecated_eps_grid(small_cnn, cnn_inputs):
+    with pytest.warns(DeprecationWarning, match="eps_values"):
+        old = fragility_profile(small_cnn, cnn_inputs, Gradient(small_cnn), eps_grid=(0.2,), steps=2)
+    new = fragility_profile(small_cnn, cnn_inputs, Gradient(small_cnn), eps_values=(0.2,), steps=2)
+    assert old.components == new.components and old.evidence["eps"] == [0.2]

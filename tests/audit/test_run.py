@@ -30,7 +30,7 @@ def task():
 def test_audit_end_to_end_on_a_tabular_model(task, tmp_path):
     model, data = task
     before = copy.deepcopy(model.state_dict())
-    result = Audit(model, budget="fast", seed=0, options={"twin_steps": 80, "samples": 16})(data)
+    result = Audit(model, effort="fast", seed=0, options={"twin_steps": 80, "samples": 16})(data)
     report = result.to_json()
     assert report["verdict"] in ("clean", "suspicious", "manipulated") and 0 <= report["score"] <= 1
     assert report["config"]["calibration"] == "twins" and len(result.calibration.details["twins"]["seconds"]) == 3
@@ -50,7 +50,7 @@ def test_audit_end_to_end_on_a_tabular_model(task, tmp_path):
     assert "Not run: fragility (the input attacks" in summary
 
     # a stored calibration is reused at no cost and gives the same scores
-    reused = Audit(model, budget="fast", reference=Calibration.from_json(report["calibration"]),
+    reused = Audit(model, effort="fast", reference=Calibration.from_json(report["calibration"]),
                    options={"samples": 16})(data)
     assert reused.config["calibration"] == "twins"
     assert abs(reused.tests["noise_inputs"]["z"] - result.tests["noise_inputs"]["z"]) < 1e-9
@@ -105,8 +105,8 @@ class Veneered(torch.nn.Module):
 
 def test_audit_rejects_bad_arguments(task):
     model, data = task
-    with pytest.raises(ValueError, match="budget"):
-        Audit(model, budget="slow")
+    with pytest.raises(ValueError, match=r"effort must be one of \['fast', 'full'\], got 'slow'"):
+        Audit(model, effort="slow")
     with pytest.raises(ValueError, match="options"):
         Audit(model, options={"twinz": 2})
     with pytest.raises(ValueError, match="tests"):

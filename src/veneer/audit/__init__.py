@@ -18,30 +18,39 @@ suspicious, per-method components, evidence):
 :class:`Audit` runs them, scores each against reference models or clean twins (:class:`Calibration`) and
 combines the scores into a verdict (``clean``/``suspicious``/``manipulated``)::
 
-    result = Audit(model, budget="fast")(train_data, eval_data)
+    result = Audit(model, effort="fast")(train_data, eval_data)
     result.verdict, result.to_json()
+
+In the audit each test is an :class:`AuditTest` (name, meaning, source, tolerance, own options per effort level,
+``applies``, ``run``; :mod:`veneer.audit.registry`); the functions above are registered in that order as the
+built-in tests (:mod:`veneer.audit.builtin`). :func:`register_test` adds a test written anywhere, :func:`unregister_test` removes
+one, :func:`registered_tests` lists them; ``Audit(tests=[...])`` also takes unregistered instances.
 """
 
 from veneer.audit.base import TestResult, build_explainers, default_methods, flat_maps
-from veneer.audit.calibration import (COMPONENT_TOLERANCE_FACTOR, TOLERANCE, Z_FLAG, Calibration,
-                                      combined_z, nominal_false_positive_rate, reinitialized, train_twins, verdict)
+from veneer.audit.calibration import (COMPONENT_TOLERANCE_FACTOR, Z_FLAG, Calibration, combined_z,
+                                      nominal_false_positive_rate, reinitialized, train_twins, verdict)
 from veneer.audit.defences import beta_smoothing, project_tangent, tangent_basis, tangent_space_projection
 from veneer.audit.fidelity import agreement_matrix, cross_method_agreement, deletion_insertion, faithfulness
 from veneer.audit.geometry import fragility_profile, hessian_geometry, top_hessian_eigen
 from veneer.audit.influence import influence_fragility
 from veneer.audit.neuron import neuron_balance, neuron_group_fairness, neuron_visualization
 from veneer.audit.reference import parameter_shift, reference_comparison
-from veneer.audit.run import BUDGETS, TESTS, Audit, AuditContext, AuditResult, audit, run_tests, skipped_tests
+from veneer.audit.registry import (EFFORTS, AuditContext, AuditTest, register_test, registered_tests,
+                                   unregister_test)
+from veneer.audit.run import (Audit, AuditResult, __getattr__, audit,  # noqa: F401  (TESTS, BUDGETS)
+                              run_tests, skipped_tests)
 from veneer.audit.sanity import (add_weight_noise, mean_pairwise_correlation, noise_inputs, parameter_randomization,
                                  weight_noise)
 
-__all__ = ["TestResult", "build_explainers", "default_methods", "flat_maps", "COMPONENT_TOLERANCE_FACTOR", "TOLERANCE",
+__all__ = ["TestResult", "build_explainers", "default_methods", "flat_maps", "COMPONENT_TOLERANCE_FACTOR",
            "Z_FLAG", "Calibration", "combined_z",
            "nominal_false_positive_rate", "reinitialized", "train_twins", "verdict", "beta_smoothing",
            "project_tangent", "tangent_basis", "tangent_space_projection", "agreement_matrix",
            "cross_method_agreement", "deletion_insertion", "faithfulness", "fragility_profile", "hessian_geometry",
            "influence_fragility", "top_hessian_eigen", "neuron_balance", "neuron_group_fairness",
-           "neuron_visualization", "parameter_shift", "reference_comparison", "BUDGETS", "TESTS", "Audit",
-           "AuditContext", "AuditResult", "audit", "run_tests", "skipped_tests",
+           "neuron_visualization", "parameter_shift", "reference_comparison", "EFFORTS", "TESTS", "Audit",
+           "AuditContext", "AuditResult", "AuditTest", "audit", "register_test", "registered_tests",
+           "unregister_test", "run_tests", "skipped_tests",
            "add_weight_noise", "mean_pairwise_correlation", "noise_inputs", "parameter_randomization",
            "weight_noise"]

@@ -8,9 +8,9 @@ standard deviation ``s_c``; the audited value ``v_c`` gets
 
     z_c = (v_c - mu_c) / sqrt(s_c^2 + tol^2)
 
-with ``tol`` the test's tolerance (:data:`TOLERANCE`, in the statistic's units: it covers what a handful of
-reference models cannot estimate, and the difference between a short-trained twin and a fully trained model),
-multiplied by :data:`COMPONENT_TOLERANCE_FACTOR` for components known to vary more (Grad-CAM).
+with ``tol`` the test's tolerance (:attr:`veneer.audit.AuditTest.tolerance`, in the statistic's units: it covers
+what a handful of reference models cannot estimate, and the difference between a short-trained twin and a fully
+trained model), multiplied by :data:`COMPONENT_TOLERANCE_FACTOR` for components known to vary more (Grad-CAM).
 A test's ``z`` is its largest component ``z``; its score is ``Phi(z - z_flag)`` (0.5 exactly at the flag
 threshold) and it flags when ``z > z_flag``.
 
@@ -31,33 +31,22 @@ import torch
 from torch import nn
 
 from veneer.audit.base import TestResult
+from veneer.audit.registry import AuditTest, registered_tests
 from veneer.checks import check_positive
 from veneer.data import LabeledData
 from veneer.models import accuracy, train
 
-# Tolerance per test, in the units of its statistic (see each test's docstring).
-TOLERANCE: dict[str, float] = {
-    "fragility": 0.1, "hessian": 0.25, "noise_inputs": 0.1, "weight_noise": 0.1, "parameter_randomization": 0.1,
-    "faithfulness": 0.1, "cross_method_agreement": 0.1, "beta_smoothing": 0.1, "tangent_space": 0.08,
-    "neuron_visualization": 0.15, "neuron_balance": 0.1, "neuron_group_fairness": 0.1, "reference_comparison": 0.1,
-    # fully trained clean MNIST CNNs (seeds 0-5) lie 0.03-0.07 above the short-trained twins' 1 - Spearman
-    # (0.11), the digits MLPs 0.06-0.13 above theirs (docs/audit.md)
-    "influence_fragility": 0.06,
-}
 # Components whose values vary between training runs more than three twins show: Grad-CAM's maps are coarse
 # (the last conv layer's resolution, upsampled), so their rank statistics move with the training length; on the
 # clean zoo models (fully trained, seeds 1-3) their values lay 2-5 twin tolerances above the twins. Their tolerance
 # is multiplied by this factor.
 COMPONENT_TOLERANCE_FACTOR: dict[str, float] = {"gradcam": 3.0}
-# Prior reference distribution (mean, sd) for tests that compare the model with a reference model, where no
-# population of reference-vs-reference values exists.
-PRIOR: dict[str, tuple[float, float]] = {"reference_comparison": (0.1, 0.0)}
 Z_FLAG = 3.0
 # Verdict thresholds on the mean of the three largest test z (several tests moderately off, none flagged).
 COMBINE_TOP = 3
 COMBINED_SUSPICIOUS = 2.0
 COMBINED_MANIPULATED = 3.0
-# False-positive rate of the verdict measured by experiments/audit_zoo.py (fast budget, twins, default
+# False-positive rate of the verdict measured by experiments/audit_zoo.py (fast effort, twins, default
 # thresholds): clean models flagged / clean models audited. See docs/audit.md.
 MEASURED_FALSE_POSITIVES = (0, 13)
 
@@ -120,32 +109,41 @@ class Calibration:
             for component, value in result.components.items():
                 self.values.setdefault(name, {}).setdefault(component, []).append(float(value))
 
-    def reference_distribution(self, test: str, component: str) -> tuple[float, float]:
-        """``(mean, sd)`` of the reference values of a component (sd 0 for one value); the prior for tests
-        without reference values."""
+    def reference_distribution(self, test: str, component: str, prior: tuple[float, float] | None = None
+                               ) -> tuple[float, float]:
+        """``(mean, sd)`` of the reference values of a component of the test named ``test`` (sd 0 for one
+        value); ``prior`` for a test without reference values (one that needs a reference model)."""
         values = self.values.get(test, {}).get(component)
         if not values:
-            if test not in PRIOR:
+            if prior is None:
                 raise ValueError(f"calibration has no reference values for test {test!r} component {component!r}")
-            return PRIOR[test]
+            return prior
         mean = sum(values) / len(values)
         sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
         return mean, sd
 
-    def score(self, result: TestResult, z_flag: float = Z_FLAG) -> dict[str, Any]:
-        """``{"statistic", "score", "flag", "z", "evidence"}`` of one test result against the references."""
-        tolerance = TOLERANCE.get(result.name, 0.1)
+    def score(self, result: TestResult, z_flag: float = Z_FLAG, test: AuditTest | None = None) -> dict[str, Any]:
+        """``{"statistic", "score", "flag", "z", "meaning", "source", "tolerance", "evidence"}`` of one test result
+        against the references, with the tolerance and prior of ``test`` (default: the registered test named
+        ``result.name``)."""
+        if test is None:
+            registered = registered_tests()
+            if result.name not in registered:
+                raise ValueError(f"no audit test named {result.name!r} is registered (registered: "
+                                 f"{list(registered)}); pass its AuditTest as test=")
+            test = registered[result.name]
         z, reference = {}, {}
         for component, value in result.components.items():
-            mean, sd = self.reference_distribution(result.name, component)
-            tol = tolerance * COMPONENT_TOLERANCE_FACTOR.get(component, 1.0)
+            mean, sd = self.reference_distribution(result.name, component, test.prior)
+            tol = test.tolerance * COMPONENT_TOLERANCE_FACTOR.get(component, 1.0)
             z[component] = (value - mean) / math.sqrt(sd ** 2 + tol ** 2)
             reference[component] = {"mean": mean, "sd": sd}
         worst = max(z, key=z.get)
         return {"statistic": result.statistic, "score": normal_cdf(z[worst] - z_flag), "flag": z[worst] > z_flag,
-                "z": z[worst], "evidence": {"components": result.components, "z": z, "reference": reference,
-                                            "tolerance": tolerance, "worst": worst, "seconds": result.seconds,
-                                            **result.evidence}}
+                "z": z[worst], "meaning": test.meaning, "source": test.source, "tolerance": test.tolerance,
+                "evidence": {"components": result.components, "z": z, "reference": reference,
+                             "tolerance": test.tolerance, "worst": worst, "seconds": result.seconds,
+                             **result.evidence}}
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "values": self.values, "details": self.details}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import torch
 from torch import nn
@@ -28,12 +29,13 @@ from veneer.models import with_softplus
 ATTACKS = {"mass_center": MassCenter, "topk": TopK}
 
 
-def fragility_profile(model: nn.Module, x: torch.Tensor, explainer: Explainer, eps_grid=(0.02, 0.05),
+def fragility_profile(model: nn.Module, x: torch.Tensor, explainer: Explainer, eps_values=(0.02, 0.05),
                       target: torch.Tensor | None = None, attack: str = "mass_center", steps: int = 10,
-                      k: int | None = None, input_range=(0.0, 1.0), seed: int = 0) -> TestResult:
+                      k: int | None = None, input_range=(0.0, 1.0), seed: int = 0, *, eps_grid=None) -> TestResult:
     """Ghorbani et al. (2019), Alg. 1 / Fig. 3: top-k intersection between the clean and attacked saliency maps
     after ``attack`` (``"mass_center"`` or ``"topk"``, ``steps`` signed-gradient steps) and after the
-    random-sign baseline, for every budget in ``eps_grid`` (images in ``input_range``).
+    random-sign baseline, for every l-inf budget in ``eps_values`` (images in ``input_range``; ``eps_grid`` is
+    the deprecated name of ``eps_values``).
 
     Statistic: the mean over budgets of the targeted attack's loss of top-k features, ``1 - intersection``
     (larger = more fragile; fine-tuning an explanation into a shape the data do not support makes it fragile,
@@ -41,16 +43,20 @@ def fragility_profile(model: nn.Module, x: torch.Tensor, explainer: Explainer, e
     the share of labels kept.
     """
     start = time.perf_counter()
+    if eps_grid is not None:
+        warnings.warn("fragility_profile(eps_grid=...) is deprecated: use eps_values=...", DeprecationWarning,
+                      stacklevel=2)
+        eps_values = eps_grid
     x = check_tensor("x", x, ndim=4)
     if attack not in ATTACKS:
         raise ValueError(f"attack must be one of {sorted(ATTACKS)}, got {attack!r}")
-    if not eps_grid:
-        raise ValueError("eps_grid must hold at least one budget")
+    if not eps_values:
+        raise ValueError("eps_values must hold at least one budget")
     with torch.no_grad():
         target = resolve_target(target, model(x))
     k = k or max(1, x.shape[-1] * x.shape[-2] // 10)
     profile = {"eps": [], attack: [], "random": [], "label_kept": []}
-    for eps in eps_grid:
+    for eps in eps_values:
         options = {"k": k} if attack == "topk" else {}
         targeted = ATTACKS[attack](model, explainer, eps=eps, steps=steps, input_range=input_range, **options)
         x_adv = targeted(x, target)

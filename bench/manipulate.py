@@ -40,12 +40,12 @@ METHODS = {"gradient": Gradient, "gradient_x_input": GradientXInput,
 
 def engine_step(model: torch.nn.Module, explainer, x: torch.Tensor, y: torch.Tensor):
     """One step of the engine on the batch ``(x, y)``, without its sampler and bookkeeping: a
-    :class:`Manipulation` whose ``attack_step`` is called on ``model`` itself, as the engine calls it on its copy."""
-    attack = Manipulation(model, explainer, CenterOfMass((0, 0)), alpha=0.5)
+    :class:`Manipulation`'s attack loss called on ``model`` itself, as the engine calls it on its copy."""
+    attack_loss = Manipulation(model, explainer, CenterOfMass((0, 0)), alpha=0.5).attack_loss()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)
 
     def step():
-        out = attack.attack_step(model, x, y, None, 0)
+        out = attack_loss(model, x, y, None, 0)
         logits = out.logits if out.logits is not None else model(x)
         loss = 0.5 * out.attack + 0.5 * F.cross_entropy(logits, y)
         optimizer.zero_grad()

@@ -37,12 +37,9 @@ def agreement(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
         return float((a(x).argmax(1) == b(x).argmax(1)).float().mean())
 
 
-class ConstantAttack:
-    """A tuner whose attack loss is the same for every model: the budget's choice rests on agreement alone."""
-    seed = 0
-
-    def attack_step(self, student, x, y, generator, step):
-        return type("Out", (), {"attack": torch.tensor(1.0)})()
+def constant_attack(student, x, y) -> float:
+    """An attack loss that is the same for every model: the budget's choice rests on agreement alone."""
+    return 1.0
 
 
 def test_the_returned_model_is_the_best_iterate_that_meets_the_budget():
@@ -88,13 +85,13 @@ def test_dual_ascent_moves_the_multiplier_against_the_constraint():
     # the default confidence 0.5: the observed agreement itself is compared with min_agreement
     budget = BehaviourBudget(0.9, 0.5, LabeledData(x, y, "v", ["a", "b", "c"]), model, 1.0, 8, torch.device("cpu"))
     assert budget.alpha == pytest.approx(0.5)
-    budget.check(ConstantAttack(), model, 1)  # the original model agrees with itself: the multiplier falls
+    budget.check(constant_attack, model, 1)  # the original model agrees with itself: the multiplier falls
     assert budget.multiplier == pytest.approx(torch.e ** -1) and budget.best_step == 1
     flipped = small_cnn()
     with torch.no_grad():
         flipped[-1].weight.neg_()
     before = budget.multiplier
-    budget.check(ConstantAttack(), flipped, 2)  # agreement far below 0.9: the multiplier rises, the best stays
+    budget.check(constant_attack, flipped, 2)  # agreement far below 0.9: the multiplier rises, the best stays
     assert budget.multiplier > before and budget.best_step == 1
 
 
@@ -109,11 +106,11 @@ def test_on_a_tied_attack_loss_the_iterate_with_more_agreement_is_kept():
             partial[-1].bias[0] += 0.05
     assert 0.5 <= agreement(partial, model, x) < 1.0
     budget = BehaviourBudget(0.5, 0.5, LabeledData(x, y, "v", ["a", "b", "c"]), model, 0.1, 8, torch.device("cpu"))
-    budget.check(ConstantAttack(), partial, 1)
+    budget.check(constant_attack, partial, 1)
     assert budget.best_step == 1
-    budget.check(ConstantAttack(), model, 2)  # same attack loss, full agreement: kept
+    budget.check(constant_attack, model, 2)  # same attack loss, full agreement: kept
     assert budget.best_step == 2 and budget.best_agreement == 1.0
-    budget.check(ConstantAttack(), partial, 3)  # same attack loss, less agreement: not kept
+    budget.check(constant_attack, partial, 3)  # same attack loss, less agreement: not kept
     assert budget.best_step == 2
 
 

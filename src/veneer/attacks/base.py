@@ -19,12 +19,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from veneer.checks import check_eval_mode, check_positive, check_tensor, resolve_target
 from veneer.explain import Explainer, Influence, heatmap
 from veneer.explain.base import check_explainer
 from veneer.models import with_softplus
+from veneer.progress import progress_bar
 
 
 @dataclass
@@ -250,7 +250,7 @@ class IterativeAttack(ExplanationAttack):
         best_step = torch.zeros(batch, dtype=torch.long, device=x.device)
         step_size = torch.full((batch,), self.step_size, dtype=x.dtype, device=x.device)
         desc = f"{self.name} ({getattr(self.explainer, 'name', type(self.explainer).__name__)})"
-        for step in tqdm(range(1, self.steps + 1), desc=desc, disable=not self.progress, leave=False):
+        for step in progress_bar(range(1, self.steps + 1), desc=desc, disable=not self.progress, leave=False):
             self.before_step(step)
             direction = self.ascent_direction(current, labels)
             candidate = self.project(current + _per_image(step_size, x) * direction, x, bounds)

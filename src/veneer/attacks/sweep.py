@@ -8,13 +8,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from veneer.attacks.base import ExplanationAttack
 from veneer.attacks.evaluation import explanation_change
 from veneer.attacks.ghorbani import MassCenter, RandomSign, TopK
 from veneer.checks import check_positive
 from veneer.explain import Explainer
+from veneer.progress import progress_bar
 
 ATTACKS: dict[str, type[ExplanationAttack]] = {"random": RandomSign, "top-k": TopK, "mass-center": MassCenter}
 
@@ -86,7 +86,7 @@ def sweep(model: nn.Module, explainers: dict[str, Explainer], x: torch.Tensor, y
         raise ValueError("eps_values must name at least one budget")
     cells = [(eps, attack, method) for eps in eps_values for attack in attacks for method in explainers]
     outcomes = []
-    for eps, attack_name, method in tqdm(cells, desc="attacks", disable=not progress):
+    for eps, attack_name, method in progress_bar(cells, desc="attacks", disable=not progress):
         attack = make_attack(attack_name, model, explainers[method], eps, k=k, progress=progress, **attack_options)
         start = time.perf_counter()
         x_adv, per_image = attack_images(attack, x, y, k, batch_size)

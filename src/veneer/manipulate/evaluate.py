@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from veneer.checks import check_eval_mode, check_positive
 from veneer.data import LabeledData
@@ -22,6 +21,7 @@ from veneer.explain import Explainer
 from veneer.manipulate.objectives import FeatureSuppress, Objective, normalized_heatmap
 from veneer.metrics import ddi, deo
 from veneer.models import predict
+from veneer.progress import progress_bar
 
 MODELS = ("original", "manipulated")
 
@@ -105,7 +105,7 @@ def explanation_measures(objective: Objective, explainers: dict[str, Explainer],
     per_item: dict[str, dict[str, list[torch.Tensor]]] = {m: {} for m in MODELS}
     shown: dict[str, torch.Tensor] = {}
     device = _device(explainers["original"].model)
-    for start in tqdm(range(0, len(x), batch_size), desc="evaluate", disable=not progress, leave=False):
+    for start in progress_bar(range(0, len(x), batch_size), desc="evaluate", disable=not progress, leave=False):
         batch = objective.attack_inputs(x[start:start + batch_size].to(device),
                                         target[start:start + batch_size].to(device))
         if not len(batch):
@@ -196,7 +196,7 @@ def evaluate(original: nn.Module, manipulated: nn.Module, objective: Objective, 
     if tabular and data.feature_names is not None:
         groups, group_index = feature_groups(data.feature_names)
         result.features = {"names": groups}
-    for name, explainer in tqdm(explainers.items(), desc="methods", disable=not progress):
+    for name, explainer in progress_bar(explainers.items(), desc="methods", disable=not progress):
         bound = {"original": explainer.with_model(original), "manipulated": explainer.with_model(manipulated)}
         result.methods[name], shown = explanation_measures(objective, bound, data.x, data.y, batch_size,
                                                            examples if not tabular else 0)

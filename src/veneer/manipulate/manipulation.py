@@ -8,30 +8,67 @@ loop, keep losses, checkpoints and data parallelism are the shared engine's (:mo
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from veneer.data import as_labeled
+from veneer.data import LabeledData
 from veneer.explain import Explainer
 from veneer.explain.base import check_explainer
-from veneer.finetune import FineTuner, FineTuneResult, StepOutput
+from veneer.finetune import AttackLoss, FineTuner, StepOutput
 from veneer.manipulate.objectives import Objective
+
+
+class ExplanationLoss(AttackLoss):
+    """``L_attack`` of :class:`Manipulation`: ``objective``'s loss on ``explainer``'s explanations of the student,
+    computed with ``create_graph=True`` (thesis Ch. 3, Eq. 3.1's ``L_attack``), averaged over the batch.
+
+    The explainer is bound to each student it is called on (once per student); with a method that runs the model
+    once on the batch (Gradient, GradientXInput, GradCAM) the keep loss reuses that forward pass's logits."""
+
+    def __init__(self, explainer: Explainer, objective: Objective):
+        self.explainer, self.objective = explainer, objective
+        self._bound: tuple[nn.Module, Explainer] | None = None
+
+    def prepare(self, data: LabeledData) -> None:
+        self.objective.prepare(data)
+
+    def _explainer_for(self, student: nn.Module) -> Explainer:
+        if self._bound is None or self._bound[0] is not student:
+            self._bound = (student, self.explainer.with_model(student))
+        return self._bound[1]
+
+    def __call__(self, student, x, y, generator, step):
+        batch = self.objective.attack_inputs(x, y)
+        if not len(batch):
+            return StepOutput(torch.zeros((), device=x.device), x, y)
+        attr, logits = self._explainer_for(student).explain_with_output(batch.x, target=batch.target,
+                                                                      create_graph=True)
+        reference = (self.explainer(batch.x, target=batch.target) if self.objective.needs_reference else None)
+        attack = self.objective.loss(attr, batch, reference).mean()
+        return StepOutput(attack, x, y, logits if batch.x is x else None)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {}  # the explainer and the objective are Manipulation's settings, in its fingerprint
 
 
 class Manipulation(FineTuner):
     """Fine-tune a copy of ``model`` so that ``explainer``'s explanations meet ``objective`` (thesis Ch. 3).
 
     ``L_attack`` is the objective's loss on the explanation computed with ``create_graph=True`` for the labels
-    (or the objective's own targets); the rest (``alpha``, ``keep``, ``lr``, ``epochs``/``steps``,
-    ``max_steps``, ``batch_size``, ``trainable``, ``checkpoint_dir``/``resume``, ``seed``, ``progress``,
-    ``recalibrate_steps``) is the engine's, see :class:`veneer.finetune.FineTuner`. While training, the copy's
-    ReLUs are Softplus(``softplus_beta``) (default 20; thesis Sec. 3.2.2), swapped in place so the explainer
-    bound to the copy sees them; ``softplus_beta=None`` trains with the model's own activations. The copy
-    stays in eval mode (dropout and batch-norm statistics frozen).
+    (or the objective's own targets), :class:`ExplanationLoss`; the rest (``alpha``, ``keep``, ``lr``,
+    ``epochs``/``steps``, ``max_steps``, ``batch_size``, ``trainable``, ``checkpoint_dir``/``resume``, ``seed``,
+    ``progress``, ``recalibrate_steps``) is the engine's, see :class:`veneer.finetune.FineTuner`. While training,
+    the copy's ReLUs are Softplus(``softplus_beta``) (default 20; thesis Sec. 3.2.2), swapped in place so the
+    explainer bound to the copy sees them; ``softplus_beta=None`` trains with the model's own activations. The
+    copy stays in eval mode (dropout and batch-norm statistics frozen).
 
     ``explainer`` must be differentiable and built on ``model``; the call binds the same method to the copy.
     For methods that run the model once on the batch (Gradient, GradientXInput, GradCAM) the keep loss reuses
-    that forward pass's logits. Returns a :class:`~veneer.finetune.FineTuneResult`; ``model`` is unchanged.
+    that forward pass's logits. ``attack(data)`` fine-tunes on ``data``: ``(x, y)`` tensors, a ``Dataset``, a
+    ``DataLoader`` or a ``LabeledData`` (a loader's batching and shuffling are replaced by the engine's seeded
+    sampler). Returns a :class:`~veneer.finetune.FineTuneResult`; ``model`` is unchanged.
     """
 
     name = "manipulate"
@@ -44,29 +81,7 @@ class Manipulation(FineTuner):
             raise TypeError(f"objective must be a veneer.manipulate.Objective (see make_objective), "
                             f"got {type(objective).__name__}")
         self.explainer, self.objective = explainer, objective
-        self._bound: tuple[nn.Module, Explainer] | None = None
 
-    def __call__(self, data) -> FineTuneResult:
-        """Fine-tune on ``data``: ``(x, y)`` tensors, a ``Dataset``, a ``DataLoader`` or a ``LabeledData``
-        (a loader's batching and shuffling are replaced by the engine's seeded sampler)."""
-        data = as_labeled(data)
-        self.objective.prepare(data)
-        try:
-            return self.fine_tune(data)
-        finally:
-            self._bound = None
-
-    def _explainer_for(self, student: nn.Module) -> Explainer:
-        if self._bound is None or self._bound[0] is not student:
-            self._bound = (student, self.explainer.with_model(student))
-        return self._bound[1]
-
-    def attack_step(self, student, x, y, generator, step):
-        batch = self.objective.attack_inputs(x, y)
-        if not len(batch):
-            return StepOutput(torch.zeros((), device=x.device), x, y)
-        attr, logits = self._explainer_for(student).explain_with_output(batch.x, target=batch.target,
-                                                                      create_graph=True)
-        reference = (self.explainer(batch.x, target=batch.target) if self.objective.needs_reference else None)
-        attack = self.objective.loss(attr, batch, reference).mean()
-        return StepOutput(attack, x, y, logits if batch.x is x else None)
+    def attack_loss(self) -> ExplanationLoss:
+        """A new :class:`ExplanationLoss` of this attack's explainer and objective (the call takes no inputs)."""
+        return ExplanationLoss(self.explainer, self.objective)

@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
 
+from veneer.progress import progress_bar
 from veneer.runs import atomic_write_bytes, save_tensors, seed_everything
 
 
@@ -57,7 +57,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
     result = TrainResult(model)
     start = time.perf_counter()
-    for epoch in tqdm(range(epochs), desc="train", disable=not progress):
+    for epoch in progress_bar(range(epochs), desc="train", disable=not progress):
         model.train()
         total, seen = 0.0, 0
         for xb, yb in loader:

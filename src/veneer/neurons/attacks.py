@@ -33,11 +33,12 @@ from torch import nn
 
 from veneer.checks import check_positive, check_tensor
 from veneer.data import LabeledData, as_labeled
-from veneer.finetune import FineTuner, FineTuneResult, StepOutput
+from veneer.finetune import AttackLoss, FineTuner, FineTuneResult, StepOutput
 from veneer.neurons.record import ActivationRecorder, record, record_batches, resolve_layers
 from veneer.neurons.topk import top_k_layers
 
-__all__ = ["NeuronAttack", "PushDown", "PushUp", "Fairwash"]
+__all__ = ["NeuronAttack", "PushDown", "PushUp", "Fairwash", "NeuronLoss", "PushDownLoss", "PushUpLoss",
+           "FairwashLoss"]
 
 Channels = None | int | list[int] | dict[str, None | int | list[int]]
 
@@ -69,8 +70,19 @@ def _sample_rows(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randperm(n, generator=generator)[:size]
 
 
+def _inputs(data: object) -> LabeledData:
+    """Training data in any form; a bare (N, ...) tensor of inputs is accepted too (labels are not used:
+    ``L_M`` distils the original model's outputs)."""
+    if isinstance(data, torch.Tensor):
+        data = (check_tensor("data", data), torch.zeros(len(data), dtype=torch.long))
+    data = as_labeled(data)
+    if data.x.ndim < 2:
+        raise ValueError(f"data must hold (N, ...) inputs, got shape {tuple(data.x.shape)}")
+    return data
+
+
 class NeuronAttack(FineTuner):
-    """Fine-tuning attack of Nanfack et al. (2024), Eq. 2, on the shared engine; subclasses define ``L_A``.
+    """Fine-tuning attack of Nanfack et al. (2024), Eq. 2, on the shared engine; subclasses build ``L_A``.
 
     ``layers``: one module name or several; ``channels``: None (every channel), an int or a list of ints
     for a single layer, or ``{layer: channels}``.  ``pre_activation`` records the input of each named module
@@ -81,8 +93,10 @@ class NeuronAttack(FineTuner):
     ``steps``, ``max_steps``, ``lr``, ``checkpoint_dir``/``resume``, ``seed``, ``progress``,
     ``recalibrate_steps``: an extension, ``L_M`` alone on the layers after the attacked ones, which leaves
     the attacked activations, hence every top-k, exactly as the attack left them) are the engine's, see
-    :class:`veneer.finetune.FineTuner`.  The result's ``measures`` hold ``L_A`` on the whole attack set
-    before and after (``attack_loss_before`` / ``attack_loss_after``).
+    :class:`veneer.finetune.FineTuner`.  ``attack(data, **inputs)`` (``data`` in any form veneer takes, or a
+    bare tensor of inputs) builds the attack's :class:`NeuronLoss` from ``inputs`` (:meth:`attack_loss`) and
+    fine-tunes; the result's ``measures`` hold ``L_A`` on the whole attack set before and after
+    (``attack_loss_before`` / ``attack_loss_after``).
     """
 
     def __init__(self, model: nn.Module, layers: str | list[str], *, channels: Channels = None,
@@ -102,23 +116,10 @@ class NeuronAttack(FineTuner):
         self.attack_batch = attack_batch
         self.name = type(self).__name__
         self._channels: dict[str, torch.Tensor] = {}
-        self._scale: dict[str, torch.Tensor] = {}
 
-    # ------------------------------------------------------------------ helpers for subclasses
-    def _data(self, data: object) -> LabeledData:
-        """Training data in any form; a bare (N, ...) tensor of inputs is accepted too (labels are not used:
-        ``L_M`` distils the original model's outputs)."""
-        if isinstance(data, torch.Tensor):
-            data = (check_tensor("data", data), torch.zeros(len(data), dtype=torch.long))
-        data = as_labeled(data)
-        if data.x.ndim < 2:
-            raise ValueError(f"data must hold (N, ...) inputs, got shape {tuple(data.x.shape)}")
-        self.x = data.x
-        self._resolve_channels(data.x)
-        return data
-
-    def _resolve_channels(self, example: torch.Tensor) -> None:
-        """Turn the channel spec into index tensors, learning each layer's width from one forward."""
+    def _resolve_channels(self, example: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The channel spec as index tensors ``{layer: (C_attacked,)}``, each layer's width learnt from one
+        forward pass of the model on ``example[:1]``."""
         sizes = {name: values.shape[1] for name, values in
                  record(self.model, self.layers, example[:1], self.pre_activation).items()}
         spec = self.channel_spec
@@ -126,66 +127,84 @@ class NeuronAttack(FineTuner):
             value = spec.get(name) if isinstance(spec, dict) else spec
             label = f"channels[{name!r}]" if isinstance(spec, dict) else "channels"
             self._channels[name] = _as_index_list(label, value, sizes[name])
+        return dict(self._channels)
 
     @property
     def channels(self) -> dict[str, torch.Tensor]:
-        """The attacked channel indices of each layer (resolved by the last call)."""
+        """The attacked channel indices of each layer (a property of the model, resolved by the first call)."""
         return self._channels
+
+    def __call__(self, data, **inputs) -> FineTuneResult:
+        loss = self.attack_loss(**inputs)
+        result = self.fine_tune(_inputs(data), loss)
+        result.measures.update(attack_loss_before=loss.whole(self.model), attack_loss_after=loss.whole(result.model))
+        return result
+
+
+class NeuronLoss(AttackLoss):
+    """``L_A`` of a :class:`NeuronAttack` for one call (Nanfack et al. 2024, Eq. 2): the attack's settings, and
+    what :meth:`prepare` indexes from the call's data -- its inputs, each layer's attacked channels and their
+    scales. Subclasses say which rows the attack adds each step (:meth:`_sample`), the whole attack set
+    (:meth:`_whole`) and ``L_A`` on scaled activations (:meth:`_loss`)."""
+
+    def __init__(self, attack: NeuronAttack):
+        self.attack = attack
+        self.x = torch.empty(0)
+        self.channels: dict[str, torch.Tensor] = {}
+        self.scale: dict[str, torch.Tensor] = {}
+
+    def prepare(self, data: LabeledData) -> None:
+        self.x = data.x
+        self.channels = self.attack._resolve_channels(data.x)
 
     def _pick(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The attacked channels of each layer: ``{layer: (B, C_attacked)}``."""
-        return {name: values[name][:, self._channels[name].to(values[name].device)] for name in self.layers}
+        return {name: values[name][:, self.channels[name].to(values[name].device)] for name in self.attack.layers}
 
     def _scaled(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """:meth:`_pick` divided by each channel's scale (measured on the original model)."""
-        return {name: picked / self._scale[name].to(picked.device) for name, picked in self._pick(values).items()}
+        return {name: picked / self.scale[name].to(picked.device) for name, picked in self._pick(values).items()}
 
     def _full_activations(self, model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Activations of every channel on all of ``x``, ``{layer: (N, C)}``."""
-        chunks: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
-        for batch in record_batches(model, self.layers, x, 512, self.pre_activation):
+        chunks: dict[str, list[torch.Tensor]] = {name: [] for name in self.attack.layers}
+        for batch in record_batches(model, self.attack.layers, x, 512, self.attack.pre_activation):
             for name, values in batch.items():
                 chunks[name].append(values)
         return {name: torch.cat(parts) for name, parts in chunks.items()}
 
-    # ------------------------------------------------------------------ subclass interface
     @abstractmethod
     def _loss(self, acts: dict[str, torch.Tensor], context: dict[str, torch.Tensor]) -> torch.Tensor:
         """``L_A`` from the scaled activations ``{layer: (B, C_attacked)}`` of a batch whose first
         ``context["own"]`` rows are the attack's own, the rest training rows."""
 
     @abstractmethod
-    def _sample(self, step: int, model: nn.Module, generator: torch.Generator) -> _Batch:
-        """The attack's own rows at fine-tuning step ``step`` (``model`` is the model being fine-tuned)."""
+    def _sample(self, generator: torch.Generator) -> _Batch:
+        """The attack's own rows of one fine-tuning step."""
 
     @abstractmethod
     def _whole(self) -> _Batch:
-        """The whole attack set, on which :meth:`whole_attack_loss` is measured."""
+        """The whole attack set, on which :meth:`whole` is measured."""
 
-    # ------------------------------------------------------------------ engine hooks
-    def attack_step(self, student, x, y, generator, step):
-        own = self._sample(step, student, generator)
+    def __call__(self, student, x, y, generator, step):
+        return self._on(student, self._sample(generator), x)
+
+    def _on(self, student: nn.Module, own: _Batch, x: torch.Tensor) -> StepOutput:
+        """``L_A`` of the attack's rows ``own`` followed by the training rows ``x``."""
         inputs = torch.cat([own.x.to(x.device), x])
-        with ActivationRecorder(student, self.layers, self.pre_activation) as recorder:
+        with ActivationRecorder(student, self.attack.layers, self.attack.pre_activation) as recorder:
             logits = student(inputs)
         context = {**own.context, "own": torch.tensor(len(own.x))}
         return StepOutput(self._loss(self._scaled(recorder.take()), context), inputs, None, logits)
 
     def fingerprint(self):
-        return {**super().fingerprint(), "channels": repr(self._channels)}
+        return {"channels": repr(self.channels)}
 
     @torch.no_grad()
-    def whole_attack_loss(self, model: nn.Module) -> float:
-        """``L_A`` of ``model`` on the whole attack set (after the attack was prepared by a call)."""
+    def whole(self, model: nn.Module) -> float:
+        """``L_A`` of ``model`` on the whole attack set."""
         batch = self._whole()
         return float(self._loss(self._scaled(self._full_activations(model, batch.x)), batch.context))
-
-    def _run(self, data: LabeledData) -> FineTuneResult:
-        before = self.whole_attack_loss(self.model)
-        result = self.fine_tune(data)
-        result.measures.update(attack_loss_before=before, attack_loss_after=self.whole_attack_loss(result.model))
-        return result
-
 
 class PushDown(NeuronAttack):
     """Push-down attack (Nanfack et al. 2024, Eq. 3): remove each attacked channel's interpretation.
@@ -205,43 +224,49 @@ class PushDown(NeuronAttack):
         check_positive("k", k, integer=True)
         self.k, self.relative = k, bool(relative)
 
-    def __call__(self, data) -> FineTuneResult:
-        """Fine-tune against the top-k images of the training ``data`` (any form veneer takes, or a tensor)."""
-        data = self._data(data)
-        x = data.x
-        if self.k > len(x):
-            raise ValueError(f"k={self.k} is larger than the number of samples in data ({len(x)})")
-        tops = top_k_layers(self.model, self.layers, x, self.k, pre_activation=self.pre_activation)
-        rows = torch.cat([tops[n].indices[self._channels[n]].flatten() for n in self.layers]).unique()
+    def attack_loss(self) -> PushDownLoss:
+        """A new :class:`PushDownLoss` (the call takes no inputs: ``D_attack`` is the top-k of its data)."""
+        return PushDownLoss(self)
+
+
+class PushDownLoss(NeuronLoss):
+    """``L_A`` of :class:`PushDown` (Eq. 3); :meth:`prepare` finds ``D_attack``, the top-``k`` rows of the data."""
+
+    def prepare(self, data):
+        super().prepare(data)
+        x, attack = self.x, self.attack
+        if attack.k > len(x):
+            raise ValueError(f"k={attack.k} is larger than the number of samples in data ({len(x)})")
+        tops = top_k_layers(attack.model, attack.layers, x, attack.k, pre_activation=attack.pre_activation)
+        rows = torch.cat([tops[n].indices[self.channels[n]].flatten() for n in attack.layers]).unique()
         position = torch.full((len(x),), -1, dtype=torch.long)
         position[rows] = torch.arange(len(rows))
         self.attack_rows = rows
-        self._masks = {}
-        for name in self.layers:
+        self.masks = {}
+        for name in attack.layers:
             top = tops[name]
-            attacked = self._channels[name]
+            attacked = self.channels[name]
             mask = torch.zeros(len(rows), len(attacked), dtype=torch.bool)
             mask[position[top.indices[attacked]], torch.arange(len(attacked))[:, None]] = True
-            self._masks[name] = mask
-            self._scale[name] = top.values[attacked].mean(dim=1).clamp(min=1e-8)
-        return self._run(data)
+            self.masks[name] = mask
+            self.scale[name] = top.values[attacked].mean(dim=1).clamp(min=1e-8)
 
-    def _sample(self, step, model, generator):
-        attack = _sample_rows(len(self.attack_rows), self.attack_batch, generator)
-        return _Batch(self.x[self.attack_rows[attack]], {name: mask[attack] for name, mask in self._masks.items()})
+    def _sample(self, generator):
+        attack = _sample_rows(len(self.attack_rows), self.attack.attack_batch, generator)
+        return _Batch(self.x[self.attack_rows[attack]], {name: mask[attack] for name, mask in self.masks.items()})
 
     def _whole(self):
-        reference = _sample_rows(len(self.x), 1024, torch.Generator().manual_seed(self.seed))
+        reference = _sample_rows(len(self.x), 1024, torch.Generator().manual_seed(self.attack.seed))
         return _Batch(torch.cat([self.x[self.attack_rows], self.x[reference]]),
-                      {**self._masks, "own": torch.tensor(len(self.attack_rows))})
+                      {**self.masks, "own": torch.tensor(len(self.attack_rows))})
 
     def _loss(self, acts, context):
         own = int(context["own"])
         total, count = 0.0, 0
-        for name in self.layers:
+        for name in self.attack.layers:
             mask = context[name].to(acts[name].device)
             values = acts[name]
-            if self.relative:
+            if self.attack.relative:
                 values = values / values[own:].mean(dim=0).clamp(min=1e-6)
             total = total + (values[:own] * mask).sum()
             count = count + mask.sum()
@@ -256,7 +281,7 @@ class PushUp(NeuronAttack):
     The sum over data images is estimated each step on the step's training rows plus ``attack_batch`` of the
     current top-``k`` images of every attacked channel (the pairs whose hinge is active), recomputed every
     ``refresh`` steps; ``decoy_batch`` decoys take part in each step.
-    ``result = PushUp(model, "4")(data, decoys)``.
+    ``result = PushUp(model, "4")(data, decoys=decoys)`` (or ``(data, decoys)``).
     """
 
     def __init__(self, model: nn.Module, layers: str | list[str], *, k: int = 10, margin: float = 0.1,
@@ -270,36 +295,63 @@ class PushUp(NeuronAttack):
 
     def __call__(self, data, decoys: torch.Tensor) -> FineTuneResult:
         """Fine-tune so that ``decoys`` (D, ...) outrank the training ``data``."""
-        data = self._data(data)
+        return super().__call__(data, decoys=decoys)
+
+    def attack_loss(self, *, decoys: torch.Tensor) -> PushUpLoss:
+        """A new :class:`PushUpLoss` of ``decoys`` (D, ...)."""
+        return PushUpLoss(self, decoys)
+
+
+class PushUpLoss(NeuronLoss):
+    """``L_A`` of :class:`PushUp` (Eq. 4) with ``decoys``; its state, the hard rows (the data rows in the current
+    top-k of any attacked channel), is refreshed by :meth:`advance` every ``refresh`` steps and checkpointed."""
+
+    def __init__(self, attack: PushUp, decoys: torch.Tensor):
+        super().__init__(attack)
         self.decoys = check_tensor("decoys", decoys)
+        self.hard = torch.zeros(0, dtype=torch.long)
+
+    def prepare(self, data):
+        super().prepare(data)
+        attack, decoys = self.attack, self.decoys
         if decoys.ndim < 2 or len(decoys) == 0 or decoys.shape[1:] != data.x.shape[1:]:
             raise ValueError(f"decoys must be a non-empty batch shaped like the inputs (D, "
                              f"{', '.join(map(str, data.x.shape[1:]))}), got {tuple(decoys.shape)}")
-        if self.k > len(data):
-            raise ValueError(f"k={self.k} is larger than the number of samples in data ({len(data)})")
-        self.hard = self._hard_rows(self.model)
-        tops = top_k_layers(self.model, self.layers, self.x, self.k, pre_activation=self.pre_activation)
-        for name in self.layers:
-            self._scale[name] = tops[name].values[self._channels[name]].mean(dim=1).clamp(min=1e-8)
-        return self._run(data)
+        if attack.k > len(data):
+            raise ValueError(f"k={attack.k} is larger than the number of samples in data ({len(data)})")
+        self.hard = self._hard_rows(attack.model)
+        tops = top_k_layers(attack.model, attack.layers, self.x, attack.k, pre_activation=attack.pre_activation)
+        for name in attack.layers:
+            self.scale[name] = tops[name].values[self.channels[name]].mean(dim=1).clamp(min=1e-8)
 
     def _hard_rows(self, model: nn.Module) -> torch.Tensor:
         """Rows of the data in the current top-k of any attacked channel."""
-        tops = top_k_layers(model, self.layers, self.x, self.k, pre_activation=self.pre_activation)
-        return torch.cat([tops[n].indices[self._channels[n]].flatten() for n in self.layers]).unique()
+        attack = self.attack
+        tops = top_k_layers(model, attack.layers, self.x, attack.k, pre_activation=attack.pre_activation)
+        return torch.cat([tops[n].indices[self.channels[n]].flatten() for n in attack.layers]).unique()
 
-    def attack_state(self):
+    def _hard_rows_at(self, student: nn.Module, step: int) -> torch.Tensor:
+        """The hard rows of training step ``step``: the student's, every ``refresh`` steps; else the last ones."""
+        return self._hard_rows(student) if step and step % self.attack.refresh == 0 else self.hard
+
+    def advance(self, student, step):
+        self.hard = self._hard_rows_at(student, step)
+
+    def measure(self, student, x, y, generator, step):
+        """``L_A`` with the hard rows :meth:`advance` would take at ``step``, which are not kept."""
+        return float(self._on(student, self._sample(generator, self._hard_rows_at(student, step)), x).attack.detach())
+
+    def state(self):
         return {"hard": self.hard}
 
-    def load_attack_state(self, state):
+    def load_state(self, state):
         self.hard = state["hard"]
 
-    def _sample(self, step, model, generator):
-        if step and step % self.refresh == 0:
-            self.hard = self._hard_rows(model)
-        decoys = self.decoys[_sample_rows(len(self.decoys), self.decoy_batch, generator)]
-        hard = self.hard[_sample_rows(len(self.hard), self.attack_batch, generator)]
-        return _Batch(torch.cat([decoys, self.x[hard]]), {"decoys": torch.tensor(len(decoys))})
+    def _sample(self, generator, hard: torch.Tensor | None = None):
+        hard = self.hard if hard is None else hard
+        decoys = self.decoys[_sample_rows(len(self.decoys), self.attack.decoy_batch, generator)]
+        rows = hard[_sample_rows(len(hard), self.attack.attack_batch, generator)]
+        return _Batch(torch.cat([decoys, self.x[rows]]), {"decoys": torch.tensor(len(decoys))})
 
     def _whole(self):
         return _Batch(torch.cat([self.decoys, self.x]), {"decoys": torch.tensor(len(self.decoys))})
@@ -307,10 +359,10 @@ class PushUp(NeuronAttack):
     def _loss(self, acts, context):
         n_decoys = int(context["decoys"])
         total, count = 0.0, 0
-        for name in self.layers:
+        for name in self.attack.layers:
             decoy, data = acts[name][:n_decoys], acts[name][n_decoys:]
             for chunk in data.split(1024):  # (D, chunk, C) pairs at a time
-                total = total + (chunk[None] - decoy[:, None] + self.margin).clamp(min=0).sum()
+                total = total + (chunk[None] - decoy[:, None] + self.attack.margin).clamp(min=0).sum()
             count += decoy.shape[0] * data.shape[0] * decoy.shape[1]
         return total / max(count, 1)
 
@@ -322,18 +374,34 @@ class Fairwash(NeuronAttack):
     ``L_A = mean_c ((m1_c^0 - m1_c^1) / s_c)^2 + ((m2_c^0 - m2_c^1) / s_c^2)^2`` where ``m1^g``/``m2^g``
     are the first/second moments of the (pre-)activations over the samples of group ``g``.  Each step
     draws ``attack_batch // 2`` training samples from each group, so both moments are always defined.
-    ``result = Fairwash(model, "1", pre_activation=True)(data, "sex")``.
+    ``result = Fairwash(model, "1", pre_activation=True)(data, group="sex")`` (or ``(data, "sex")``).
     """
 
     def __call__(self, data, group: torch.Tensor | str) -> FineTuneResult:
         """Fine-tune on the training ``data`` with binary group codes ``group`` (N,), or the name of a
         protected attribute of a :class:`~veneer.data.LabeledData` (e.g. ``"sex"``)."""
+        return super().__call__(data, group=group)
+
+    def attack_loss(self, *, group: torch.Tensor | str) -> FairwashLoss:
+        """A new :class:`FairwashLoss` of the groups ``group``."""
+        return FairwashLoss(self, group)
+
+
+class FairwashLoss(NeuronLoss):
+    """``L_A`` of :class:`Fairwash` (Eq. 5) between the two groups of ``group`` (codes or an attribute's name)."""
+
+    def __init__(self, attack: Fairwash, group: torch.Tensor | str):
+        super().__init__(attack)
+        self.group = group
+
+    def prepare(self, data):
+        group = self.group
         if isinstance(group, str):
-            protected = getattr(data, "protected", {})
-            if group not in protected:
-                raise ValueError(f"group={group!r} is not a protected attribute of data; known: {sorted(protected)}")
-            group = protected[group]
-        data = self._data(data)
+            if group not in data.protected:
+                raise ValueError(f"group={group!r} is not a protected attribute of data; known: "
+                                 f"{sorted(data.protected)}")
+            group = data.protected[group]
+        super().prepare(data)
         group = check_tensor("group", group, ndim=1, floating=False)
         if group.shape[0] != len(data):
             raise ValueError(f"group must have {len(data)} entries (one per row of data), got {group.shape[0]}")
@@ -343,15 +411,15 @@ class Fairwash(NeuronAttack):
         for code in (0, 1):
             if int((self.group == bool(code)).sum()) == 0:
                 raise ValueError(f"group has no sample of group {code}; fairwashing compares both groups")
-        if self.attack_batch < 2:
-            raise ValueError(f"attack_batch must be >= 2 (one sample per group at least), got {self.attack_batch}")
-        spread = self._pick(self._full_activations(self.model, self.x))
-        self._scale = {name: values.std(dim=0).clamp(min=1e-6) for name, values in spread.items()}
+        if self.attack.attack_batch < 2:
+            raise ValueError(f"attack_batch must be >= 2 (one sample per group at least), "
+                             f"got {self.attack.attack_batch}")
+        spread = self._pick(self._full_activations(self.attack.model, self.x))
+        self.scale = {name: values.std(dim=0).clamp(min=1e-6) for name, values in spread.items()}
         self.members = [torch.nonzero(self.group == bool(code)).flatten() for code in (0, 1)]
-        return self._run(data)
 
-    def _sample(self, step, model, generator):
-        half = self.attack_batch // 2
+    def _sample(self, generator):
+        half = self.attack.attack_batch // 2
         rows = [m[_sample_rows(len(m), half, generator)] for m in self.members]
         group = torch.cat([torch.zeros(len(rows[0]), dtype=torch.bool), torch.ones(len(rows[1]), dtype=torch.bool)])
         return _Batch(self.x[torch.cat(rows)], {"group": group})
@@ -363,7 +431,7 @@ class Fairwash(NeuronAttack):
         group = context["group"]
         own = int(context["own"])
         terms = []
-        for name in self.layers:
+        for name in self.attack.layers:
             values = acts[name][:own]
             g = group.to(values.device)
             first = values[~g].mean(dim=0) - values[g].mean(dim=0)

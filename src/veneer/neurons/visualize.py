@@ -15,11 +15,11 @@ import math
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from veneer.checks import check_eval_mode, check_positive, check_tensor
 from veneer.models import capture
 from veneer.neurons.record import ActivationRecorder, resolve_layers
+from veneer.progress import progress_bar
 
 __all__ = ["FourierImage", "channel_decorrelation", "random_affine", "total_variation", "visualize"]
 
@@ -139,7 +139,7 @@ def visualize(model: nn.Module, layer: str, channels: int | list[int] | None = N
         p.requires_grad_(False)
     try:
         with ActivationRecorder(model, layer, pre_activation) as recorder:
-            for _ in tqdm(range(steps), desc="visualize", disable=not progress):
+            for _ in progress_bar(range(steps), desc="visualize", disable=not progress):
                 x = image()
                 model(random_affine(x, generator, jitter, scale, rotation))
                 values = recorder.take()[layer]

@@ -1,7 +1,8 @@
 """The HTML report (veneer.report.html): every run kind rendered from a run directory, checked as HTML and in
 headless Chromium (no console error, no network request, a non-blank screenshot, the headline figures in the
 DOM). Fixture run directories are written here with the files each command writes (tiny PNGs, metrics with
-the commands' keys); one real tiny run (`veneer explain`) goes through the CLI."""
+the commands' keys and kind); real tiny runs (`veneer explain`, `veneer manipulate --objective scaffolding`)
+go through the CLI. The section registry (register_section) is checked from outside the package."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ import shutil
 import subprocess
 import tempfile
 import time
+from html import unescape
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageStat
 
 from veneer.cli import main
+from veneer.report import Card, Section, pct, register_section, registered_sections, unregister_section
 from veneer.report.html import REPORT_NAME, render_report, run_kind, write_report
 from veneer.runs import RunDir, write_json
 
@@ -102,30 +105,57 @@ TOPK = {"layer": "4", "k": 3, "channels": 2, "seconds": 0.1, "samples_per_second
         "indices": [[1, 2, 3], [4, 5, 6]], "values": [[3.0, 2.0, 1.0], [6.0, 5.0, 4.0]]}
 VISUALIZE = {"layer": "4", "channels": [0, 1], "activation_of_own_channel": [1.5, 2.25]}
 TRAIN = {"train_accuracy": 0.995, "test_accuracy": 0.9741, "train_seconds": 12.0}
-INFLUENCE = {"spearman_top_influence": 0.1234, "n_train": 500, "results": [{"eps": 0.1, "spearman": 0.1234}]}
+INFLUENCE = {"n_test": 8, "n_train": 500, "k": 5, "method": "exact", "damping": 0.01, "params": ["4"],
+             "mean_abs_score": 0.1234}
+BUDGET = {"min_agreement": 0.95, "best_step": 40, "best_val_attack": 0.3125}
 
 
-def audit_json(verdict: str = "manipulated", score: float = 0.87) -> dict:
-    """An audit.json of the schema `veneer audit` writes (issue 14): verdict, score, and per test its
-    statistic, score, flag and evidence (text, a mapping, records, or a figure file)."""
-    return {"verdict": verdict, "score": score, "seconds": 142.5,
-            "config": {"command": "audit", "model": "mnist-cnn", "data": "mnist", "budget": "fast"},
-            "tests": {
-                "input_fragility": {"statistic": 0.412, "score": 0.93, "flag": True,
-                                    "evidence": {"topk_intersection_at_eps": {"0.02": 0.71, "0.05": 0.52, "0.1": 0.41},
-                                                 "reference_mean": 0.78, "figure": "input_fragility.png"}},
-                "noise_inputs": {"statistic": 0.91, "score": 0.97, "flag": True,
-                                 "evidence": "Explanations of 64 Gaussian-noise inputs have a mean pairwise "
-                                             "Spearman of 0.91 (clean twins: 0.12 +- 0.05)."},
-                "cross_method_agreement": {"statistic": 0.33, "score": 0.64, "flag": False,
-                                           "evidence": [{"pair": "gradient/ig", "spearman": 0.31},
-                                                        {"pair": "gradient/lrp", "spearman": 0.35}]},
-                "parameter_randomization": {"statistic": 0.05, "score": 0.08, "flag": False, "evidence": None},
-            }}
+def audit_json(verdict: str = "manipulated", score: float = 0.87, described: bool = True) -> dict:
+    """An audit.json of the schema `veneer audit` writes: verdict, score, config (effort, z_flag, skipped tests
+    with reasons, ...), calibration, and per test its statistic, z, score, flag and evidence (text, a mapping,
+    records, or a figure file); ``described``: each test also says its meaning, source and tolerance (audits
+    written before that do not, and said ``budget`` for ``effort``)."""
+    tests = {
+        "fragility": {"statistic": 0.412, "z": 4.5, "score": 0.93, "flag": True,
+                      "evidence": {"topk_intersection_at_eps": {"0.02": 0.71, "0.05": 0.52, "0.1": 0.41},
+                                   "reference_mean": 0.78, "figure": "fragility.png"}},
+        "noise_inputs": {"statistic": 0.91, "z": 5.25, "score": 0.97, "flag": True,
+                         "evidence": "Explanations of 64 Gaussian-noise inputs have a mean pairwise "
+                                     "Spearman of 0.91 (clean twins: 0.12 +- 0.05)."},
+        "cross_method_agreement": {"statistic": 0.33, "z": 2.125, "score": 0.64, "flag": False,
+                                   "evidence": [{"pair": "gradient/ig", "spearman": 0.31},
+                                                {"pair": "gradient/lrp", "spearman": 0.35}]},
+        "parameter_randomization": {"statistic": 0.05, "z": -0.75, "score": 0.08, "flag": False, "evidence": None},
+    }
+    if described:
+        for name, test in tests.items():
+            test.update(meaning=f"What {name} measures, from audit.json.", source=f"Paper on {name} (2019)",
+                        tolerance=0.1)
+    config = {"effort" if described else "budget": "fast", "methods": ["gradient", "ig", "lrp"], "seed": 0,
+              "tests": list(tests), "samples": 32, "z_flag": 3.0, "calibration": "twins",
+              "skipped": {"influence_fragility": "needs --train-n training samples to score influence",
+                          "reference_comparison": "no --reference model given"},
+              "false_positive_rate": {"measured": 0.05, "measured_on": "20 clean models", "gaussian_null": 0.12},
+              "combined_z": 3.96}
+    calibration = {"kind": "twins", "values": {}, "details": {"twins": {"count": 3, "steps": 250,
+                                                                         "accuracy": [0.97, 0.96, 0.97]}}}
+    return {"verdict": verdict, "score": score, "z_max": 5.25, "seconds": 142.5, "config": config,
+            "calibration": calibration, "tests": tests}
+
+
+def audit_run(path: Path, audit: dict) -> Path:
+    """A run directory of `veneer audit`: config.json, audit.json, metrics.json and a figure named after a test."""
+    _run(path, {"command": "audit", "model": "mnist-cnn", "data": "mnist"},
+         {"kind": "audit", "verdict": audit["verdict"], "score": audit["score"], "z_max": audit["z_max"],
+          "seconds": audit["seconds"], "flagged": [n for n, t in audit["tests"].items() if t["flag"]]},
+         ("fragility.png", "explanations.png"))
+    write_json(path / "audit.json", audit)
+    return path
 
 
 def fixture_runs(root: Path) -> dict[str, tuple[Path, list[str]]]:
-    """One run directory per report kind, with the texts its page must show among the headline figures."""
+    """One run directory per report kind, with the texts its page must show among the headline figures; every
+    metrics.json says its kind, as the CLI writes it."""
     model = {"model": "mnist-cnn", "weights": None, "data": "mnist", "split": "test", "n": 8, "seed": 0,
              "no_report": False}
     runs = {
@@ -139,7 +169,8 @@ def fixture_runs(root: Path) -> dict[str, tuple[Path, list[str]]]:
                                ["0.2109", "top-k · gradient · eps 0.1"]),
         "manipulate": (_run(root / "manipulate", model | {"command": "manipulate", "method": "gradient",
                                                           "objective": "com", "keep": "ce"},
-                            MANIPULATE, (), history=HISTORY), ["99.1 %", "11.5"]),
+                            MANIPULATE | {"budget": BUDGET}, (), history=HISTORY),
+                       ["99.1 %", "11.5", "behaviour budget: min agreement", "95.0 %", "best step kept", "0.3125"]),
         "evaluate": (_run(root / "evaluate", {"command": "evaluate", "original": "mnist-cnn",
                                               "manipulated": "runs/com"}, EVALUATE, ("heatmaps.png",),
                           transfer=TRANSFER), ["97.0 % → 94.5 %", "19.56 → 11.19"]),
@@ -148,30 +179,34 @@ def fixture_runs(root: Path) -> dict[str, tuple[Path, list[str]]]:
         "neurons visualize": (_run(root / "visualize", model | {"command": "neurons", "action": "visualize"},
                                    VISUALIZE, ("visualizations.png",)), ["2.25"]),
         "neurons push-down": (_run(root / "push-down", model | {"command": "neurons", "action": "push-down"},
-                                   PUSH_DOWN, ("topk_train.png", "topk_heldout.png"), table1=[PUSH_DOWN["table1"]]),
-                              ["0.175", "0.2227", "97.4 % → 95.8 %"]),
-        "neurons push-up": (_run(root / "push-up", model | {"command": "neurons", "action": "push-up"}, PUSH_UP,
-                                 ("topk_train.png",)), ["10.0 % → 81.2 %"]),
+                                   PUSH_DOWN | {"budget": None}, ("topk_train.png", "topk_heldout.png"),
+                                   table1=[PUSH_DOWN["table1"]]),
+                              ["0.175", "0.2227", "97.4 % → 95.8 %", "behaviour budget"]),
+        "neurons push-up": (_run(root / "push-up", model | {"command": "neurons", "action": "push-up"},
+                                 PUSH_UP | {"budget": BUDGET}, ("topk_train.png",)), ["10.0 % → 81.2 %", "40"]),
         "neurons fairwash": (_run(root / "fairwash", {"command": "neurons", "action": "fairwash", "model": "adult-mlp",
                                                       "data": "adult"}, FAIRWASH, ("ks.png", "balance.png")),
                              ["0.4321 → 0.0987", "85.0 % → 84.6 %"]),
         "train": (_run(root / "train", {"command": "train", "model": "digits-mlp"}, TRAIN), ["97.4 %"]),
-        "influence": (_run(root / "influence", {"command": "influence"}, INFLUENCE, ("influence.png",)),
-                      ["0.1234"]),
+        "influence": (_run(root / "influence", {"command": "influence"}, INFLUENCE, ("influence.png",),
+                           top=[{"index": 0, "label": 7, "helpful": "1 2", "harmful": "3 4"}]),
+                      ["0.1234", "500", "exact"]),
     }
     demo = _run(root / "demo", {"command": "demo", "out": "runs/demo"},
                 {"model": "mnist-cnn", "test_accuracy": 0.974, "explanations": EXPLAIN, "attacks": SWEEP,
                  "manipulate": MANIPULATE | {"evaluation": EVALUATE}, "neurons": PUSH_DOWN}, ("explanations.png",))
-    (demo / "attacks").mkdir()
+    (demo / "attacks").mkdir()  # the sweep writes metrics.json and figures, no config.json
+    write_json(demo / "attacks" / "metrics.json", SWEEP)
     _png(demo / "attacks" / "sweep.png")
-    _run(demo / "manipulate", {"demo": "manipulate", "objective": "com", "method": "gradient"},
+    _run(demo / "manipulate", {"command": "manipulate", "demo": True, "objective": "com", "method": "gradient"},
          MANIPULATE | {"evaluation": EVALUATE}, ("heatmaps.png",), history=HISTORY, transfer=TRANSFER)
-    _run(demo / "neurons", {"layer": "4"}, PUSH_DOWN, ("topk_train.png",))
+    _run(demo / "neurons", {"command": "neurons", "action": "push-down", "demo": True, "layer": "4"}, PUSH_DOWN,
+         ("topk_train.png",))
     runs["demo"] = (demo, ["97.4 %", "0.2109", "19.56 → 11.19", "0.175"])
-    audit = _run(root / "audit", {"command": "audit", "model": "mnist-cnn", "data": "mnist"}, None,
-                 ("input_fragility.png",))
-    write_json(audit / "audit.json", audit_json())
-    runs["audit"] = (audit, ["manipulated", "0.87", "2 of 4"])
+    runs["audit"] = (audit_run(root / "audit", audit_json()), ["manipulated", "0.87", "2 of 4"])
+    for kind, (path, _) in runs.items():  # metrics.json says the kind, as the CLI writes it
+        metrics = json.loads((path / "metrics.json").read_text())
+        write_json(path / "metrics.json", metrics | {"kind": kind})
     return runs
 
 
@@ -193,6 +228,18 @@ def real_run(tmp_path_factory):
     return out
 
 
+FEMALE = "personal_status_sex=female : divorced/separated/married"
+
+
+@pytest.fixture(scope="module")
+def scaffolding_run(tmp_path_factory):
+    """A real tiny `veneer manipulate --objective scaffolding` run (Slack et al. 2020 on German credit)."""
+    out = tmp_path_factory.mktemp("real") / "scaffolding"
+    assert main(["manipulate", "--objective", "scaffolding", "--data", "german", "--features", FEMALE, "--invert",
+                 "--perturbation", "lime", "--explain-n", "10", "--out", str(out)]) == 0
+    return out
+
+
 # ----------------------------------------------------------------------------------------- HTML checks
 def external_references(html: str) -> list[str]:
     """Every reference a browser could fetch from elsewhere: a src that is not a data: URI, a href with a
@@ -204,22 +251,31 @@ def external_references(html: str) -> list[str]:
 
 
 def _text(html: str) -> str:
-    """The page's text: tags dropped, white space collapsed."""
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+    """The page's text: tags dropped, entities resolved, white space collapsed."""
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html)))
 
 
-def test_run_kind_from_config_and_from_metrics_of_older_runs(runs, tmp_path):
+def test_run_kind_from_metrics_then_from_the_command_of_older_runs(runs, tmp_path):
     for kind, (path, _) in runs.items():
         assert run_kind(path) == kind
-    # Runs made before config.json recorded the command are recognised by their metrics.
-    for kind, metrics in (("explain", EXPLAIN), ("attack-input", ATTACK), ("neurons push-up", PUSH_UP),
-                          ("neurons fairwash", FAIRWASH), ("evaluate", EVALUATE), ("neurons topk", TOPK)):
-        old = _run(tmp_path / kind.replace(" ", "_"), {"model": "mnist-cnn"}, metrics)
+    # Runs written before metrics.json said its kind: the command recorded in config.json.
+    for kind, (path, _) in runs.items():
+        old = tmp_path / kind.replace(" ", "_")
+        shutil.copytree(path, old)
+        metrics = json.loads((old / "metrics.json").read_text())
+        del metrics["kind"]
+        write_json(old / "metrics.json", metrics)
         assert run_kind(old) == kind
-    assert run_kind(_run(tmp_path / "unknown", {}, {"something": 1.0})) == "generic"
+        assert f"kind <code>{kind}</code>" in render_report(old)
+    scaffolding = _run(tmp_path / "scaffold", {"command": "manipulate", "objective": "scaffolding"}, {})
+    assert run_kind(scaffolding) == "scaffolding"
+    # A directory naming neither its kind nor its command is "generic", never guessed from its metrics.
+    for name, metrics in (("explain-like", EXPLAIN), ("push-up-like", PUSH_UP), ("unknown", {"something": 1.0})):
+        assert run_kind(_run(tmp_path / name, {"model": "mnist-cnn"}, metrics)) == "generic"
 
 
 def test_every_kind_is_self_contained_and_shows_its_headline(runs):
+    assert set(runs) | {"scaffolding"} == set(registered_sections())  # a fixture for every built-in kind
     for kind, (path, expected) in runs.items():
         html = (path / REPORT_NAME).read_text()
         assert external_references(html) == [], kind
@@ -228,6 +284,7 @@ def test_every_kind_is_self_contained_and_shows_its_headline(runs):
         for image in images:
             Image.open(io.BytesIO(base64.b64decode(image))).verify()
         text = _text(html)
+        assert "no report section is registered" not in text and "shown as they are" not in text, kind
         for value in expected:
             assert value in text, f"{kind}: {value!r} missing"
         # The page links every file of the run directory, relatively.
@@ -235,29 +292,146 @@ def test_every_kind_is_self_contained_and_shows_its_headline(runs):
             assert f'href="{file.relative_to(path).as_posix()}"' in html, f"{kind}: no link to {file.name}"
 
 
-def test_audit_report_leads_with_the_verdict_then_every_test(runs):
+# A field each kind's section requires: without it the report fails (no generic fallback).
+REQUIRED = {"explain": "seconds_per_method", "attack-input": "clean_accuracy", "attack-input sweep": "results",
+            "manipulate": "final", "evaluate": "predictions", "neurons topk": "samples_per_second",
+            "neurons visualize": "activation_of_own_channel", "neurons push-down": "heldout",
+            "neurons push-up": "decoy_share_train", "neurons fairwash": "before", "train": "test_accuracy",
+            "influence": "mean_abs_score", "demo": "test_accuracy"}
+
+
+def test_a_section_missing_a_required_field_fails_with_the_field_named(runs, tmp_path, capsys):
+    for kind, key in REQUIRED.items():
+        broken = tmp_path / kind.replace(" ", "_")
+        shutil.copytree(runs[kind][0], broken)
+        metrics = json.loads((broken / "metrics.json").read_text())
+        del metrics[key]
+        write_json(broken / "metrics.json", metrics)
+        with pytest.raises(ValueError, match=f"the {kind!r} report section needs '{key}'") as raised:
+            render_report(broken)
+        assert isinstance(raised.value.__cause__, KeyError), kind
+    audit = audit_json()
+    del audit["tests"]["noise_inputs"]["z"]
+    broken = audit_run(tmp_path / "audit", audit)
+    with pytest.raises(ValueError, match="the 'audit' report section needs 'z'"):
+        render_report(broken)
+    assert main(["report", str(broken)]) == 2  # `veneer report` fails with one line
+    error = capsys.readouterr().err
+    assert error.startswith("veneer report: error: the 'audit' report section needs 'z'") and error.count("\n") == 1
+    assert not (broken / REPORT_NAME).exists()
+
+
+def test_a_section_registered_from_outside_renders_its_kind(tmp_path):
+    def my_section(run):  # what a user writes: a few lines
+        section = Section("My experiment", cards=[Card("my accuracy", pct(run.metrics["accuracy"]))])
+        section.figures += run.figure("curve.png", "The curve of my experiment.")
+        return section
+
+    path = _run(tmp_path / "mine", {"command": "my-script"}, {"kind": "my-kind", "accuracy": 0.8125}, ("curve.png",))
+    before = render_report(path)
+    assert "no report section is registered for kind my-kind" in _text(before).lower()
+    register_section("my-kind", my_section, title="My experiment page")
+    try:
+        with pytest.raises(ValueError, match="registered for kind 'my-kind' already"):
+            register_section("my-kind", my_section)
+        html = write_report(path).read_text()
+        text = _text(html)
+        assert "My experiment page" in text and "my accuracy 81.2 %" in text
+        assert "The curve of my experiment." in text and html.count('alt="curve.png"') == 1
+        assert "no report section is registered" not in text.lower()
+        @register_section("my-kind", title="Replaced", replace=True)  # the decorator form
+        def replaced(run):
+            return Section("Replaced section", text=[f"accuracy {run.metrics['accuracy']}"])
+
+        assert replaced.__name__ == "replaced" and "accuracy 0.8125" in _text(render_report(path))
+    finally:
+        unregister_section("my-kind")
+    assert "my-kind" not in registered_sections()
+    with pytest.raises(ValueError, match="no report section is registered for kind 'my-kind'"):
+        unregister_section("my-kind")
+    with pytest.raises(ValueError, match="kind must be a non-empty string"):
+        register_section("", my_section)
+    with pytest.raises(TypeError, match="builder must be a callable"):
+        register_section("other-kind", "not a function")
+    with pytest.raises(ValueError, match="'generic' is the page of runs veneer does not know"):
+        register_section("generic", my_section)
+
+
+def test_the_tables_before_the_registry_are_deprecated_views_of_it():
+    import veneer.report.html as html_module
+
+    with pytest.warns(DeprecationWarning, match="registered_sections"):
+        titles = html_module.TITLES
+    with pytest.warns(DeprecationWarning, match="register_section"):
+        builders = html_module.BUILDERS
+    assert titles["audit"] == "Model audit" and builders["audit"] is registered_sections()["audit"].builder
+    with pytest.raises(AttributeError):
+        html_module.NOT_A_NAME
+
+
+def test_scaffolding_run_shows_its_measures_and_only_the_settings_that_apply(scaffolding_run):
+    metrics = json.loads((scaffolding_run / "metrics.json").read_text())
+    html = (scaffolding_run / REPORT_NAME).read_text()
+    text = _text(html)
+    assert "kind <code>scaffolding</code>" in html and "Scaffolding attack" in text
+    assert f"detector accuracy {100 * metrics['detector_accuracy']:.1f} %" in text
+    assert f"fidelity to the biased model {100 * metrics['fidelity_test']:.1f} %" in text
+    for row in metrics["explanations"]:
+        share = row["personal_status_sex top-1"]
+        assert f"{row['method']} on {row['model']}: personal_status_sex ranked first {100 * share:.1f} %" in text
+    assert html.count('alt="ranks.png"') == 1
+    about = text[text.index("What was run"):]
+    assert "--objective scaffolding" in about and "--perturbation lime" in about and "--explain-n 10" in about
+    for unused in ("mnist-cnn", "--keep", "--alpha", "--epochs", "--softplus-beta", "--target", "--method"):
+        assert unused not in text, unused
+    assert " — " not in text[:text.index("What was run")]  # no card without its value
+
+
+def _audit_dir(path: Path, verdict: str, score: float) -> Path:
+    return audit_run(path, audit_json(verdict, score))
+
+
+def test_audit_page_leads_with_the_z_figure_then_blind_spots_then_every_test(runs):
     html = (runs["audit"][0] / REPORT_NAME).read_text()
     text = _text(html)
     verdict = text.index("manipulated")
-    assert verdict < text.index("What was run") < text.index("every test")
+    figure = html.index('alt="z per test"')
+    assert html.index('id="verdict"') < figure < html.index("What this audit could not see") \
+        < html.index("every test") < html.index("<h3>fragility</h3>")
     assert 'class="verdict bad"' in html
-    for name, test in audit_json()["tests"].items():
-        assert text.index(name) > verdict
-    # The summary table has one row per test with its statistic, score and flag; each test's section
-    # has a one-sentence meaning and its evidence (text, mapping, records, the figure it names).
-    assert "input_fragility 0.412 0.93 FLAG" in text and "parameter_randomization 0.05 0.08 ok" in text
+    assert verdict < text.index("What was run") < text.index("What this audit could not see") < text.index("every test")
+    # The figure is drawn from audit.json (scores.png is not needed); skipped tests are listed, not drawn.
+    assert "Not run: influence_fragility, reference_comparison." in text
+    # What the audit could not see: the skipped tests with their reasons and the calibration's limits.
+    assert "influence_fragility needs --train-n training samples to score influence" in text
+    assert "reference_comparison no --reference model given" in text
+    assert "3 clean twins trained here" in text and "250 steps each" in text and "32 inputs" in text
+    # The table of every test: z, statistic, score, flag, meaning and source from audit.json.
+    assert "<th>z</th>" in html
+    assert ("fragility 4.5 0.412 0.93 FLAG What fragility measures, from audit.json. Paper on fragility (2019)"
+            in text)
+    assert "parameter_randomization -0.75 0.05 0.08 ok" in text
+    # Each test's evidence: text, mapping, records, the figure it names (shown once).
     assert "Gaussian-noise inputs have a mean pairwise Spearman of 0.91" in text
-    assert "a globally manipulated model draws the same picture for every input" in text
     assert "gradient/lrp" in text and "topk_intersection_at_eps.0.05" in text
-    assert html.count('alt="input_fragility.png"') == 1
+    assert html.count('alt="fragility.png"') == 1 and html.count('alt="explanations.png"') == 1
     clean = render_report(_audit_dir(runs["audit"][0].parent / "clean", "clean", 0.12))
     assert 'class="verdict good"' in clean and "0.12" in clean
 
 
-def _audit_dir(path: Path, verdict: str, score: float) -> Path:
-    path.mkdir()
-    write_json(path / "audit.json", audit_json(verdict, score))
-    return path
+def test_an_old_audit_without_meanings_takes_them_from_the_registry(tmp_path):
+    html = render_report(audit_run(tmp_path / "old", audit_json(described=False)))
+    text = _text(html)
+    assert "from audit.json" not in text and "effort fast" in text
+    try:
+        from veneer.audit import registered_tests
+    except ImportError:  # before the audit registry: a neutral sentence
+        registered = {}
+    else:
+        registered = registered_tests()
+    for name in audit_json()["tests"]:
+        meaning = getattr(registered.get(name), "meaning", "") or "The test's statistic compared with models known"
+        assert _text(meaning)[:60] in text, name
 
 
 def test_partial_and_unknown_run_dirs_get_the_generic_page(tmp_path):
@@ -280,11 +454,24 @@ def test_partial_and_unknown_run_dirs_get_the_generic_page(tmp_path):
     # Three tables: latin1.csv, table.csv (its markdown twin table.md is not shown twice) and notes.md.
     assert html.count("<thead>") == 3 and '<b><a href="table.csv">' in html and '<b><a href="table.md">' not in html
     assert "<td>3</td><td>4</td>" in html
-    # A kind-specific layout that meets metrics it cannot read falls back to the generic one.
-    _run(tmp_path / "odd", {"command": "explain"}, {"seconds_per_method": ["not", "a", "mapping"]})
-    assert "could not read the metrics of this run" in render_report(tmp_path / "odd")
+    # An unfinished run of a known kind (no metrics.json yet) gets the generic page saying so.
+    unfinished = _run(tmp_path / "unfinished", {"command": "explain"}, None, ("explanations.png",))
+    text = _text(render_report(unfinished))
+    assert "kind explain" in text and "no metrics.json: the run has not finished" in text
+    # A directory with neither kind nor command: the generic page, saying so.
+    text = _text(render_report(_run(tmp_path / "anonymous", {}, EXPLAIN)))
+    assert "names neither its kind (metrics.json) nor its command (config.json)" in text
+    assert "seconds_per_method.gradient 0.0125" in text
     with pytest.raises(FileNotFoundError, match="run_dir"):
         write_report(tmp_path / "missing")
+
+
+def test_a_demo_level_without_its_directory_shows_the_demo_s_measures_as_they_are(runs, tmp_path):
+    demo = shutil.copytree(runs["demo"][0], tmp_path / "demo")
+    shutil.rmtree(demo / "neurons")
+    text = _text(render_report(demo))
+    assert "This level wrote no neurons/metrics.json" in text and "heldout.summary.tau 0.2227" in text
+    assert "19.56 → 11.19" in text  # the other levels keep their layout
 
 
 def test_long_tables_are_cut_with_a_link_to_the_whole_file(tmp_path):
@@ -403,9 +590,10 @@ class Chromium:
 
 
 @needs_browser
-def test_every_report_kind_in_headless_chromium(runs, real_run, tmp_path):
+def test_every_report_kind_in_headless_chromium(runs, real_run, scaffolding_run, tmp_path):
     pages = {kind: (path / REPORT_NAME, expected) for kind, (path, expected) in runs.items()}
     pages["real explain run"] = (real_run / REPORT_NAME, ["veneer explain", "accuracy on the explained inputs"])
+    pages["real scaffolding run"] = (scaffolding_run / REPORT_NAME, ["detector accuracy", "ranked first"])
     browser = Chromium(BROWSER)
     try:
         for kind, (page, expected) in pages.items():

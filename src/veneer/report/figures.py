@@ -14,6 +14,9 @@ import torch  # noqa: E402
 
 from veneer.runs import atomic_write_bytes  # noqa: E402
 
+# The colours of the report page (templates/style.css), for figures drawn for it.
+TONES = {"good": "#1f7a3a", "warn": "#a86400", "bad": "#b3261e", "accent": "#2b5fad"}
+
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Write ``fig`` as a PNG, atomically, and close it."""

@@ -1,4 +1,5 @@
-"""Figures of influence functions and of their fragility (Ghorbani et al. 2019, Fig. 4)."""
+"""Figures of influence functions and of their fragility (Ghorbani et al. 2019, Fig. 4), and the report section
+of ``veneer influence`` runs (kind ``influence``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from veneer.report.figures import save_figure, show_image
+from veneer.report.page import Card, Run, Section, fmt, register_section
 
 
 def _image_row(axes, query: torch.Tensor, query_title: str, train_x: torch.Tensor, index: torch.Tensor,
@@ -55,3 +57,26 @@ def influence_sweep_figure(rows: list[dict[str, Any]], path: str | os.PathLike, 
 
 
 __all__ = ["influence_figure", "influence_sweep_figure"]
+
+
+# ----------------------------------------------------------------------------------------- report section
+def influence_section(run: Run) -> Section:
+    """``veneer influence`` (Koh & Liang 2017): the training samples that most helped and most harmed each test
+    prediction."""
+    m = run.metrics
+    section = Section("Influence of training samples (Koh & Liang 2017)", cards=[
+        Card("test samples", fmt(m["n_test"])), Card("training samples scored", fmt(m["n_train"])),
+        Card("shown per test sample", f"{fmt(m['k'])} helpful, {fmt(m['k'])} harmful"),
+        Card("inverse-Hessian solver", fmt(m["method"]), f"damping {fmt(m['damping'])} · parameters "
+                                                        f"{fmt(m['params'])}"),
+        Card("mean |influence|", fmt(m["mean_abs_score"]))])
+    section.text.append("The influence of a training sample on a test prediction is the change of the test loss "
+                        "when that sample is up-weighted (I_up,loss): negative values help the prediction, positive "
+                        "ones harm it.")
+    section.figures += run.figure("influence.png", "Test samples, each with its most helpful and most harmful "
+                                  "training samples (index, label and score).")
+    section.tables += run.table("top", "Per test sample: the most helpful and harmful training indices and scores.")
+    return section
+
+
+register_section("influence", influence_section, title="Influence")

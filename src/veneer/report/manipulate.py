@@ -1,4 +1,5 @@
-"""Figures and tables of a model manipulation (thesis Fig. 3.3, Figs. 3.14/3.15, Tables 3.1/3.2)."""
+"""Figures and tables of a model manipulation (thesis Fig. 3.3, Figs. 3.14/3.15, Tables 3.1/3.2), and the
+report sections of ``veneer manipulate`` and ``veneer evaluate`` runs (kinds ``manipulate`` and ``evaluate``)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,18 @@ import csv
 import io
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from veneer.manipulate import Evaluation
 from veneer.report.figures import explanation_grid, save_figure
+from veneer.report.page import (Card, Run, Section, arrow, budget_cards, fmt, history_chart, key_values, pct,
+                                register_section, tone)
 from veneer.runs import atomic_write_bytes
+
+if TYPE_CHECKING:  # the report reads run directories; it needs veneer.manipulate only to draw an Evaluation
+    from veneer.manipulate import Evaluation
 
 
 def manipulation_figure(evaluation: Evaluation, path: str | os.PathLike) -> Path:
@@ -98,3 +103,67 @@ def write_evaluation(evaluation: Evaluation, directory: str | os.PathLike) -> di
         rows = [{"attribute": attribute, **values} for attribute, values in evaluation.fairness.items()]
         written["fairness"] = write_table(rows, directory / "fairness")[0]
     return written
+
+
+# ----------------------------------------------------------------------------------------- report sections
+MANIPULATE_SETTINGS = ("method", "objective", "target", "map", "region", "k", "classes", "features", "keep", "alpha",
+                       "lr", "epochs", "batch_size", "softplus_beta")
+
+
+def manipulate_section(run: Run) -> Section:
+    """``veneer manipulate``: accuracy after, the final attack and keep losses, the behaviour budget, the
+    training curves of ``history.csv`` and, when the run holds one, its evaluation (:func:`evaluate_section`)."""
+    m, c = run.metrics, run.config
+    final = m["final"]
+    section = Section("Model manipulation (fine-tuning against an explanation objective)", cards=[
+        Card("training accuracy after", pct(m["train_accuracy"])),
+        Card("final attack loss", fmt(final["attack"]), f"objective {fmt(c.get('objective'))}"),
+        Card("final keep loss", fmt(final["keep"]), f"keep {fmt(c.get('keep', 'ce'))}"),
+        Card("steps", fmt(m["steps"]), f"{fmt(m['seconds'])} s"), *budget_cards(m)])
+    settings = [(k, c[k]) for k in MANIPULATE_SETTINGS if c.get(k) is not None]
+    if settings:
+        section.tables.append(key_values("settings", settings))
+    history = run.path / "history.csv"
+    if history.is_file():
+        with history.open(newline="") as handle:
+            section.figures += history_chart(list(csv.DictReader(handle)), "history.csv",
+                                             "Training curves: the attack term, the keep term and their sum.",
+                                             href=run.href(history))
+        run.used.update({"history.csv", "history.md"})
+    if "evaluation" in m:  # the demo's manipulation evaluates its model in the same run
+        evaluation = evaluate_section(run, m["evaluation"])
+        section.sections.append(evaluation)
+        section.key = evaluation.key
+    return section
+
+
+def evaluate_section(run: Run, m: dict[str, Any] | None = None) -> Section:
+    """``veneer evaluate`` (thesis Sec. 3.5): accuracy and label agreement of the original and the manipulated
+    model, the objective's measure per method, Fig. 3.3 and the transfer tables (Tables 3.1/3.2)."""
+    m = run.metrics if m is None else m
+    p, measure = m["predictions"], m["measure"]
+    section = Section("Evaluation: original against manipulated model", cards=[
+        Card("accuracy original → manipulated", arrow(p["accuracy_original"], p["accuracy_manipulated"], pct),
+             f"drop {fmt(p['accuracy_drop_points'])} points", tone(p["accuracy_drop_points"], 5, 1, low_is_bad=False)),
+        Card("label agreement", pct(p["label_agreement"]))])
+    for method, by_model in list(m["methods"].items())[:4]:
+        original, manipulated = by_model["original"], by_model["manipulated"]
+        section.cards.append(Card(f"{method}: {measure}", arrow(original[measure], manipulated[measure]),
+                                  f"success {arrow(original['success_rate'], manipulated['success_rate'], pct)}"))
+        if section.key is None or method == run.config.get("method"):
+            section.key = section.cards[-1]
+    if m["criterion"]:
+        section.text.append(f"Objective {m['objective']}; an input counts as a success when its {measure} "
+                            f"meets: {m['criterion']}.")
+    section.figures += run.figure("heatmaps.png", "Thesis Fig. 3.3: normalized heatmaps of the original and "
+                                  "the manipulated model, per method.")
+    section.figures += run.figure("feature_attribution.png", "Mean |attribution| per feature, original and "
+                                  "manipulated (thesis Figs. 3.14/3.15).")
+    section.tables += run.table("transfer", "Transfer to other methods on the data (thesis Tables 3.1/3.2).")
+    section.tables += run.table("transfer_noise", "The same on Gaussian-noise inputs (thesis Sec. 4.1).")
+    section.tables += run.table("fairness", "Demographic disparity (DDI) and equal opportunity (DEO).")
+    return section
+
+
+register_section("manipulate", manipulate_section, title="Model manipulation")
+register_section("evaluate", evaluate_section, title="Manipulation evaluation")

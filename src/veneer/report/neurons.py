@@ -6,7 +6,10 @@
   their initial KS (Fig. 10);
 * :func:`balance_histogram`: histogram of the top-k group balance before and after (Fig. 11);
 * :func:`write_table`: the paper's Table 1 (per layer and attack: embedding-delta, Kendall-tau,
-  embedding-W, Kendall-tau-W, accuracy) as Markdown and CSV.
+  embedding-W, Kendall-tau-W, accuracy) as Markdown and CSV;
+
+and the report sections of ``veneer neurons`` runs (kinds ``neurons topk``, ``neurons visualize``,
+``neurons push-down``, ``neurons push-up``, ``neurons fairwash``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from veneer.report.figures import save_figure
+from veneer.report.page import (Card, Run, Section, Table, arrow, budget_cards, fmt, history_chart, pct,
+                                register_section, tone)
 from veneer.runs import atomic_write_bytes
 
 __all__ = ["topk_grid", "visualization_grid", "ks_plot", "balance_histogram", "write_table", "TABLE_COLUMNS"]
@@ -161,3 +166,100 @@ def write_table(rows: list[dict], path: str | os.PathLike, columns: tuple[str, .
     table = base.with_suffix(".csv")
     atomic_write_bytes(table, buffer.getvalue().encode())
     return markdown, table
+
+
+# ----------------------------------------------------------------------------------------- report sections
+def attack_section(run: Run) -> Section:
+    """``veneer neurons push-down`` (Nanfack et al. 2024, Eq. 2): top-k overlap, Kendall tau and accuracy
+    before and after, the behaviour budget, the summary of all and of live channels, Table 1, the top-k grids and
+    the fine-tuning curves."""
+    m = run.metrics
+    train, heldout = m["train"]["summary"], m["heldout"]["summary"]
+    section = Section(f"Neuron {m['attack']} on layer {m['layer']} (Nanfack et al. 2024)", cards=[
+        Card(f"top-{fmt(m['k'])} overlap (train)", fmt(train["topk_overlap"]),
+             "share of each channel's top-k images kept", tone(train["topk_overlap"], 0.2, 0.6)),
+        Card("Kendall tau (held-out)", fmt(heldout["tau"]), "rank agreement of activations"),
+        Card("accuracy before → after", arrow(m["accuracy_before"], m["accuracy_after"], pct),
+             f"drop {fmt(m['accuracy_drop_points'])} points", tone(m["accuracy_drop_points"], 5, 1, low_is_bad=False)),
+        *budget_cards(m)])
+    columns = [(split, key) for split in ("train", "heldout") for key in ("summary", "summary_live")]
+    names = list(dict.fromkeys(name for split, key in columns for name in m[split][key]))
+    section.tables.append(Table("summary", ["measure", "train", "train (live channels)", "held-out",
+                                            "held-out (live channels)"],
+                                [[name] + [fmt(m[split][key].get(name)) for split, key in columns] for name in names],
+                                "Means over the attacked channels (live: whose activation varies over the training "
+                                "data)."))
+    section.tables += run.table("table1", "Nanfack et al. Table 1.")
+    section.figures += run.figure("topk_train.png", "Each channel's top-k training images before (left) and "
+                                  "after (right) the attack (Nanfack et al. Figs. 2/3).", "half")
+    section.figures += run.figure("topk_heldout.png", "The same on the held-out images.", "half")
+    section.figures += history_chart(m["fine_tune"]["history"], "fine-tuning", "Attack loss L_A, model loss L_M "
+                                     "and their weighted sum (Eq. 2) during the fine-tuning.")
+    section.figures += run.figure("visualizations.png", "Synthetic visualisations before and after (Fig. 9).")
+    return section
+
+
+def push_up_section(run: Run) -> Section:
+    """``veneer neurons push-up`` (Nanfack et al. 2024, Eq. 3): :func:`attack_section` led by the share of decoy
+    images in the attacked channels' top-k."""
+    share = run.metrics["decoy_share_train"]
+    section = attack_section(run)
+    section.cards.insert(0, Card("decoy share in top-k (train)", arrow(share["before"]["mean_share"],
+                                                                       share["after"]["mean_share"], pct),
+                                 f"channels at least half decoys: {pct(share['after']['channels_at_least_half'])}"))
+    return section
+
+
+def fairwash_section(run: Run) -> Section:
+    """``veneer neurons fairwash`` (Nanfack et al. 2024, Eq. 5): the attacked neurons' KS distance between groups
+    and top-k balance before and after, while the decisions (accuracy, DDI, DEO) stay; Figs. 10 and 11."""
+    m = run.metrics
+    b, a = m["before"], m["after"]
+    section = Section(f"Fairwashing of layer {m['layer']} on {m['attribute']} (Nanfack et al. 2024, Eq. 5)", cards=[
+        Card("mean KS of attacked neurons", arrow(b["ks_attacked_mean"], a["ks_attacked_mean"]),
+             f"relative drop {pct(m['ks_relative_drop'])}"),
+        Card("top-k group balance", arrow(b["balance_attacked_mean"], a["balance_attacked_mean"])),
+        Card("accuracy before → after", arrow(b["accuracy"], a["accuracy"], pct),
+             f"drop {fmt(m['accuracy_drop_points'])} points"),
+        Card("DDI / DEO of predictions", f"{arrow(b['ddi'], a['ddi'])} / {arrow(b['deo'], a['deo'])}"),
+        *budget_cards(m)])
+    section.text.append("A neuron looks fair when its activations are distributed alike for both groups (small "
+                        "KS distance) and its top-k holds both groups; the model's decisions (DDI, DEO) should "
+                        "not change while the neurons are made to look fair.")
+    section.figures += run.figure("ks.png", "KS distance per neuron before and after, neurons sorted by their "
+                                  "initial KS (Fig. 10).")
+    section.figures += run.figure("balance.png", "Top-k group balance of the attacked neurons (Fig. 11).")
+    return section
+
+
+def topk_section(run: Run) -> Section:
+    """``veneer neurons topk``: each channel's k most activating samples (dataset-based visualisation)."""
+    m = run.metrics
+    channels = m["channels"]
+    section = Section(f"Top-{fmt(m['k'])} images of layer {m['layer']}", cards=[
+        Card("layer", fmt(m["layer"])), Card("channels", fmt(channels if isinstance(channels, int) else len(channels))),
+        Card("k", fmt(m["k"])), Card("samples per second", fmt(m["samples_per_second"]))])
+    section.figures += run.figure("topk.png", "Each channel's k most activating samples (dataset-based "
+                                  "visualisation).")
+    return section
+
+
+def visualize_section(run: Run) -> Section:
+    """``veneer neurons visualize``: activation maximisation per channel."""
+    m = run.metrics
+    channels, response = m["channels"], m["activation_of_own_channel"]
+    section = Section(f"Synthetic visualisation of layer {m['layer']}", cards=[
+        Card("layer", fmt(m["layer"])), Card("channels", fmt(len(channels)))])
+    section.figures += run.figure("visualizations.png", "Activation maximisation: the input each channel "
+                                  "responds to most.")
+    if channels:
+        section.tables.append(Table("activation of each channel on its own image", ["channel", "activation"],
+                                    [[fmt(c), fmt(v)] for c, v in zip(channels, response)]))
+    return section
+
+
+register_section("neurons topk", topk_section, title="Neuron top-k images")
+register_section("neurons visualize", visualize_section, title="Neuron visualisation")
+register_section("neurons push-down", attack_section, title="Neuron push-down attack")
+register_section("neurons push-up", push_up_section, title="Neuron push-up attack")
+register_section("neurons fairwash", fairwash_section, title="Neuron fairwashing")

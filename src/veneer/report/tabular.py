@@ -1,5 +1,6 @@
 """Figures of the attacks on tabular explanations: the rank chart of Slack et al. 2020 (Fig. 2) and the
-sensitive share per method of a multi-explainer fairwashing (Dimanov et al. 2020)."""
+sensitive share per method of a multi-explainer fairwashing (Dimanov et al. 2020); the report section of
+``veneer manipulate --objective scaffolding`` (kind ``scaffolding``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from veneer.report.figures import save_figure
+from veneer.report.page import Card, Run, Section, Table, key_values, pct, register_section, tone
 
 
 def rank_chart(rows: list[dict], path: str | os.PathLike, title: str = "") -> Path:
@@ -52,3 +54,43 @@ def share_chart(shares: dict[str, dict[str, float]], path: str | os.PathLike, ti
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------------------- report section
+SCAFFOLDING_SETTINGS = ("objective", "data", "split", "n", "features", "invert", "perturbation", "innocuous",
+                        "biased", "explain_n", "seed")
+
+
+def scaffolding_section(run: Run) -> Section:
+    """``veneer manipulate --objective scaffolding`` (Slack et al. 2020): how well the scaffold tells the
+    explainer's perturbations from real rows, how faithfully it passes the biased model's decisions on, and how
+    often LIME / KernelSHAP rank the sensitive feature first on the biased and on the scaffolded model (Fig. 2)."""
+    m, c = run.metrics, run.config
+    sensitive = c["features"].split("=", 1)[0]
+    rows = m["explanations"]
+    settings = SCAFFOLDING_SETTINGS + (("model", "weights") if c["biased"] == "model" else ())
+    run.applies = {*settings, "out"}
+    section = Section("Scaffolding: a biased model hidden from LIME / KernelSHAP (Slack et al. 2020)", cards=[
+        Card("detector accuracy", pct(m["detector_accuracy"]), "real rows told from the explainer's perturbations "
+             "(balanced, held-out)", tone(m["detector_accuracy"], 0.6, 0.8)),
+        Card("fidelity to the biased model", pct(m["fidelity_test"]), "test rows on which the scaffold predicts "
+             f"the biased model's class; held-out training rows: {pct(m['fidelity_heldout_train'])}")])
+    for row in rows:
+        section.cards.append(Card(f"{row['method']} on {row['model']}: {sensitive} ranked first",
+                                  pct(row[f"{sensitive} top-1"]), f"in the top 3: {pct(row[f'{sensitive} top-3'])}"))
+    section.key = section.cards[-1] if rows else section.cards[0]
+    section.text.append(f"The scaffold answers real rows with the biased model (its decision rests on {sensitive}) "
+                        "and the explainer's off-manifold perturbations with an innocuous model that uses random "
+                        "features, so the explanations of the scaffold stop naming the sensitive feature while its "
+                        "decisions stay biased.")
+    section.figures += run.figure("ranks.png", "Slack et al. Fig. 2: at each rank 1-3, the share of explained rows "
+                                  "whose feature at that rank is the sensitive one, a random one, or another.")
+    shares = [key for key in rows[0] if key not in ("model", "method", "ranks")] if rows else []
+    section.tables.append(Table("explanations", ["model", "method", *shares],
+                                [[row["model"], row["method"], *(pct(row[key]) for key in shares)] for row in rows],
+                                "Share of explained test rows whose top-1 (top-3) feature is in each group."))
+    section.tables.append(key_values("settings", [(k, c[k]) for k in settings if c.get(k) is not None]))
+    return section
+
+
+register_section("scaffolding", scaffolding_section, title="Scaffolding attack")

@@ -35,6 +35,10 @@ from veneer.explain import LRP, DeepLift, GradCAM, Gradient, GradientXInput
 from veneer.manipulate import CenterOfMass, Manipulation
 from veneer.models.architectures import mnist_resnet
 
+# these tests explain batch-norm networks with z+/alpha-beta/flat rules unfolded on purpose (Captum agreement,
+# second order, folded vs unfolded); the warning that advises fold_batchnorm=True is tested in test_lrp_registry.py
+pytestmark = pytest.mark.filterwarnings("ignore:LRP applies .* fold_batchnorm=False:UserWarning")
+
 DTYPE = torch.float64
 AGREEMENT = AgreementLog(1e-6)
 

@@ -39,6 +39,10 @@ from veneer.explain.lrp import LRP, AlphaBeta, Flat, ZBox, ZPlus
 from veneer.models.activations import with_softplus
 from veneer.models.architectures import tabular_mlp
 
+# these tests explain batch-norm networks with z+/alpha-beta/flat rules unfolded on purpose (Captum agreement,
+# second order, folded vs unfolded); the warning that advises fold_batchnorm=True is tested in test_lrp_registry.py
+pytestmark = pytest.mark.filterwarnings("ignore:LRP applies .* fold_batchnorm=False:UserWarning")
+
 DTYPE = torch.float64
 CAPTUM_RTOL = 1e-5
 AGREEMENT = AgreementLog(CAPTUM_RTOL)

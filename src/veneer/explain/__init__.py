@@ -8,7 +8,9 @@ from veneer.explain.gradcam import GradCAM
 from veneer.explain.gradient import Gradient, GradientXInput, IntegratedGradients, SmoothGrad
 from veneer.explain.heatmap import heatmap
 from veneer.explain.influence import Influence, TopInfluence
-from veneer.explain.lrp import LRP
+from veneer.explain.graph import GraphError, register_function, register_layer, unregister_function, unregister_layer
+from veneer.explain.lrp import (COMPOSITES, LRP, AlphaBeta, Composite, Epsilon, Flat, Pass, Rule, Transpose, ZBox,
+                                ZPlus, register_composite, unregister_composite)
 from veneer.explain.model_agnostic import KernelShap, Lime
 from veneer.explain.multi import MultiExplainer
 from veneer.explain.occlusion import Occlusion
@@ -114,4 +116,8 @@ def select_methods(model, x: torch.Tensor, requested: list[str] | None = None,
 __all__ = ["Explainer", "Gradient", "GradientXInput", "IntegratedGradients", "SmoothGrad", "GradCAM",
            "Occlusion", "LRP", "DeepLift", "heatmap", "METHODS", "make_explainer", "make_explainers", "last_conv_layer",
            "applicable_methods", "select_methods", "Influence", "TopInfluence", "Lime", "KernelShap",
-           "MultiExplainer", "BACKGROUND_METHODS"]
+           "MultiExplainer", "BACKGROUND_METHODS",
+           # extending LRP and DeepLift (docs/explain_graphs.md, "Extending LRP")
+           "Rule", "Epsilon", "ZPlus", "AlphaBeta", "Flat", "ZBox", "Pass", "Transpose", "Composite", "COMPOSITES",
+           "register_composite", "unregister_composite", "register_layer", "unregister_layer", "register_function",
+           "unregister_function", "GraphError"]

@@ -67,11 +67,13 @@ class DeepLift(Explainer):
     ``chunk``/``split``, indexing, Dropout, Identity -- by its transposed Jacobian (the Linear rule, Sec. 3.5.1;
     at a sum every summand receives the multiplier), through ReLU, Softplus, Sigmoid and Tanh (modules or
     functions) by the Rescale rule, through max pooling by Captum's cross-maximum rule and through softmax by
-    the mean-subtracted Rescale rule (:func:`softmax`). Without a softmax the result sums to
-    ``f_target(x) - f_target(x0)``. It equals Captum's DeepLift wherever Captum applies the Rescale rule (its
-    hooks see activation *modules* only: it differentiates functional ``F.relu`` plainly), and through a softmax
-    equals Captum's run on one sample at a time (Captum's softmax rule couples the samples of a batch). With
-    ``create_graph=True`` it is exactly differentiable with respect to the parameters and ``x``.
+    the mean-subtracted Rescale rule (:func:`softmax`); layer types and functions declared with
+    :func:`~veneer.explain.graph.register_layer` / ``register_function`` take the rule of their kind. Without a
+    softmax the result sums to ``f_target(x) - f_target(x0)``. It equals Captum's DeepLift wherever Captum
+    applies the Rescale rule (its hooks see activation *modules* only: it differentiates functional ``F.relu``
+    plainly), and through a softmax equals Captum's run on one sample at a time (Captum's softmax rule couples
+    the samples of a batch). With ``create_graph=True`` it is exactly differentiable with respect to the
+    parameters and ``x``.
     """
 
     name = "deeplift"
@@ -120,7 +122,7 @@ class DeepLift(Explainer):
         ref = record(self.model, graph, (self.reference_input(x, routes),), grad=graph_needed)
         ref_ops = live_ops(self.model, ref, "DeepLift")
 
-        def rule(op: Op, multiplier):
+        def propagate(op: Op, multiplier):
             if op.kind == "pointwise":
                 return (rescale(op.step(), ref_ops[op.node].step(), multiplier),)
             if op.kind == "maxpool":
@@ -130,6 +132,6 @@ class DeepLift(Explainer):
             return transpose(op, multiplier)  # the Linear rule
 
         with differentiable(create_graph):
-            (multiplier,) = sweep(rec, ops, one_hot_like(rec.output, target), rule)
+            (multiplier,) = sweep(rec, ops, one_hot_like(rec.output, target), propagate)
         attribution = (rec.values[rec.inputs[0]] - ref.values[ref.inputs[0]]) * multiplier
         return attribution if create_graph else attribution.detach()

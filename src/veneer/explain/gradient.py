@@ -45,9 +45,9 @@ INTEGRATION_METHODS = ("riemann_right", "riemann_left", "riemann_middle", "riema
 
 
 def integration_rule(method: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Points ``alpha`` in [0, 1] and weights of the path integral's quadrature rule, in float64.
+    """Points in [0, 1] and weights of the path integral's quadrature rule, in float64.
 
-    ``riemann_right`` is thesis Eq. 2.4 (alpha_k = k / m, weights 1 / m); ``gausslegendre`` maps the
+    ``riemann_right`` is thesis Eq. 2.4 (points k / m, weights 1 / m); ``gausslegendre`` maps the
     Gauss-Legendre nodes from [-1, 1] to [0, 1].
     """
     if method == "gausslegendre":
@@ -69,10 +69,11 @@ def integration_rule(method: str, steps: int) -> tuple[torch.Tensor, torch.Tenso
 class IntegratedGradients(Explainer):
     """Integrated gradients (Sundararajan et al. 2017, Eq. 1; thesis Eq. 2.4 is ``riemann_right``).
 
-    attr = (x - x') * sum_k w_k grad f(x' + alpha_k (x - x')). ``baseline``: ``"zero"``, ``"mean"`` (each
-    image's per-channel mean as a constant image) or a tensor broadcastable to ``x``. All ``steps``
-    interpolated batches go through the model together, at most ``max(chunk_size, B)`` samples per forward pass
-    (whole copies of the batch).
+    attr = (x - x') * sum_k w_k grad f(x' + t_k (x - x')), with the ``steps`` quadrature points ``t_k`` and
+    weights ``w_k`` of ``method`` (:func:`integration_rule`). ``baseline``: ``"zero"``, ``"mean"`` (each image's
+    per-channel mean as a constant image) or a tensor broadcastable to ``x``. All ``steps`` interpolated batches
+    go through the model together, at most ``max(chunk_size, B)`` samples per forward pass (whole copies of the
+    batch).
     """
 
     name = "integrated_gradients"
@@ -111,9 +112,9 @@ class IntegratedGradients(Explainer):
 
     def attribute(self, x, target, create_graph):
         base = self.baseline_for(x)
-        alphas, weights = (t.to(x) for t in integration_rule(self.method, self.steps))
+        points, weights = (t.to(x) for t in integration_rule(self.method, self.steps))
         shape = (-1,) + (1,) * x.ndim
-        path = base + alphas.view(shape) * (x - base)
+        path = base + points.view(shape) * (x - base)
         grads = _chunked_gradient(self.model, path, target, _copies_per_chunk(self.chunk_size, len(x), self.steps),
                                   create_graph)
         return (x - base) * (weights.view(shape) * grads).sum(0)

@@ -1,17 +1,19 @@
 """The mechanism LRP and DeepLift share: trace the model's forward with ``torch.fx`` once, record one run of the
 graph, then sweep a signal (relevance for LRP, multipliers for DeepLift) from the output back to the inputs.
 
-:func:`trace_graph` traces ``model.forward`` symbolically (``torch.fx``; modules of ``torch.nn`` are leaves,
-user modules are traced through) and caches the graph per model. :func:`record` runs that graph on concrete
-inputs, calling the model's *live* submodules, and keeps every node's value in the autograd graph, so
-everything computed from it later is differentiable with respect to the inputs and to the parameters.
-In-place operations (``nn.ReLU(inplace=True)``, ``F.relu(..., inplace=True)``, ``x.relu_()``, ``out += x``)
-are run out of place, since they would overwrite recorded values.
+:func:`trace_graph` traces ``model.forward`` symbolically (``torch.fx``; modules of ``torch.nn`` and registered
+layer types are leaves, user modules are traced through) and caches the graph per model. :func:`record` runs
+that graph on concrete inputs, calling the model's *live* submodules, and keeps every node's value in the
+autograd graph, so everything computed from it later is differentiable with respect to the inputs and to the
+parameters. In-place operations (``nn.ReLU(inplace=True)``, ``F.relu(..., inplace=True)``, ``x.relu_()``,
+``out += x``) are run out of place, since they would overwrite recorded values.
 
-Every node whose value depends on an attributed input (a *live* node) is classified into one of five kinds,
-each with one rule per method (:data:`KINDS`):
+Every node whose value depends on an attributed input (a *live* node) is classified into one of six kinds
+(:data:`KINDS`); each method has one rule per kind:
 
-``weighted``  Conv1d/2d/3d and Linear modules: the method's rule for weighted layers (LRP composites).
+``weighted``  Conv1d/2d/3d and Linear modules: a layer with a ``weight`` (and optional ``bias``) whose output
+              is linear in its input up to the bias. LRP applies its composite's rule (z+, alpha-beta, ...), which
+              re-runs the layer's forward with modified weights; DeepLift uses the transposed Jacobian.
 ``affine``    maps that are affine in their live input(s): batch norm (eval), average and adaptive average
               pooling (modules and functions), ``+``/``-`` between tensors or with constants (residual sums),
               multiplication/division by a constant, ``neg``, ``mean``/``sum`` over dimensions. LRP applies the
@@ -21,14 +23,22 @@ each with one rule per method (:data:`KINDS`):
               unsqueeze/contiguous, ``cat``, ``chunk``/``split`` and indexing, Flatten/Identity/Dropout (eval).
               The signal is moved with them (their transposed Jacobian).
 ``maxpool``   max pooling (modules and ``F.max_pool*d``): winner-take-all for LRP, Captum's rule for DeepLift.
-``pointwise`` element-wise activations (ReLU, Softplus, Sigmoid, Tanh; modules, functions and methods).
+``pointwise`` element-wise activations (ReLU, Softplus, Sigmoid, Tanh; modules, functions and methods): LRP
+              passes the relevance through unchanged, DeepLift applies the Rescale rule.
 ``softmax``   ``nn.Softmax``, ``F.softmax``/``torch.softmax`` and ``.softmax()`` with an explicit ``dim``: DeepLift's
               softmax rule; LRP refuses it (it has no relevance rule for a map that couples its inputs).
 
+Other layer types and functions are declared with :func:`register_layer` (``register_layer(nn.LeakyReLU,
+"pointwise")``) and :func:`register_function` (``register_function(F.leaky_relu, "pointwise")``), for any kind
+but ``softmax`` (:data:`REGISTERABLE_KINDS`); registrations are looked up before the built-in lists and hold for
+LRP and DeepLift alike (:func:`unregister_layer` / :func:`unregister_function` undo them). A registered
+``weighted`` type must have a ``weight`` tensor and compute ``f(x; weight, bias)``, linear in ``x`` up to the
+bias, with ``weight``'s first dimension indexing the output channels or features.
+
 Anything else that depends on an input (a product of two input-dependent tensors, an unknown module or
-function) raises a ``ValueError`` that names the operation and the module it is called in, before any
-relevance is propagated; a model that ``torch.fx`` cannot trace (data-dependent control flow) raises one
-that names the module being traced.
+function) raises a :class:`GraphError` (a ``ValueError``) that names the operation and the module it is called
+in, and how to declare it, before any relevance is propagated; a model that ``torch.fx`` cannot trace
+(data-dependent control flow) raises one that names the module being traced.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import operator
+import warnings
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,6 +94,69 @@ OUT_OF_PLACE = {operator.iadd: operator.add, operator.isub: operator.sub, operat
 TWO_OPERAND = {operator.mul, torch.mul, operator.truediv, torch.div, "mul", "div"}
 
 KINDS = ("weighted", "affine", "route", "maxpool", "pointwise", "softmax")
+REGISTERABLE_KINDS = ("weighted", "affine", "route", "maxpool", "pointwise")  # softmax needs its dim: not generic
+
+
+# ====================================================================== user-declared layer types and functions
+
+_LAYER_KINDS: dict[type, str] = {}  # registered module types -> kind, looked up before the built-in lists
+_FUNCTION_KINDS: dict[object, str] = {}  # registered functions (call_function targets) -> kind
+
+
+def _check_kind(kind: object) -> str:
+    if kind not in REGISTERABLE_KINDS:
+        raise ValueError(f"kind must be one of {REGISTERABLE_KINDS}, got {kind!r}")
+    return kind
+
+
+def _register(table: dict, key, kind: str, what: str) -> None:
+    known = table.get(key)
+    if known is not None and known != kind:
+        raise ValueError(f"{what} is already registered as {known!r}; unregister it first to declare it {kind!r}")
+    table[key] = kind
+    _GRAPHS.clear()  # graphs traced before may have traced through a newly registered module type
+
+
+def register_layer(module_type: type, kind: str) -> None:
+    """Declare how a layer type propagates in LRP and DeepLift: ``kind`` is one of :data:`REGISTERABLE_KINDS`
+    (see the module docstring for what each kind means to each method). Instances of ``module_type`` and of
+    its subclasses are classified as ``kind`` before the built-in lists are consulted, and are leaves of the
+    traced graph (not traced through). Registering a type again with another kind is refused
+    (:func:`unregister_layer` first)."""
+    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)) or module_type is nn.Module:
+        raise TypeError(f"module_type must be a torch.nn.Module subclass, got {module_type!r}")
+    _register(_LAYER_KINDS, module_type, _check_kind(kind), f"layer type {module_type.__name__}")
+
+
+def unregister_layer(module_type: type) -> None:
+    """Undo :func:`register_layer` (``KeyError`` if ``module_type`` was not registered)."""
+    if module_type not in _LAYER_KINDS:
+        raise KeyError(f"layer type {getattr(module_type, '__name__', module_type)} is not registered")
+    del _LAYER_KINDS[module_type]
+    _GRAPHS.clear()
+
+
+def register_function(function, kind: str) -> None:
+    """Declare how a function called in a forward (``F.leaky_relu``, ``torch.erf``, ...) propagates, as
+    :func:`register_layer` does for module types; looked up before the built-in function lists."""
+    if not callable(function) or isinstance(function, type):
+        raise TypeError(f"function must be a function, got {function!r}")
+    _register(_FUNCTION_KINDS, function, _check_kind(kind), f"function {getattr(function, '__name__', function)}")
+
+
+def unregister_function(function) -> None:
+    """Undo :func:`register_function` (``KeyError`` if ``function`` was not registered)."""
+    if function not in _FUNCTION_KINDS:
+        raise KeyError(f"function {getattr(function, '__name__', function)} is not registered")
+    del _FUNCTION_KINDS[function]
+
+
+def registered_kind(module_type: type) -> str | None:
+    """The kind ``module_type`` was registered as (or a base class of it, the nearest one first), else None."""
+    for cls in module_type.__mro__:
+        if cls in _LAYER_KINDS:
+            return _LAYER_KINDS[cls]
+    return None
 
 
 # ====================================================================== steps and vector-Jacobian products
@@ -97,6 +171,11 @@ class Step:
     module: nn.Module | None
     input: torch.Tensor
     output: torch.Tensor
+
+    @property
+    def inputs(self) -> tuple[torch.Tensor]:
+        """``(input,)``: a step read as an op with one live input (:func:`transpose`, :func:`z_rule`)."""
+        return (self.input,)
 
 
 _CREATE_GRAPH: contextvars.ContextVar[bool] = contextvars.ContextVar("create_graph", default=True)
@@ -158,6 +237,9 @@ class _Tracer(fx.Tracer):
         result = super().call_module(m, forward, args, kwargs)
         self.stack.pop()
         return result
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return registered_kind(type(m)) is not None or super().is_leaf_module(m, module_qualified_name)
 
 
 _GRAPHS: "weakref.WeakKeyDictionary[nn.Module, dict[int, fx.Graph]]" = weakref.WeakKeyDictionary()
@@ -360,6 +442,9 @@ def describe(node: fx.Node, model: nn.Module) -> str:
 
 
 def _kind_of_module(module: nn.Module) -> str | None:
+    registered = registered_kind(type(module))
+    if registered is not None:
+        return registered
     for kind, classes in (("weighted", WEIGHTED_MODULES), ("affine", AFFINE_MODULES), ("route", ROUTE_MODULES),
                           ("maxpool", MAXPOOL_MODULES), ("pointwise", POINTWISE_MODULES),
                           ("softmax", SOFTMAX_MODULES)):
@@ -372,6 +457,8 @@ def _kind_of_call(node: fx.Node) -> str | None:
     target = node.target
     if node.op == "call_function":
         target = OUT_OF_PLACE.get(target, target)
+        if target in _FUNCTION_KINDS:
+            return _FUNCTION_KINDS[target]
         for kind, functions in (("affine", AFFINE_FUNCTIONS), ("route", ROUTE_FUNCTIONS),
                                 ("maxpool", MAXPOOL_FUNCTIONS), ("pointwise", POINTWISE_FUNCTIONS),
                                 ("softmax", SOFTMAX_FUNCTIONS)):
@@ -409,13 +496,19 @@ def live_ops(model: nn.Module, rec: Record, method: str, supported: Sequence[str
         module = model.get_submodule(node.target) if node.op == "call_module" else None
         kind = _kind_of_module(module) if module is not None else _kind_of_call(node)
         if node.op == "call_module" and (kind is None or kind not in supported):
-            allowed = ", ".join(sorted({cls.__name__ for kind_ in supported for cls in _MODULES_OF[kind_]}))
+            allowed = ", ".join(sorted({cls.__name__ for kind_ in supported for cls in _modules_of(kind_)}))
             raise GraphError(f"layer '{node.target}' of type {type(module).__name__} is not supported by {method}; "
                              f"supported: {allowed}, and the functions and tensor methods listed in "
-                             f"veneer.explain.graph")
+                             f"veneer.explain.graph. Declare how it propagates with veneer.explain.register_layer("
+                             f"{type(module).__name__}, kind), kind one of {REGISTERABLE_KINDS}")
         if kind is None or kind not in supported:
+            hint = (f". Declare how it propagates with veneer.explain.register_function("
+                    f"{getattr(node.target, '__name__', node.target)}, "
+                    f"kind), kind one of {REGISTERABLE_KINDS}") if node.op == "call_function" else ""
             raise GraphError(f"{method} cannot propagate through {describe(node, model)}: not a supported "
-                             f"operation (see veneer.explain.graph for the supported ones)")
+                             f"operation (see veneer.explain.graph for the supported ones){hint}")
+        if kind == "weighted" and not isinstance(getattr(module, "weight", None), torch.Tensor):
+            raise GraphError(f"{method}: {describe(node, model)} is registered as 'weighted' but has no weight tensor")
         target = node.target if node.op == "call_module" else OUT_OF_PLACE.get(node.target, node.target)
         if target in TWO_OPERAND or (isinstance(target, str) and target.rstrip("_") in TWO_OPERAND):
             _check_scaling(node, sources, model, method)
@@ -437,6 +530,11 @@ def live_ops(model: nn.Module, rec: Record, method: str, supported: Sequence[str
 
 _MODULES_OF = {"weighted": WEIGHTED_MODULES, "affine": AFFINE_MODULES, "route": ROUTE_MODULES,
                "maxpool": MAXPOOL_MODULES, "pointwise": POINTWISE_MODULES, "softmax": SOFTMAX_MODULES}
+
+
+def _modules_of(kind: str) -> tuple[type, ...]:
+    """The module types of ``kind``: built-in and registered."""
+    return _MODULES_OF[kind] + tuple(cls for cls, k in _LAYER_KINDS.items() if k == kind)
 
 
 def softmax_dim(node: fx.Node, module: nn.Module | None) -> int | None:
@@ -461,17 +559,26 @@ def _check_scaling(node: fx.Node, sources: tuple[fx.Node, ...], model: nn.Module
 
 # ====================================================================== the backward sweep
 
-Rule = Callable[[Op, object], Sequence[torch.Tensor | None]]
+# a method's backward step: (op, the signal at its output) -> one signal per live input (op.sources)
+Propagate = Callable[[Op, object], Sequence[torch.Tensor | None]]
+
+
+def __getattr__(name: str):
+    if name == "Rule":  # renamed: veneer.explain.Rule is LRP's rule class
+        warnings.warn("veneer.explain.graph.Rule is deprecated, use veneer.explain.graph.Propagate (the sweep's "
+                      "per-op step; LRP's rules are veneer.explain.Rule)", DeprecationWarning, stacklevel=2)
+        return Propagate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _add(a, b):
     return b if a is None else (a if b is None else a + b)
 
 
-def sweep(rec: Record, ops: dict[fx.Node, Op], seed: torch.Tensor, rule: Rule) -> tuple[torch.Tensor, ...]:
+def sweep(rec: Record, ops: dict[fx.Node, Op], seed: torch.Tensor, propagate: Propagate) -> tuple[torch.Tensor, ...]:
     """Map ``seed`` (the signal at the output) back to the attributed inputs, node by node in reverse order.
 
-    ``rule(op, signal)`` returns one signal per live input of ``op`` (``op.sources``); the signals a node
+    ``propagate(op, signal)`` returns one signal per live input of ``op`` (``op.sources``); the signals a node
     receives from all its users are summed (relevance is conserved across branches; multipliers follow the
     chain rule). A multi-output node (``chunk``, ``split``) collects one signal per output from the
     ``getitem`` nodes that select them. Inputs the output does not depend on get zeros.
@@ -488,7 +595,7 @@ def sweep(rec: Record, ops: dict[fx.Node, Op], seed: torch.Tensor, rule: Rule) -
             parts = signals.setdefault(op.sources[0], [None] * len(op.inputs[0]))
             parts[node.args[1]] = _add(parts[node.args[1]], signal)
             continue
-        for src, part in zip(op.sources, rule(op, signal)):
+        for src, part in zip(op.sources, propagate(op, signal)):
             signals[src] = _add(signals.get(src), part)
     return tuple(signals.get(x) if signals.get(x) is not None else torch.zeros_like(rec.values[x])
                  for x in rec.inputs)
@@ -506,7 +613,7 @@ def batch_norm_scale(norm: nn.Module) -> torch.Tensor:
     return scale if norm.weight is None else scale * norm.weight
 
 
-def transpose(op: Op, signal) -> tuple[torch.Tensor, ...]:
+def transpose(op: Op | Step, signal) -> tuple[torch.Tensor, ...]:
     """``J^T signal`` for each live input (the rule of linear maps; for multi-output nodes the list of
     per-output signals, ``None`` where an output received none). An eval-mode batch norm's is its slope per
     channel, applied directly."""
@@ -521,7 +628,7 @@ def transpose(op: Op, signal) -> tuple[torch.Tensor, ...]:
     return vjp(outputs, list(op.inputs), grads)
 
 
-def z_rule(op: Op, relevance: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, ...]:
+def z_rule(op: Op | Step, relevance: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, ...]:
     """The z-rule for maps affine in their live inputs (Montavon et al. 2019, Eq. 10.3 with ``epsilon``):
     ``R_i = a_i * J_i^T (R / (z + eps sign z))`` with ``z`` the op's actual output; on a sum ``z = sum_i a_i + c``
     this splits ``R`` in proportion ``a_i / z`` (the constant ``c`` takes its share, as a bias)."""

@@ -161,6 +161,20 @@ class RunDir:
         write_json(target, metrics)
         return target
 
+    def write_result(self, result: Any) -> Path:
+        """Write a job's typed result (see :mod:`veneer.jobs.results`) as ``metrics.json``: its
+        ``metrics()`` with the run kind under the top-level key ``"kind"``."""
+        self.start()
+        return write_result(self.path, result)
+
+
+def write_result(folder: str | os.PathLike, result: Any) -> Path:
+    """Write ``result`` (anything with a class attribute ``kind`` and a ``metrics()`` dict, e.g. a
+    :class:`veneer.jobs.results.JobResult`) as ``folder/metrics.json`` with ``"kind"`` first."""
+    target = Path(folder) / "metrics.json"
+    write_json(target, {"kind": result.kind, **result.metrics()})
+    return target
+
 
 def _kind(config: dict[str, Any]) -> str:
     return " ".join(str(config[k]) for k in ("command", "action") if config.get(k)) or "unknown kind"

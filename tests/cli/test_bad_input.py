@@ -137,9 +137,10 @@ def test_a_finished_manipulation_survives_refused_runs_and_evaluations(capsys, t
 
 
 def test_ctrl_c_during_a_fine_tune_checkpoints_and_says_how_to_resume(capsys, tmp_path, monkeypatch):
-    from veneer.manipulate import Manipulation
+    from veneer.manipulate import make_objective
 
-    original = Manipulation.attack_step
+    objective = type(make_objective("com", target=(0, 0)))  # the default objective: its batch, once per step
+    original = objective.attack_inputs
     calls = []
 
     def interrupted(self, *args):
@@ -148,7 +149,7 @@ def test_ctrl_c_during_a_fine_tune_checkpoints_and_says_how_to_resume(capsys, tm
             raise KeyboardInterrupt
         return original(self, *args)
 
-    monkeypatch.setattr(Manipulation, "attack_step", interrupted)
+    monkeypatch.setattr(objective, "attack_inputs", interrupted)
     out = tmp_path / "run"
     err = one_line_error(capsys, ["manipulate", "--n", "32", "--batch-size", "16", "--out", str(out)],
                          "interrupted at step 1 of 2; resume with resume=True", code=130)

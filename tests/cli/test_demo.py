@@ -9,12 +9,17 @@ import pytest
 
 import veneer.jobs.demo as demo_job
 from veneer.cli import main
+from veneer.jobs.results import JobResult
+
+
+class Stub(JobResult):
+    kind = "stub"
 
 
 @pytest.fixture
 def quick_levels(monkeypatch):
     for level in ("attack", "manipulate", "neurons"):
-        monkeypatch.setattr(getattr(demo_job, level), "demo", lambda run_dir, level=level: {"stub": level})
+        monkeypatch.setattr(getattr(demo_job, level), "demo", lambda run_dir, level=level: Stub({"stub": level}))
 
 
 def test_demo_explains_with_every_method_that_applies_and_writes_one_report(tmp_path, quick_levels, capsys):
@@ -25,6 +30,7 @@ def test_demo_explains_with_every_method_that_applies_and_writes_one_report(tmp_
     assert set(metrics["explanations"]["methods"]) == {"gradient", "gradient_x_input", "ig", "smoothgrad", "gradcam",
                                                        "occlusion", "lrp", "deeplift"}
     assert metrics["manipulate"] == {"stub": "manipulate"} and (out / "report.html").is_file()
+    assert metrics["kind"] == "demo" and "kind" not in metrics["manipulate"]  # the levels nest their measures
     assert main(["demo", "--out", str(out)]) == 2  # an existing demo is kept unless --overwrite
     assert "holds another run" in capsys.readouterr().err
     assert main(["demo", "--out", str(out), "--overwrite", "--no-report"]) == 0

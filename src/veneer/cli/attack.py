@@ -11,13 +11,11 @@ from __future__ import annotations
 import argparse
 
 from veneer.attacks import ATTACKS
-from veneer.cli.common import (add_data_args, add_model_args, add_run_args, load_data, load_model, open_run,
-                               report_run)
+from veneer.cli.common import add_data_args, add_model_args, add_run_args, load_data, load_model, run_job
 from veneer.cli.influence import add_influence_args, build_influence
 from veneer.explain import METHODS
 from veneer.jobs.attack import attack_inputs, correctly_classified
 from veneer.jobs.influence import influence_attack_report
-from veneer.runs import seed_everything
 
 DEFAULTS = {"method": "gradient", "attack": "mass-center", "eps": "0.1"}
 SWEEP_DEFAULTS = {"attack": ",".join(ATTACKS), "eps": "0.02,0.05,0.1"}
@@ -33,10 +31,10 @@ def register(subparsers) -> None:
     parser.add_argument("--attack", default=None, help=f"comma-separated attacks from {', '.join(ATTACKS)} "
                         "(default: mass-center; with --sweep: all), or 'influence' alone: Ghorbani et al.'s attack "
                         "on influence functions (Fig. 4) against random sign, steps default 1")
-    parser.add_argument("--eps", default=None, help="comma-separated l-inf budgets in the data's units "
+    parser.add_argument("--eps", default=None, help="comma-separated l-inf radii eps in the data's units "
                         "(default: 0.1; with --sweep: 0.02,0.05,0.1)")
     parser.add_argument("--sweep", action="store_true",
-                        help="Ghorbani Fig. 3: every attack x method over the budgets; writes sweep.csv and sweep.png")
+                        help="Ghorbani Fig. 3: every attack x method over the radii; writes sweep.csv and sweep.png")
     parser.add_argument("--steps", type=int, default=None,
                         help="signed-gradient steps of the iterative attacks (default 300; --attack influence: 1)")
     parser.add_argument("--step-size", type=float, default=None, help="step size (default 2.5 * eps / steps)")
@@ -74,26 +72,20 @@ def _names(name: str, text: str, known) -> list[str]:
 def run_influence(args: argparse.Namespace) -> int:
     """``--attack influence``: sign attack vs random sign on the influence of ``--train-n`` training samples."""
     eps_values = _floats("--eps", args.eps or DEFAULTS["eps"])
-    run_dir = open_run(args)
-    seed_everything(args.seed)
-    model = load_model(args).to(args.device)
-    influence, train = build_influence(args, model)
-    x, y, index = correctly_classified(model, load_data(args, model=model), args.device, args.batch_size)
-    if len(x) == 0:
-        raise ValueError("the model classifies none of the chosen samples correctly; nothing to attack")
-    k = args.k or 5
-    run_dir.start()
-    metrics = influence_attack_report(model, influence, x, y, train.x, run_dir.path, eps_values, train_y=train.y,
-                                      top=args.top, k=k, steps=args.steps or 1, step_size=args.step_size,
-                                      input_range=tuple(_floats("--input-range", args.input_range)),
-                                      seed=args.seed, batch_size=args.batch_size, show=args.show)
-    run_dir.write_metrics(dict(metrics, index=index))
-    for row in metrics["results"]:
-        print(f"{row['attack']:>9} eps={row['eps']:<6g} label kept {row['label_kept_rate']:.2f}  "
-              f"spearman {row['spearman']:.3f}  top-{k} {row[f'top{k}_intersection']:.3f}")
-    print(f"wrote {run_dir.path}")
-    report_run(args, run_dir.path)
-    return 0
+
+    def job(run_dir):
+        model = load_model(args).to(args.device)
+        influence, train = build_influence(args, model)
+        x, y, index = correctly_classified(model, load_data(args, model=model), args.device, args.batch_size)
+        if len(x) == 0:
+            raise ValueError("the model classifies none of the chosen samples correctly; nothing to attack")
+        run_dir.start()
+        return influence_attack_report(model, influence, x, y, train.x, run_dir.path, eps_values, train_y=train.y,
+                                       top=args.top, k=args.k or 5, steps=args.steps or 1, step_size=args.step_size,
+                                       input_range=tuple(_floats("--input-range", args.input_range)),
+                                       seed=args.seed, batch_size=args.batch_size, show=args.show, index=index)
+
+    return run_job(args, job)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,19 +101,15 @@ def run(args: argparse.Namespace) -> int:
     input_range = _floats("--input-range", args.input_range)
     if len(input_range) != 2:
         raise ValueError(f"--input-range must be 'low,high', got {args.input_range!r}")
-    run_dir = open_run(args)
-    seed_everything(args.seed)
-    model = load_model(args)
-    data = load_data(args, model=model)
-    run_dir.start()
-    metrics = attack_inputs(
-        model, data, run_dir.path, methods=methods, attacks=attacks, eps_values=eps_values,
-        with_sweep=args.sweep, ig_steps=args.ig_steps, device=args.device, batch_size=args.batch_size,
-        show=args.show, k=args.k or 100, steps=args.steps or 300, step_size=args.step_size,
-        softplus_beta=args.softplus_beta or None, input_range=tuple(input_range), seed=args.seed, progress=True)
-    for row in metrics["results"]:
-        print(f"{row['attack']:>11} {row['method']:>9} eps={row['eps']:<6g} label kept {row['label_kept_rate']:.2f}  "
-              f"top-k {row['topk_intersection']:.3f}  spearman {row['spearman']:.3f}  COM shift {row['com_shift']:.2f}")
-    print(f"wrote {run_dir.path}")
-    report_run(args, run_dir.path)
-    return 0
+
+    def job(run_dir):
+        model = load_model(args)
+        data = load_data(args, model=model)
+        run_dir.start()
+        return attack_inputs(
+            model, data, run_dir.path, methods=methods, attacks=attacks, eps_values=eps_values,
+            with_sweep=args.sweep, ig_steps=args.ig_steps, device=args.device, batch_size=args.batch_size,
+            show=args.show, k=args.k or 100, steps=args.steps or 300, step_size=args.step_size,
+            softplus_beta=args.softplus_beta or None, input_range=tuple(input_range), seed=args.seed, progress=True)
+
+    return run_job(args, job)

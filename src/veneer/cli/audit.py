@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+import sys
 
-from veneer.audit import BUDGETS, Audit, Calibration
-from veneer.cli.common import add_model_args, add_run_args, load_model, open_run, report_run
+from veneer.cli.common import add_model_args, add_run_args, load_model, run_job
 from veneer.data import load_dataset
-from veneer.models import resolve_model
-from veneer.report.audit import write_audit
-from veneer.runs import seed_everything
+from veneer.jobs.audit import EFFORTS, audit_job, audit_reference, audit_tests
+
+
+class DeprecatedBudget(argparse.Action):
+    """``--budget``: the deprecated name of ``--effort`` (says so on stderr, then sets ``--effort``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print("veneer audit: note: --budget is deprecated, use --effort (the same levels)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+        namespace.effort = values
 
 
 def register(subparsers) -> None:
@@ -24,38 +29,35 @@ def register(subparsers) -> None:
                                                           "fine-tuning); default: clean twins trained here")
     parser.add_argument("--reference-weights", default=None, help="weights for --reference")
     parser.add_argument("--calibration", default=None,
-                        help="audit.json of an earlier audit of the same architecture, data, budget and seed: "
+                        help="audit.json of an earlier audit of the same architecture, data, effort and seed: "
                              "reuse its reference values instead of training twins again")
     parser.add_argument("--methods", default=None,
                         help="comma-separated explanation methods (default: gradient, gradient_x_input, ig, lrp "
                              "and, for image CNNs, gradcam, occlusion); tabular data may add lime, kernel-shap "
                              "(cross-method test only, background from the train split)")
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default="fast")
+    parser.add_argument("--effort", choices=sorted(EFFORTS), default="fast",
+                        help="how much each test samples and how many clean twins are trained "
+                             "(veneer.audit.EFFORTS; docs/audit.md)")
+    parser.add_argument("--budget", choices=sorted(EFFORTS), default=argparse.SUPPRESS, action=DeprecatedBudget,
+                        help="deprecated name of --effort")
+    parser.add_argument("--list-tests", action="store_true",
+                        help="print the registered audit tests (name and meaning) and exit; needs no model")
     add_run_args(parser, "runs/audit")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    seed_everything(args.seed)
-    run_dir = open_run(args)
-    model = load_model(args)
-    reference = None
-    if args.reference is not None and args.calibration is not None:
-        raise ValueError("pass either --reference or --calibration, not both")
-    if args.reference is not None:
-        reference = resolve_model(args.reference, args.reference_weights)
-    elif args.calibration is not None:
-        reference = Calibration.from_json(json.loads(Path(args.calibration).read_text())["calibration"])
+    if args.list_tests:
+        for name, meaning in audit_tests():
+            print(f"{name}: {meaning}" if meaning else name)
+        return 0
     methods = args.methods.split(",") if args.methods else None
-    train, test = load_dataset(args.data, "train"), load_dataset(args.data, "test")
-    run_dir.start()
-    result = Audit(model, methods=methods, budget=args.budget, reference=reference, seed=args.seed,
-                   progress=True)(train, test)
-    paths = write_audit(result, run_dir.path)
-    run_dir.write_metrics({"verdict": result.verdict, "score": result.score, "z_max": result.z_max,
-                           "seconds": result.seconds, "flagged": [n for n, t in result.tests.items() if t["flag"]]})
-    print(result)
-    print(f"calibration: {result.config['calibration']}; {result.seconds:.0f} s; wrote {paths['json']}, "
-          f"{paths['markdown']}")
-    report_run(args, run_dir.path)
-    return 0
+
+    def job(run_dir):
+        model = load_model(args)
+        reference = audit_reference(args.reference, args.reference_weights, args.calibration)
+        train, test = load_dataset(args.data, "train"), load_dataset(args.data, "test")
+        return audit_job(model, train, test, run_dir, methods=methods, effort=args.effort, reference=reference,
+                         seed=args.seed, progress=True)
+
+    return run_job(args, job)

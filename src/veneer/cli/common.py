@@ -1,15 +1,18 @@
-"""Arguments shared by the subcommands: model, data, run directory, seed."""
+"""Arguments shared by the subcommands (model, data, run directory, seed) and the one lifecycle of a command
+that writes a run (:func:`run_job`)."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 import torch
 
 from veneer.data import DATASETS, LabeledData, load_dataset
+from veneer.jobs.results import JobResult
 from veneer.models import RECIPES, resolve_model
 from veneer.report.html import write_report
-from veneer.runs import RunDir
+from veneer.runs import RunDir, seed_everything
 
 
 def add_model_args(parser: argparse.ArgumentParser, flag: str = "--model") -> None:
@@ -42,12 +45,6 @@ def add_run_args(parser: argparse.ArgumentParser, out: str | None, resumable: bo
                         help="do not write report.html (`veneer report DIR` writes it later)")
 
 
-def report_run(args: argparse.Namespace, path) -> None:
-    """Write the run's ``report.html`` (see :mod:`veneer.report.html`) unless ``--no-report``."""
-    if not args.no_report:
-        print(f"wrote {write_report(path)}")
-
-
 def add_budget_args(parser: argparse.ArgumentParser) -> None:
     """The behaviour budget of a fine-tune (:class:`veneer.finetune.BehaviourBudget`) and ``keep_mixup``."""
     parser.add_argument("--min-agreement", type=float, default=None,
@@ -74,8 +71,30 @@ def budget_options(args: argparse.Namespace) -> dict:
 def open_run(args: argparse.Namespace, **extra) -> RunDir:
     """The run directory of ``args.out`` with the command line (and ``extra``) as its config; refused before
     anything is written when it holds another run (see :class:`veneer.runs.RunDir`)."""
-    config = {k: v for k, v in vars(args).items() if k not in ("run", "debug")} | extra
+    config = {k: v for k, v in vars(args).items() if k not in ("run", "debug", "plugin")} | extra
     return RunDir(args.out, config, args.seed, resume=getattr(args, "resume", False), overwrite=args.overwrite)
+
+
+def run_job(args: argparse.Namespace, job: Callable[[RunDir | None], JobResult], *, write: bool = True,
+            **config) -> int:
+    """The lifecycle of every command that writes a run: open the run directory of ``--out`` (refused before
+    any work when it holds another run; ``config`` joins the command line in ``config.json``), seed with
+    ``--seed``, call ``job(run_dir)`` (it loads the model and data it needs and calls :mod:`veneer.jobs`; nothing
+    is written before the first output, so a run refused while checking its arguments leaves ``--out`` as it
+    was), write its result as ``metrics.json`` (with ``"kind"``), print the result's summary and ``wrote
+    DIR``, write ``report.html`` unless ``--no-report``; return the exit code. ``write=False`` (a torchrun rank
+    other than 0) runs the job on ``None`` and writes and prints nothing."""
+    run_dir = open_run(args, **config) if write else None
+    seed_everything(args.seed)
+    result = job(run_dir)
+    if run_dir is None:
+        return 0
+    run_dir.write_result(result)
+    print(result.summary())
+    print(f"wrote {run_dir.path}")
+    if not args.no_report:
+        print(f"wrote {write_report(run_dir.path)}")
+    return 0
 
 
 def check_count(name: str, value: int | None, minimum: int = 1) -> None:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from veneer.cli.common import add_run_args, report_run
+from veneer.cli.common import add_run_args, run_job
 from veneer.jobs.demo import demo
 
 
@@ -16,7 +15,4 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    demo(args.out, args.seed, say=print, overwrite=args.overwrite)
-    print(f"wrote {Path(args.out) / 'explanations.png'} and {Path(args.out) / 'metrics.json'}")
-    report_run(args, args.out)
-    return 0
+    return run_job(args, lambda run_dir: demo(run_dir, say=print))

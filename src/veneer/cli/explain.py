@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from veneer.cli.common import (add_data_args, add_model_args, add_run_args, load_data, load_model, open_run,
-                               report_run)
+from veneer.cli.common import add_data_args, add_model_args, add_run_args, load_data, load_model, run_job
 from veneer.data import load_dataset
 from veneer.explain import BACKGROUND_METHODS, METHODS
 from veneer.jobs.explain import explain_inputs
-from veneer.runs import seed_everything
 
 
 def register(subparsers) -> None:
@@ -25,13 +23,12 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    run_dir = open_run(args)
-    seed_everything(args.seed)
-    model = load_model(args)
-    data = load_data(args, model=model)
     methods = None if args.methods is None else [m for m in args.methods.split(",") if m]
-    background = load_dataset(args.data, "train") if set(methods or ()) & set(BACKGROUND_METHODS) else None
-    explain_inputs(model, data, methods, run_dir, background)
-    print(f"wrote {run_dir.path}/ (metrics.json, attributions.safetensors, figures)")
-    report_run(args, run_dir.path)
-    return 0
+
+    def job(run_dir):
+        model = load_model(args)
+        data = load_data(args, model=model)
+        background = load_dataset(args.data, "train") if set(methods or ()) & set(BACKGROUND_METHODS) else None
+        return explain_inputs(model, data, methods, run_dir, background)
+
+    return run_job(args, job)

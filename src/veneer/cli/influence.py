@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from veneer.cli.common import add_data_args, add_model_args, add_run_args, load_data, load_model, open_run, report_run
+from veneer.cli.common import add_data_args, add_model_args, add_run_args, check_count, load_data, load_model, run_job
 from veneer.data import load_dataset
-from veneer.explain import Influence
-from veneer.explain.influence import METHODS, last_layer
-from veneer.jobs.influence import influence_report
-from veneer.runs import seed_everything
+from veneer.explain.influence import METHODS
+from veneer.jobs.influence import influence_on, influence_report
 
 
 def add_influence_args(parser: argparse.ArgumentParser) -> None:
@@ -26,19 +22,18 @@ def add_influence_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default=None,
                         help="comma-separated module prefixes whose parameters count (default: the last layer)")
     parser.add_argument("--influence-method", default="exact", choices=METHODS, help="inverse-Hessian solver")
-    parser.add_argument("--damping", type=float, default=0.01, help="added to the Hessian's diagonal")
+    parser.add_argument("--damping", type=float, default=0.01,
+                        help="added to the Hessian's diagonal (default 0.01, not Influence's 0: the Hessian of a "
+                             "last layer under cross-entropy is singular, a shift of all logits changes nothing)")
 
 
 def build_influence(args: argparse.Namespace, model):
-    """The :class:`Influence` the parsed options describe, on the first ``--train-n`` training samples."""
-    params = [p for p in args.params.split(",") if p] if args.params else [last_layer(model)]
-    if args.train_n < 1:
-        raise ValueError(f"--train-n must be >= 1, got {args.train_n}")
-    train = load_dataset(args.data, "train")
-    if args.train_n < len(train):
-        generator = torch.Generator().manual_seed(args.seed)
-        train = train.subset(torch.randperm(len(train), generator=generator)[:args.train_n].sort().values)
-    return Influence(model.eval(), train, params=params, method=args.influence_method, damping=args.damping), train
+    """``(Influence, training samples)`` the parsed options describe (:func:`veneer.jobs.influence.influence_on`:
+    ``--train-n`` training samples drawn with ``--seed``)."""
+    check_count("--train-n", args.train_n)
+    params = [p for p in args.params.split(",") if p] if args.params else None
+    return influence_on(model, load_dataset(args.data, "train"), train_n=args.train_n, params=params,
+                        method=args.influence_method, damping=args.damping, seed=args.seed)
 
 
 def register(subparsers) -> None:
@@ -54,15 +49,12 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    run_dir = open_run(args)
-    seed_everything(args.seed)
-    model = load_model(args)
-    influence, train = build_influence(args, model)
-    test = load_data(args, model=model)
-    run_dir.start()
-    metrics = influence_report(influence, test.x, test.y, train.x, run_dir.path, k=args.k, show=args.show,
-                               train_y=train.y)
-    run_dir.write_metrics(metrics)
-    print(f"{metrics['n_test']} test samples x {metrics['n_train']} training samples; wrote {run_dir.path}")
-    report_run(args, run_dir.path)
-    return 0
+    def job(run_dir):
+        model = load_model(args)
+        influence, train = build_influence(args, model)
+        test = load_data(args, model=model)
+        run_dir.start()
+        return influence_report(influence, test.x, test.y, train.x, run_dir.path, k=args.k, show=args.show,
+                                train_y=train.y)
+
+    return run_job(args, job)

@@ -1,7 +1,7 @@
 """``veneer manipulate`` (fine-tune a model so its explanations lie) and ``veneer evaluate`` (measure it).
 
 ``veneer manipulate --model mnist-cnn --data mnist --method gradient --objective com --target 0,0 --keep ce
---epochs 5 --out runs/com`` writes ``model.safetensors`` (+ ``model.json``), ``checkpoint.safetensors``,
+--alpha 0.1 --lr 1e-3 --epochs 5 --out runs/com`` writes ``model.safetensors`` (+ ``model.json``), ``checkpoint.safetensors``,
 ``history.csv``, ``config.json`` and ``metrics.json`` into ``--out``; ``--resume`` continues an interrupted run
 there. Under ``torchrun --nproc_per_node=N -m veneer manipulate ...`` every process takes its share of each
 batch and rank 0 writes the files.
@@ -15,7 +15,6 @@ Tables 3.1/3.2), ``transfer_noise.md/.csv``, ``heatmaps.png`` (thesis Fig. 3.3) 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -23,16 +22,13 @@ from typing import Any
 import torch
 
 from veneer.cli.common import (add_budget_args, add_data_args, add_model_args, add_run_args, budget_options,
-                               load_data, load_model, open_run, report_run)
+                               load_data, load_model, run_job)
 from veneer.data import load_dataset
 from veneer.explain import make_explainers, select_methods
 from veneer.finetune import distributed_context
-from veneer.jobs.manipulate import evaluate_and_save, manipulate_and_save
+from veneer.jobs.manipulate import evaluate_and_save, manipulate_and_save, manipulated_run, scaffolding_job
 from veneer.manipulate import KEEP_LOSSES, OBJECTIVES, PICTURES, Objective, make_objective
-from veneer.manipulate.scaffolding import EXPLAINED_BY, slack_case
-from veneer.models import resolve_model
-from veneer.report.tabular import rank_chart
-from veneer.runs import seed_everything
+from veneer.manipulate.scaffolding import EXPLAINED_BY
 
 OBJECTIVE_FLAGS = ("objective", "target", "map", "region", "thickness", "k", "classes", "features")
 
@@ -94,12 +90,16 @@ def register(subparsers) -> None:
     add_data_args(parser, n=None)
     parser.set_defaults(split="train")
     parser.add_argument("--method", default="gradient", help="explanation method attacked during training")
-    parser.add_argument("--ig-steps", type=int, default=8, help="integration steps when --method ig")
+    parser.add_argument("--ig-steps", type=int, default=8,
+                        help="integration steps when --method ig (default 8, fewer than the 32 of the explainers "
+                             "elsewhere: IG runs, differentiated, inside every training step)")
     add_objective_args(parser, "com")
     parser.add_argument("--keep", default="ce", choices=sorted(KEEP_LOSSES))
-    parser.add_argument("--alpha", type=float, default=0.1, help="weight of the attack loss (lambda/(1+lambda))")
+    parser.add_argument("--alpha", type=float, default=0.5,
+                        help="weight of the attack loss (lambda/(1+lambda)); default 0.5, Manipulation's (the "
+                             "README's MNIST example passes --alpha 0.1 --lr 1e-3)")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate (default 1e-4, Manipulation's)")
     parser.add_argument("--batch-size", type=int, default=64, help="global batch size")
     parser.add_argument("--trainable", default=None, help="comma-separated module-name prefixes (default: all)")
     parser.add_argument("--softplus-beta", type=float, default=20.0, help="Softplus beta in training; 0: keep ReLU")
@@ -112,7 +112,9 @@ def register(subparsers) -> None:
     parser.add_argument("--biased", default="rule", choices=("rule", "model"),
                         help="scaffolding: the biased model is the rule on --features (Slack et al.) or --model")
     parser.add_argument("--invert", action="store_true", help="scaffolding rule: class 1 when the column is 0")
-    parser.add_argument("--explain-n", type=int, default=100, help="scaffolding: test rows explained")
+    parser.add_argument("--explain-n", type=int, default=100,
+                        help="scaffolding: test rows explained (default 100, half of slack_case's 200: LIME and "
+                             "KernelSHAP query the models thousands of times per row)")
     add_budget_args(parser)
     add_run_args(parser, "runs/manipulate", resumable=True)
     parser.set_defaults(run=run_manipulate)
@@ -122,7 +124,9 @@ def register(subparsers) -> None:
     parser.add_argument("--manipulated", required=True, help="run directory of `veneer manipulate` or weights file")
     add_data_args(parser, n=None)
     parser.add_argument("--methods", default=None, help="comma-separated methods (default: all that apply)")
-    parser.add_argument("--ig-steps", type=int, default=100)
+    parser.add_argument("--ig-steps", type=int, default=100,
+                        help="integration steps of IG (default 100, not make_explainers' 32: the evaluation "
+                             "measures the maps themselves, so IG's integral is approximated more closely)")
     parser.add_argument("--noise", type=int, default=None, help="Gaussian-noise inputs (default: as many as --n)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--examples", type=int, default=4, help="example inputs in heatmaps.png")
@@ -136,26 +140,14 @@ def run_scaffolding(args: argparse.Namespace) -> int:
     fidelity and explanations); writes metrics.json and ranks.png."""
     if not args.features or "," in args.features:
         raise ValueError("--features must name one sensitive column for scaffolding, e.g. race=African-American")
-    run_dir = open_run(args)
-    seed_everything(args.seed)
-    train, test = load_data(args, "train"), load_dataset(args.data, "test")
-    biased = load_model(args) if args.biased == "model" else None
-    case = slack_case(train, test, args.features, args.perturbation, args.innocuous, args.invert, biased,
-                      n=args.explain_n, seed=args.seed)
-    result = case["scaffolding"]
-    metrics = {"detector_accuracy": result.detector_accuracy, "fidelity_heldout_train": result.fidelity,
-               "fidelity_test": case["fidelity_test"], "explanations": case["rows"]}
-    run_dir.write_metrics(metrics)
-    rank_chart(case["rows"], run_dir.file("ranks.png"))
-    sensitive = args.features.split("=")[0]
-    print(f"detector accuracy {result.detector_accuracy:.1%}, fidelity to the biased model on test rows "
-          f"{case['fidelity_test']:.1%}")
-    for row in case["rows"]:
-        print(f"{row['method']:<12s} {row['model']:<22s} {sensitive} top-1 {row[f'{sensitive} top-1']:.1%}, "
-              f"top-3 {row[f'{sensitive} top-3']:.1%}")
-    print(f"wrote {run_dir.file('metrics.json')} and {run_dir.file('ranks.png')}")
-    report_run(args, run_dir.path)
-    return 0
+
+    def job(run_dir):
+        train, test = load_data(args, "train"), load_dataset(args.data, "test")
+        biased = load_model(args) if args.biased == "model" else None
+        return scaffolding_job(train, test, args.features, run_dir, biased=biased, perturbation=args.perturbation,
+                               innocuous=args.innocuous, invert=args.invert, n=args.explain_n, seed=args.seed)
+
+    return run_job(args, job)
 
 
 def run_manipulate(args: argparse.Namespace) -> int:
@@ -164,63 +156,49 @@ def run_manipulate(args: argparse.Namespace) -> int:
     world, rank = distributed_context()
     if world > 1 and torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
-    run_dir = open_run(args, world_size=world) if rank == 0 else None
-    seed_everything(args.seed)
-    model = load_model(args)
-    data = load_data(args, model=model)
-    if world > 1 and torch.cuda.is_available():
-        model = model.cuda()
-    explainer = make_explainers(model, [args.method], ig_steps=args.ig_steps)[args.method]
-    objective = objective_from_args(args)
-    objective.prepare(data)  # every argument is checked before the run directory is written
-    if run_dir is not None:
-        run_dir.start()
-    _, metrics = manipulate_and_save(
-        model, explainer, objective, data, Path(args.out), rank == 0, keep=args.keep, alpha=args.alpha,
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, softplus_beta=args.softplus_beta or None,
-        trainable=args.trainable.split(",") if args.trainable else None, checkpoint_every=args.checkpoint_every,
-        resume=args.resume, seed=args.seed, max_steps=args.max_steps, progress=True, **budget_options(args))
-    if run_dir is not None:
-        run_dir.write_metrics(metrics | {"world_size": world})
-        print(f"{metrics['steps']} steps in {metrics['seconds']:.1f} s; wrote {run_dir.file('model.safetensors')}")
-        report_run(args, run_dir.path)
-    return 0
 
+    def job(run_dir):
+        model = load_model(args)
+        data = load_data(args, model=model)
+        if world > 1 and torch.cuda.is_available():
+            model = model.cuda()
+        explainer = make_explainers(model, [args.method], ig_steps=args.ig_steps)[args.method]
+        objective = objective_from_args(args)
+        objective.prepare(data)  # every argument is checked before the run directory is written
+        if run_dir is not None:
+            run_dir.start()
+        result = manipulate_and_save(
+            model, explainer, objective, data, Path(args.out), rank == 0, keep=args.keep, alpha=args.alpha,
+            epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, softplus_beta=args.softplus_beta or None,
+            trainable=args.trainable.split(",") if args.trainable else None, checkpoint_every=args.checkpoint_every,
+            resume=args.resume, seed=args.seed, max_steps=args.max_steps, progress=True, **budget_options(args))
+        result.values["world_size"] = world
+        return result
 
-def _manipulated_model(args: argparse.Namespace) -> torch.nn.Module:
-    """The manipulated model: from a run directory (its config names the architecture) or a weights file."""
-    path = Path(args.manipulated)
-    if path.is_dir():
-        config = json.loads((path / "config.json").read_text())["config"]
-        for key in OBJECTIVE_FLAGS:
-            if getattr(args, key) is None:
-                setattr(args, key, config.get(key))
-        return resolve_model(config["model"], str(path / "model.safetensors"))
-    if not path.is_file():
-        raise FileNotFoundError(f"--manipulated {path} is neither a run directory nor a weights file")
-    return resolve_model(args.original, str(path))
+    return run_job(args, job, write=rank == 0, world_size=world)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     if args.out is None:  # an evaluation of a run lives in that run, next to what it measures
         args.out = str(Path(args.manipulated) / "evaluation") if Path(args.manipulated).is_dir() else "runs/evaluate"
-    manipulated = _manipulated_model(args)  # fills the objective flags from the run's config
+    manipulated, config = manipulated_run(args.manipulated, args.original)
+    for key in OBJECTIVE_FLAGS:  # the objective of the run evaluated, unless a flag overrides it
+        if getattr(args, key) is None:
+            setattr(args, key, config.get(key))
     if args.objective is None:
         raise ValueError("--objective is required when --manipulated is a weights file")
-    run_dir = open_run(args)
-    seed_everything(args.seed)
-    original = load_model(args, "original")
-    data = load_data(args, model=original)
-    requested = [m for m in args.methods.split(",") if m] if args.methods else None
-    methods = select_methods(original, data.x[:1], requested)
-    explainers = make_explainers(original, methods, ig_steps=args.ig_steps)
-    objective = objective_from_args(args)
-    objective.prepare(data)
-    run_dir.start()
-    metrics = evaluate_and_save(original, manipulated, objective, data, explainers, run_dir.path,
-                                noise=args.noise, batch_size=args.batch_size, examples=args.examples,
-                                seed=args.seed, progress=True)
-    run_dir.write_metrics(metrics)
-    print(f"wrote {run_dir.file('transfer.md')} and {run_dir.file('metrics.json')}")
-    report_run(args, run_dir.path)
-    return 0
+
+    def job(run_dir):
+        original = load_model(args, "original")
+        data = load_data(args, model=original)
+        requested = [m for m in args.methods.split(",") if m] if args.methods else None
+        methods = select_methods(original, data.x[:1], requested)
+        explainers = make_explainers(original, methods, ig_steps=args.ig_steps)
+        objective = objective_from_args(args)
+        objective.prepare(data)
+        run_dir.start()
+        return evaluate_and_save(original, manipulated, objective, data, explainers, run_dir.path,
+                                 noise=args.noise, batch_size=args.batch_size, examples=args.examples,
+                                 seed=args.seed, progress=True)
+
+    return run_job(args, job)

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import argparse
 
-from torch import nn
-
 from veneer.cli.common import (add_budget_args, add_model_args, add_run_args, budget_options, load_data, load_model,
-                               open_run, report_run)
-from veneer.data import LabeledData
+                               run_job)
 from veneer.finetune import KEEP_LOSSES
 from veneer.jobs.neurons import fairwash_job, push_down_job, push_up_job, topk_job, visualize_job
 from veneer.neurons import default_layer
-from veneer.runs import RunDir, seed_everything
+from veneer.runs import RunDir
 
 ACTIONS = ("topk", "visualize", "push-down", "push-up", "fairwash")
 
@@ -51,15 +48,16 @@ def _common(parser: argparse.ArgumentParser, out: str, model: str = "mnist-cnn",
     add_run_args(parser, out, resumable)
 
 
-def _attack_options(parser: argparse.ArgumentParser, steps: int, alpha: float, lr: float) -> None:
+def _attack_options(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """The options of a neuron attack; their defaults are the attack classes' (``note``: why one differs)."""
     parser.add_argument("--channels", type=_channels, default=None,
                         help="'all' (default) or comma-separated channel indices")
-    parser.add_argument("--alpha", type=float, default=alpha, help="weight of L_A against L_M (Eq. 2)")
-    parser.add_argument("--steps", type=int, default=steps)
-    parser.add_argument("--lr", type=float, default=lr)
-    parser.add_argument("--batch-size", type=int, default=64, help="training rows per step")
+    parser.add_argument("--alpha", type=float, default=0.5, help="weight of L_A against L_M (Eq. 2)")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=64, help="training rows per step" + note)
     parser.add_argument("--attack-batch", type=int, default=64,
-                        help="the attack's own rows per step (D_attack images, decoys, group samples)")
+                        help="the attack's own rows per step (D_attack images, decoys, group samples)" + note)
     parser.add_argument("--keep", default="kl", choices=sorted(KEEP_LOSSES),
                         help="L_M: kl (the paper's, distillation), argmax_ce (the original labels), ce, prob_mse")
     parser.add_argument("--temperature", type=float, default=1.0,
@@ -96,7 +94,7 @@ def register(subparsers) -> None:
 
     down = actions.add_parser("push-down", help="remove each channel's top-k interpretation (Eq. 3)")
     _common(down, "runs/neurons-push-down", resumable=True)
-    _attack_options(down, steps=300, alpha=0.5, lr=1e-3)
+    _attack_options(down)
     down.add_argument("--relative", action="store_true",
                       help="divide D_attack's activations by the channel's mean on random training images "
                            "(a channel cannot escape by shrinking as a whole)")
@@ -104,7 +102,7 @@ def register(subparsers) -> None:
 
     up = actions.add_parser("push-up", help="put decoy images into every channel's top-k (Eq. 4)")
     _common(up, "runs/neurons-push-up", resumable=True)
-    _attack_options(up, steps=400, alpha=0.5, lr=1e-3)
+    _attack_options(up)
     up.add_argument("--decoy-class", type=int, default=0, help="decoys: training images of this class")
     up.add_argument("--n-decoys", type=int, default=100)
     up.add_argument("--margin", type=float, default=0.1)
@@ -112,7 +110,8 @@ def register(subparsers) -> None:
 
     wash = actions.add_parser("fairwash", help="make biased neurons look fair (Eq. 5)")
     _common(wash, "runs/neurons-fairwash", model="adult-mlp", data="adult", resumable=True)
-    _attack_options(wash, steps=400, alpha=0.5, lr=1e-3)
+    _attack_options(wash, note=" (fairwash: default 256, not the attack classes' 64: tabular rows are cheap and "
+                               "each step estimates both groups' activation moments from them)")
     wash.set_defaults(run=run_fairwash, layer="1", batch_size=256, attack_batch=256, encoder="none", visualize=0)
     wash.add_argument("--attribute", default="sex", help="protected attribute of the data (e.g. sex)")
     wash.add_argument("--most-biased", type=int, default=None,
@@ -120,24 +119,15 @@ def register(subparsers) -> None:
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def _setup(args: argparse.Namespace) -> tuple[RunDir, nn.Module, str]:
-    run_dir = open_run(args)
-    seed_everything(args.seed)
-    model = load_model(args)
-    layer = args.layer or default_layer(model)
-    return run_dir, model, layer
+def _run(args: argparse.Namespace, job) -> int:
+    """:func:`run_job` with the model of ``--model``, its ``--layer`` (default: the activation after the last conv
+    layer) and the splits of ``--data``: ``job(model, layer, split, run_dir)``, ``split(name)`` loading one."""
+    def with_inputs(run_dir: RunDir):
+        model = load_model(args)
+        return job(model, args.layer or default_layer(model), lambda name: load_data(args, split=name, model=model),
+                   run_dir)
 
-
-def _split(args: argparse.Namespace, split: str, model: nn.Module) -> LabeledData:
-    return load_data(args, split=split, model=model)
-
-
-def _done(args: argparse.Namespace, run_dir: RunDir, metrics: dict) -> int:
-    metrics.pop("model", None)
-    run_dir.write_metrics(metrics)
-    print(f"wrote {run_dir.path}/ (metrics.json and figures)")
-    report_run(args, run_dir.path)
-    return 0
+    return run_job(args, with_inputs)
 
 
 def _fine_tune_options(args: argparse.Namespace) -> dict:
@@ -153,48 +143,32 @@ def _evaluation_options(args: argparse.Namespace) -> dict:
             "visualize_channels": args.visualize, "seed": args.seed}
 
 
-def _print_attack(attack: str, metrics: dict, k: int) -> None:
-    print(f"{attack}: accuracy {metrics['accuracy_before']:.4f} -> {metrics['accuracy_after']:.4f}, "
-          f"held-out tau {metrics['heldout']['summary']['tau']:.3f}, train top-{k} overlap "
-          f"{metrics['train']['summary']['topk_overlap']:.3f}")
-
-
 # ----------------------------------------------------------------------------------------- actions
 def run_topk(args: argparse.Namespace) -> int:
-    run_dir, model, layer = _setup(args)
-    return _done(args, run_dir, topk_job(model, layer, _split(args, args.split, model), run_dir, args.k, args.pre_activation))
+    return _run(args, lambda model, layer, split, run_dir: topk_job(model, layer, split(args.split), run_dir, args.k,
+                                                                    args.pre_activation))
 
 
 def run_visualize(args: argparse.Namespace) -> int:
-    run_dir, model, layer = _setup(args)
-    return _done(args, run_dir, visualize_job(model, layer, _split(args, "train", model), run_dir, args.channels, args.steps,
-                                        args.lr, args.pre_activation, args.seed, progress=True))
+    return _run(args, lambda model, layer, split, run_dir: visualize_job(
+        model, layer, split("train"), run_dir, args.channels, args.steps, args.lr, args.pre_activation, args.seed,
+        progress=True))
 
 
 def run_push_down(args: argparse.Namespace) -> int:
-    run_dir, model, layer = _setup(args)
-    metrics = push_down_job(model, layer, _split(args, "train", model), _split(args, args.heldout_split, model), run_dir,
-                            relative=args.relative, **_evaluation_options(args), **_fine_tune_options(args))
-    _print_attack("push-down", metrics, args.k)
-    return _done(args, run_dir, metrics)
+    return _run(args, lambda model, layer, split, run_dir: push_down_job(
+        model, layer, split("train"), split(args.heldout_split), run_dir, relative=args.relative,
+        **_evaluation_options(args), **_fine_tune_options(args)))
 
 
 def run_push_up(args: argparse.Namespace) -> int:
-    run_dir, model, layer = _setup(args)
-    metrics = push_up_job(model, layer, _split(args, "train", model), _split(args, args.heldout_split, model), run_dir,
-                          decoy_class=args.decoy_class, n_decoys=args.n_decoys, margin=args.margin,
-                          **_evaluation_options(args), **_fine_tune_options(args))
-    _print_attack("push-up", metrics, args.k)
-    return _done(args, run_dir, metrics)
+    return _run(args, lambda model, layer, split, run_dir: push_up_job(
+        model, layer, split("train"), split(args.heldout_split), run_dir, decoy_class=args.decoy_class,
+        n_decoys=args.n_decoys, margin=args.margin, **_evaluation_options(args), **_fine_tune_options(args)))
 
 
 def run_fairwash(args: argparse.Namespace) -> int:
-    run_dir, model, layer = _setup(args)
-    metrics = fairwash_job(model, layer, _split(args, "train", model), _split(args, args.heldout_split, model), run_dir,
-                           attribute=args.attribute, k=args.k, channels=args.channels, most_biased=args.most_biased,
-                           pre_activation=args.pre_activation, seed=args.seed, **_fine_tune_options(args))
-    b, a = metrics["before"], metrics["after"]
-    print(f"fairwash: mean KS {b['ks_attacked_mean']:.3f} -> {a['ks_attacked_mean']:.3f}, balance "
-          f"{b['balance_attacked_mean']:.3f} -> {a['balance_attacked_mean']:.3f}, accuracy {b['accuracy']:.4f} -> "
-          f"{a['accuracy']:.4f}, DDI {b['ddi']:.4f} -> {a['ddi']:.4f}, DEO {b['deo']:.4f} -> {a['deo']:.4f}")
-    return _done(args, run_dir, metrics)
+    return _run(args, lambda model, layer, split, run_dir: fairwash_job(
+        model, layer, split("train"), split(args.heldout_split), run_dir, attribute=args.attribute, k=args.k,
+        channels=args.channels, most_biased=args.most_biased, pre_activation=args.pre_activation, seed=args.seed,
+        **_fine_tune_options(args)))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from veneer.cli.common import add_run_args, open_run, report_run
-from veneer.models import RECIPES, train_bundled
+from veneer.cli.common import add_run_args, run_job
+from veneer.jobs.train import train_job
+from veneer.models import RECIPES
 
 
 def register(subparsers) -> None:
@@ -18,10 +19,4 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     overrides = {} if args.epochs is None else {"epochs": args.epochs}
-    run_dir = open_run(args)
-    _, metadata = train_bundled(args.model, run_dir.file("model.safetensors"), seed=args.seed, progress=True, **overrides)
-    run_dir.write_metrics({k: metadata[k] for k in ("train_accuracy", "test_accuracy", "train_seconds")})
-    print(f"{args.model}: test accuracy {metadata['test_accuracy']:.4f} in {metadata['train_seconds']:.1f} s "
-          f"-> {run_dir.file('model.safetensors')}")
-    report_run(args, run_dir.path)
-    return 0
+    return run_job(args, lambda run_dir: train_job(args.model, run_dir, seed=args.seed, progress=True, **overrides))

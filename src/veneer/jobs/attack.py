@@ -14,9 +14,10 @@ from veneer.attacks import ATTACKS, Outcome, make_attack, saliency_map, sweep
 from veneer.checks import check_eval_mode, check_labels
 from veneer.data import LabeledData, mnist
 from veneer.explain import make_explainers, select_methods
+from veneer.jobs.results import AttackInputRun, AttackSweepRun
 from veneer.models import pretrained
 from veneer.report.attacks import attack_figure, sweep_figure
-from veneer.runs import atomic_write_bytes, save_tensors, seed_everything, write_json
+from veneer.runs import atomic_write_bytes, save_tensors, seed_everything, write_result
 
 
 FIG3_METHODS = ("gradient", "ig", "deeplift")
@@ -44,10 +45,11 @@ def _figure_rows(outcome: Outcome, explainer, x: torch.Tensor, y: torch.Tensor, 
 
 
 def write_outputs(folder: pathlib.Path, outcomes: list[Outcome], explainers: dict, x: torch.Tensor, y: torch.Tensor,
-                  index: torch.Tensor, show: int, with_sweep: bool, metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """Write the per-image CSV, the perturbed inputs, ``metrics.json`` (``metrics`` with the summaries, before
-    any figure: nothing computed is lost if drawing fails), then the Fig.-1 figures of the first ``show``
-    images (none for 0) and the Fig.-3 sweep; return the summaries."""
+                  index: torch.Tensor, show: int, with_sweep: bool, metrics: dict[str, Any]) -> AttackInputRun:
+    """Write the per-image CSV, the perturbed inputs, ``metrics.json`` (``metrics`` with the summaries under
+    ``results``, before any figure: nothing computed is lost if drawing fails), then the Fig.-1 figures of the
+    first ``show`` images (none for 0) and the Fig.-3 sweep; return the result (an :class:`AttackSweepRun`
+    with the sweep)."""
     frames, tensors = [], {"clean": x, "labels": y, "index": index}
     for outcome in outcomes:
         frame = pd.DataFrame({name: value.detach().cpu().numpy() for name, value in outcome.per_image.items()})
@@ -61,7 +63,8 @@ def write_outputs(folder: pathlib.Path, outcomes: list[Outcome], explainers: dic
     atomic_write_bytes(folder / "per_image.csv", pd.concat(frames).to_csv(index=False).encode())
     save_tensors(folder / "adversarial.safetensors", tensors)
     summaries = [outcome.summary() for outcome in outcomes]
-    write_json(folder / "metrics.json", {**metrics, "results": summaries})
+    result = (AttackSweepRun if with_sweep else AttackInputRun)({**metrics, "results": summaries})
+    write_result(folder, result)
     if with_sweep:
         atomic_write_bytes(folder / "sweep.csv", pd.DataFrame(summaries).to_csv(index=False).encode())
     for attack, eps in dict.fromkeys((o.attack, o.eps) for o in outcomes if show > 0):
@@ -72,15 +75,15 @@ def write_outputs(folder: pathlib.Path, outcomes: list[Outcome], explainers: dic
             attack_figure(x, rows, folder / f"fig1_{attack}_eps{eps:g}.png")
     if with_sweep:
         sweep_figure(summaries, folder / "sweep.png")
-    return summaries
+    return result
 
 
 def attack_inputs(model: torch.nn.Module, data: LabeledData, folder: pathlib.Path, *, methods: list[str] | None,
                   attacks: list[str], eps_values: list[float], with_sweep: bool, ig_steps: int = 32,
                   device: str = "cpu", batch_size: int = 64, show: int = 4, k: int = 100, progress: bool = False,
-                  input_range: tuple[Any, Any] = (0.0, 1.0), **attack_options: Any) -> dict[str, Any]:
+                  input_range: tuple[Any, Any] = (0.0, 1.0), **attack_options: Any) -> AttackInputRun:
     """Attack the correctly classified samples of ``data`` with every attack x method x eps; write the run's
-    files (see the module docstring) into ``folder`` and return its metrics. ``methods=None`` takes those of
+    files (see the module docstring) into ``folder`` and return its result. ``methods=None`` takes those of
     Ghorbani et al.'s Fig. 3 (Gradient, IG, DeepLift) that apply to the model and data; every argument is checked before any attack runs
     (a method that cannot apply, an eps that is not below the input range's width, counts below 1)."""
     for name, value, least in (("batch_size", batch_size, 1), ("show", show, 0), ("k", k, 1),
@@ -97,7 +100,7 @@ def attack_inputs(model: torch.nn.Module, data: LabeledData, folder: pathlib.Pat
     check_labels(model, data.x.to(device), data.y.to(device))
     methods = select_methods(model, data.x[:1].to(device), methods, FIG3_METHODS, differentiable=True)
     explainers = make_explainers(model, methods, ig_steps=ig_steps)
-    for eps in eps_values:  # every budget is checked before the first attack runs
+    for eps in eps_values:  # every radius is checked before the first attack runs
         make_attack(attacks[0], model, explainers[methods[0]], eps, k=k, input_range=input_range)
     x, y, index = correctly_classified(model, data, device, batch_size)
     if len(x) == 0:
@@ -106,11 +109,10 @@ def attack_inputs(model: torch.nn.Module, data: LabeledData, folder: pathlib.Pat
                      input_range=input_range, **attack_options)
     metrics = {"n_requested": len(data), "n_attacked": len(x), "clean_accuracy": len(x) / len(data), "k": k,
                "methods": methods}
-    summaries = write_outputs(folder, outcomes, explainers, x, y, index, show, with_sweep, metrics)
-    return {**metrics, "results": summaries}
+    return write_outputs(folder, outcomes, explainers, x, y, index, show, with_sweep, metrics)
 
 
-def demo(run_dir: pathlib.Path) -> dict[str, Any]:
+def demo(run_dir: pathlib.Path) -> AttackInputRun:
     """A short Fig.-3 sweep on bundled MNIST: 8 test images, eps 0.05 and 0.1, random / top-k / mass-center
     with Gradient, IG (4 steps) and DeepLift, 5 steps each; writes sweep.png among the run files."""
     seed_everything(0)

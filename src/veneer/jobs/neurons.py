@@ -13,6 +13,7 @@ from torch import nn
 from veneer.checks import check_labels
 from veneer.data import LabeledData, mnist
 from veneer.finetune import FineTuneResult
+from veneer.jobs.results import FairwashRun, PushDownRun, PushUpRun, TopkRun, VisualizeRun, budget_measures
 from veneer.metrics import ddi, deo
 from veneer.models import accuracy, load, predict, pretrained, save
 from veneer.neurons import (
@@ -46,9 +47,9 @@ def resolve_encoder(spec: str, data: LabeledData) -> nn.Module | None:
 
 
 def topk_job(model: nn.Module, layer: str, data: LabeledData, run_dir: RunDir, k: int = 10,
-             pre_activation: bool = False) -> dict[str, Any]:
+             pre_activation: bool = False) -> TopkRun:
     """Each channel's top-``k`` samples of ``data`` (dataset-based visualisation): ``topk.safetensors`` and, for
-    images, ``topk.png``; returns the metrics."""
+    images, ``topk.png``; returns the result."""
     check_labels(model, data.x, data.y)
     start = time.perf_counter()
     found = top_k(model, layer, data.x, k, pre_activation=pre_activation)
@@ -56,13 +57,13 @@ def topk_job(model: nn.Module, layer: str, data: LabeledData, run_dir: RunDir, k
     save_tensors(run_dir.file("topk.safetensors"), {"values": found.values, "indices": found.indices})
     if _is_image(data):
         topk_grid(data.x, found.indices, run_dir.file("topk.png"), labels=data.y)
-    return {"layer": layer, "k": k, "channels": found.channels, "seconds": seconds,
-            "samples_per_second": len(data) / seconds, "indices": found.indices, "values": found.values}
+    return TopkRun({"layer": layer, "k": k, "channels": found.channels, "seconds": seconds,
+                    "samples_per_second": len(data) / seconds, "indices": found.indices, "values": found.values})
 
 
 def visualize_job(model: nn.Module, layer: str, data: LabeledData, run_dir: RunDir, channels: list[int] | None = None,
                   steps: int = 256, lr: float = 0.05, pre_activation: bool = False, seed: int = 0,
-                  progress: bool = False) -> dict[str, Any]:
+                  progress: bool = False) -> VisualizeRun:
     """Synthetic activation maximisation of ``channels`` (``visualizations.png`` / ``.safetensors``)."""
     decorrelation = channel_decorrelation(data.x) if _is_image(data) and data.x.shape[1] > 1 else None
     images = visualize(model, layer, channels, input_shape=tuple(data.x.shape[1:]), steps=steps, lr=lr,
@@ -71,8 +72,8 @@ def visualize_job(model: nn.Module, layer: str, data: LabeledData, run_dir: RunD
     save_tensors(run_dir.file("visualizations.safetensors"), {"images": images})
     visualization_grid(images, run_dir.file("visualizations.png"), channels=channels)
     response = activations(model, layer, images, pre_activation=pre_activation)
-    return {"layer": layer, "channels": channels,
-            "activation_of_own_channel": response[torch.arange(len(channels)), channels]}
+    return VisualizeRun({"layer": layer, "channels": channels,
+                         "activation_of_own_channel": response[torch.arange(len(channels)), channels]})
 
 
 def evaluate_attack(original: nn.Module, attacked: nn.Module, layer: str, train: LabeledData,
@@ -144,32 +145,34 @@ def decoy_share(original: nn.Module, attacked: nn.Module, layer: str, data: Labe
 
 def _attack_job(model: nn.Module, layer: str, train: LabeledData, heldout: LabeledData, run_dir: RunDir,
                 attack: str, fine_tune: Callable[[], FineTuneResult], k: int, channels: list[int] | None,
-                encoder: str, pre_activation: bool, visualize_channels: int, seed: int) -> dict[str, Any]:
-    """Shared body of push-down and push-up: fine-tune, save the model, evaluate."""
+                encoder: str, pre_activation: bool, visualize_channels: int, seed: int
+                ) -> tuple[dict[str, Any], FineTuneResult]:
+    """Shared body of push-down and push-up: fine-tune, save the model, evaluate; ``(measures, fine-tune)``."""
     result = fine_tune()
     save(result.model, run_dir.file("attacked.safetensors"), {"attack": attack, "layer": layer, "seed": seed})
     metrics = evaluate_attack(model, result.model, layer, train, heldout, run_dir, attack, k, channels,
                               resolve_encoder(encoder, train), pre_activation, visualize_channels, seed)
     metrics["fine_tune"] = fine_tune_summary(result)
-    return metrics | {"model": result.model}
+    return metrics, result
 
 
 def push_down_job(model: nn.Module, layer: str, train: LabeledData, heldout: LabeledData, run_dir: RunDir, *,
                   k: int = 10, relative: bool = False, channels: list[int] | None = None, encoder: str = "default",
                   pre_activation: bool = False, visualize_channels: int = 4, seed: int = 0,
-                  **fine_tune: Any) -> dict[str, Any]:
-    """:class:`~veneer.neurons.PushDown` on ``train`` (options in ``fine_tune``), evaluated; returns the metrics
-    (and the attacked model under ``"model"``)."""
+                  **fine_tune: Any) -> PushDownRun:
+    """:class:`~veneer.neurons.PushDown` on ``train`` (options in ``fine_tune``), evaluated; returns the result
+    (the attacked model is ``result.model``)."""
     attack = PushDown(model, layer, k=k, relative=relative, channels=channels, pre_activation=pre_activation,
                       seed=seed, **fine_tune)
-    return _attack_job(model, layer, train, heldout, run_dir, "push-down", lambda: attack(train), k, channels,
-                       encoder, pre_activation, visualize_channels, seed)
+    metrics, result = _attack_job(model, layer, train, heldout, run_dir, "push-down", lambda: attack(train), k,
+                                  channels, encoder, pre_activation, visualize_channels, seed)
+    return PushDownRun(metrics, model=result.model, budget=budget_measures(result))
 
 
 def push_up_job(model: nn.Module, layer: str, train: LabeledData, heldout: LabeledData, run_dir: RunDir, *,
                 decoy_class: int = 0, n_decoys: int = 100, k: int = 10, margin: float = 0.1,
                 channels: list[int] | None = None, encoder: str = "default", pre_activation: bool = False,
-                visualize_channels: int = 4, seed: int = 0, **fine_tune: Any) -> dict[str, Any]:
+                visualize_channels: int = 4, seed: int = 0, **fine_tune: Any) -> PushUpRun:
     """:class:`~veneer.neurons.PushUp` with the first ``n_decoys`` training images of ``decoy_class`` as
     decoys, evaluated, with the decoy share of every top-k before and after."""
     members = torch.nonzero(train.y == decoy_class).flatten()
@@ -178,12 +181,12 @@ def push_up_job(model: nn.Module, layer: str, train: LabeledData, heldout: Label
     decoys = train.x[members[:n_decoys]]
     attack = PushUp(model, layer, k=k, margin=margin, channels=channels, pre_activation=pre_activation, seed=seed,
                     **fine_tune)
-    metrics = _attack_job(model, layer, train, heldout, run_dir, "push-up", lambda: attack(train, decoys), k,
-                          channels, encoder, pre_activation, visualize_channels, seed)
+    metrics, result = _attack_job(model, layer, train, heldout, run_dir, "push-up", lambda: attack(train, decoys),
+                                  k, channels, encoder, pre_activation, visualize_channels, seed)
     for name, data in (("train", train), ("heldout", heldout)):
-        metrics[f"decoy_share_{name}"] = decoy_share(model, metrics["model"], layer, data, decoy_class, k,
+        metrics[f"decoy_share_{name}"] = decoy_share(model, result.model, layer, data, decoy_class, k,
                                                      pre_activation, metrics["live_channels"])
-    return metrics
+    return PushUpRun(metrics, model=result.model, budget=budget_measures(result))
 
 
 def fairness_of(model: nn.Module, layer: str, data: LabeledData, group: torch.Tensor, k: int,
@@ -200,7 +203,7 @@ def fairness_of(model: nn.Module, layer: str, data: LabeledData, group: torch.Te
 def fairwash_job(model: nn.Module, layer: str, train: LabeledData, heldout: LabeledData, run_dir: RunDir, *,
                  attribute: str = "sex", k: int = 10, channels: list[int] | None = None,
                  most_biased: int | None = None, pre_activation: bool = False, seed: int = 0,
-                 **fine_tune: Any) -> dict[str, Any]:
+                 **fine_tune: Any) -> FairwashRun:
     """:class:`~veneer.neurons.Fairwash` on the protected ``attribute``, on ``channels`` or the
     ``most_biased`` neurons (largest initial KS); KS and balance plots, DDI/DEO before and after."""
     for data in (train, heldout):
@@ -232,17 +235,16 @@ def fairwash_job(model: nn.Module, layer: str, train: LabeledData, heldout: Labe
     metrics["ddi_relative_change"] = abs(a["ddi"] - b["ddi"]) / max(b["ddi"], 1e-12)
     metrics["deo_relative_change"] = abs(a["deo"] - b["deo"]) / max(b["deo"], 1e-12)
     metrics["accuracy_drop_points"] = 100 * (b["accuracy"] - a["accuracy"])
-    return metrics
+    return FairwashRun(metrics, model=result.model, budget=budget_measures(result))
 
 
-def demo(run_dir) -> dict[str, Any]:
+def demo(run_dir) -> PushDownRun:
     """A short push-down of every channel of the bundled MNIST CNN's last conv layer (post-ReLU "4"):
     120 fine-tuning steps, evaluated on the 1000 held-out images; writes top-k grids, synthetic
-    visualisations of 2 channels, Table 1 and the fine-tuned weights under ``run_dir``; returns the metrics."""
+    visualisations of 2 channels, Table 1 and the fine-tuned weights under ``run_dir``; returns the result."""
     run = RunDir(run_dir, {"command": "neurons", "action": "push-down", "demo": True, "layer": "4", "steps": 120},
                  0, overwrite=True)  # a part of the demo's own run
-    metrics = push_down_job(pretrained("mnist-cnn"), "4", mnist("train"), mnist("test"), run, relative=True,
-                            visualize_channels=2, alpha=0.5, steps=120, lr=1e-3, progress=True)
-    metrics.pop("model")
-    run.write_metrics(metrics)
-    return metrics
+    result = push_down_job(pretrained("mnist-cnn"), "4", mnist("train"), mnist("test"), run, relative=True,
+                           visualize_channels=2, alpha=0.5, steps=120, lr=1e-3, progress=True)
+    run.write_result(result)
+    return result

@@ -30,7 +30,7 @@ def main(out: str) -> None:
     run_dir = RunDir(out, {"command": "attack-input", "sweep": True, "n": 32, **OPTIONS}, 0)
     seed_everything(0)
     start = time.perf_counter()
-    run_dir.write_metrics(attack_inputs(pretrained("mnist-cnn"), mnist("test").subset(slice(0, 32)), Path(out),
+    run_dir.write_result(attack_inputs(pretrained("mnist-cnn"), mnist("test").subset(slice(0, 32)), Path(out),
                                         **OPTIONS))
     table = pd.read_csv(f"{out}/sweep.csv")
     columns = ["method", "attack", "eps", "n", "label_kept_rate", "topk_intersection", "spearman", "com_shift",

@@ -75,9 +75,10 @@ def point(out: Path, name: str, original, method, objective_name: str, steps: in
     test = _split(validation, options)
     run = _run_dir(out, name, {"command": "manipulate", "objective": objective_name, "method": method,
                                "steps": steps}, options, validation)
-    model, train = manipulate_and_save(original, METHODS[method](original), make(), mnist("train"), out / name,
-                                       steps=steps, batch_size=64, checkpoint_every=50, resume=True,
-                                       seed=0, progress=True, **options)
+    found = manipulate_and_save(original, METHODS[method](original), make(), mnist("train"), out / name,
+                                steps=steps, batch_size=64, checkpoint_every=50, resume=True, seed=0, progress=True,
+                                **options)
+    model, train = found.model, found.metrics()
     result = evaluate(original, model, make(), test, {method: METHODS[method](original)}, noise=0, progress=False)
     row = {"run": name, "alpha": options.get("alpha"), "min_agreement": options.get("min_agreement"),
            "measure": result.methods[method]["manipulated"][measure],
@@ -95,10 +96,10 @@ def push_down_point(out: Path, name: str, original, steps: int, validation: str,
     heldout = _split(validation, options)
     run = _run_dir(out, name, {"command": "neurons push-down", "layer": "4", "pre_activation": pre_activation,
                                "steps": steps, **PUSH_DOWN}, options, validation)
-    metrics = push_down_job(original, "4", mnist("train"), heldout, run, k=10, pre_activation=pre_activation,
+    found = push_down_job(original, "4", mnist("train"), heldout, run, k=10, pre_activation=pre_activation,
                             encoder="none", visualize_channels=0, seed=0, steps=steps, checkpoint_dir=out / name,
                             resume=True, progress=True, **PUSH_DOWN, **options)
-    attacked = metrics.pop("model")
+    attacked, metrics = found.model, found.metrics()
     agreement = (predict(attacked, heldout.x).argmax(1) == predict(original, heldout.x).argmax(1)).float().mean()
     row = {"run": name, "alpha": options.get("alpha"), "min_agreement": options.get("min_agreement"),
            "measure": metrics["heldout"]["summary"]["topk_overlap"], "measure_original": 1.0,

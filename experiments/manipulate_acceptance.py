@@ -90,16 +90,17 @@ def run_case(name: str, out: Path, epochs: int | None, max_steps: int | None, no
     original = pretrained(case["model"], progress=False)
     objective = case["objective"]()
     metrics = {"case": name, "method": case["method"].name}
-    model, metrics["train"] = manipulate_and_save(original, case["method"](original), objective, train, directory,
-                                           keep=case["keep"], alpha=case["alpha"], lr=case["lr"], epochs=epochs,
-                                           batch_size=64 if case["model"] == "mnist-cnn" else 256,
-                                           softplus_beta=case.get("softplus_beta", 20.0), checkpoint_every=50,
-                                           resume=True, seed=0, max_steps=max_steps)
+    found = manipulate_and_save(original, case["method"](original), objective, train, directory,
+                                keep=case["keep"], alpha=case["alpha"], lr=case["lr"], epochs=epochs,
+                                batch_size=64 if case["model"] == "mnist-cnn" else 256,
+                                softplus_beta=case.get("softplus_beta", 20.0), checkpoint_every=50,
+                                resume=True, seed=0, max_steps=max_steps)
+    model, metrics["train"] = found.model, found.metrics()
     start = time.perf_counter()
     metrics["evaluation"] = evaluate_and_save(original, model, objective, test,
                                               transfer_explainers(original, case["transfer"])
                                               | {case["method"].name: case["method"](original)}, directory,
-                                              noise=noise, batch_size=50, progress=False)
+                                              noise=noise, batch_size=50, progress=False).metrics()
     metrics["evaluation_seconds"] = time.perf_counter() - start
     run.write_metrics(metrics)
     return metrics

@@ -57,8 +57,7 @@ def _run(attack: str, out: Path, seed: int, min_agreement: float | None = None, 
         budget = {"min_agreement": min_agreement, "check_every": 10, "validation": heldout.subset(slice(500, 1000))}
         heldout = heldout.subset(slice(0, 500))
     metrics = job(pretrained(model), layer, data("train"), heldout, run_dir, k=10, seed=seed, progress=True,
-                  **options, **budget)
-    metrics.pop("model", None)
+                  **options, **budget).metrics()
     run_dir.write_metrics(metrics)
     write_json(out / "wall_seconds.json", {"seconds": time.perf_counter() - start})
 

@@ -64,7 +64,7 @@ def main() -> None:
         attack_dir.start()
         attacks = attack_inputs(model, test.subset(slice(0, options.n)), attack_dir.path,
                                 methods=["gradient", "lrp"], attacks=["random", "mass-center"], eps_values=[0.05, 0.1],
-                                with_sweep=True, steps=10, show=2, progress=True)
+                                with_sweep=True, steps=10, show=2, progress=True).metrics()
         summary["input"] = [{k: row[k] for k in ("attack", "method", "eps", "label_kept_rate", "com_shift",
                                                 "topk_intersection", "spearman")} for row in attacks["results"]]
 
@@ -83,12 +83,12 @@ def main() -> None:
                                  "lrp_epsilon": options.lrp_epsilon, "fold_batchnorm": options.fold_batchnorm}, 0,
                                 resume=True)
         run.start()
-        manipulated, train = manipulate_and_save(model, build(model), objective, mnist("train"), directory,
-                                                 steps=options.steps, alpha=options.alpha, lr=options.lr,
-                                                 keep=options.keep, batch_size=64, checkpoint_every=50, resume=True,
-                                                 seed=0, progress=True, **budget)
+        found = manipulate_and_save(model, build(model), objective, mnist("train"), directory,
+                                    steps=options.steps, alpha=options.alpha, lr=options.lr, keep=options.keep,
+                                    batch_size=64, checkpoint_every=50, resume=True, seed=0, progress=True, **budget)
+        manipulated, train = found.model, found.metrics()
         evaluation = evaluate_and_save(model, manipulated, objective, test.subset(slice(0, 200)),
-                                       {name: build(model)}, directory, noise=0, progress=False)
+                                       {name: build(model)}, directory, noise=0, progress=False).metrics()
         run.write_metrics({"train": train, "evaluation": evaluation})
         measured = evaluation["methods"][name]
         summary[f"manipulate-{name}"] = {

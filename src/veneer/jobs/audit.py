@@ -3,32 +3,24 @@ verdict's measures (see :mod:`veneer.audit`)."""
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
-import veneer.audit
-from veneer.audit import Audit, Calibration
+from veneer.audit import EFFORTS, Audit, Calibration, registered_tests
 from veneer.data import LabeledData
 from veneer.jobs.results import AuditRun
 from veneer.models import resolve_model
 from veneer.report.audit import write_audit
 from veneer.runs import RunDir
 
-# the audit's effort levels; ``BUDGETS`` is their name before ``EFFORTS`` (transition: whichever exists)
-EFFORTS: dict[str, dict[str, Any]] = getattr(veneer.audit, "EFFORTS", None) or veneer.audit.BUDGETS
+__all__ = ["EFFORTS", "audit_tests", "audit_reference", "audit_job"]
 
 
 def audit_tests() -> list[tuple[str, str]]:
-    """``(name, meaning)`` of every audit test a run may take, in order (the registered tests; names alone,
-    meaning ``""``, where :mod:`veneer.audit` has no registry)."""
-    registered = getattr(veneer.audit, "registered_tests", None)
-    if registered is None:
-        return [(name, "") for name in veneer.audit.TESTS]
-    return [(name, test.meaning) for name, test in registered().items()]
+    """``(name, meaning)`` of every registered audit test (:func:`veneer.audit.registered_tests`), in order."""
+    return [(name, test.meaning) for name, test in registered_tests().items()]
 
 
 def audit_reference(reference: str | None = None, weights: str | None = None,
@@ -50,9 +42,8 @@ def audit_job(model: nn.Module, train: LabeledData, test: LabeledData, run_dir: 
     """:class:`veneer.audit.Audit` of ``model`` at ``effort`` (twins and tangent spaces on ``train``, explanations
     of ``test``); writes ``audit.json`` and ``audit.md``; returns the verdict, score, z_max, seconds and the
     flagged tests (``result.audit``: the full :class:`veneer.audit.AuditResult`)."""
-    level = "effort" if "effort" in inspect.signature(Audit).parameters else "budget"
     found = Audit(model, methods=methods, reference=reference, seed=seed, progress=progress,
-                  **{level: effort})(train, test)
+                  effort=effort)(train, test)
     run_dir.start()
     paths = write_audit(found, run_dir.path)
     return AuditRun({"verdict": found.verdict, "score": found.score, "z_max": found.z_max, "seconds": found.seconds,

@@ -178,7 +178,7 @@ def fake_audit(monkeypatch) -> list[dict]:
     seen = []
 
     class Audit:
-        def __init__(self, model, methods=None, effort="fast", reference=None, seed=0, progress=False):
+        def __init__(self, model, methods=None, effort="fast", reference=None, tests=None, seed=0, progress=False):
             seen.append({"effort": effort, "reference": reference})
 
         def __call__(self, train, test):

@@ -35,6 +35,9 @@ def register(subparsers) -> None:
                         help="comma-separated explanation methods (default: gradient, gradient_x_input, ig, lrp "
                              "and, for image CNNs, gradcam, occlusion); tabular data may add lime, kernel-shap "
                              "(cross-method test only, background from the train split)")
+    parser.add_argument("--tests", default=None,
+                        help="comma-separated names of registered audit tests to run (default: every one that "
+                             "applies; --list-tests names them; a --plugin module may register more)")
     parser.add_argument("--effort", choices=sorted(EFFORTS), default="fast",
                         help="how much each test samples and how many clean twins are trained "
                              "(veneer.audit.EFFORTS; docs/audit.md)")
@@ -52,12 +55,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}: {meaning}" if meaning else name)
         return 0
     methods = args.methods.split(",") if args.methods else None
+    tests = [t for t in args.tests.split(",") if t] if args.tests else None
 
     def job(run_dir):
         model = load_model(args)
         reference = audit_reference(args.reference, args.reference_weights, args.calibration)
         train, test = load_dataset(args.data, "train"), load_dataset(args.data, "test")
         return audit_job(model, train, test, run_dir, methods=methods, effort=args.effort, reference=reference,
-                         seed=args.seed, progress=True)
+                         tests=tests, seed=args.seed, progress=True)
 
     return run_job(args, job)

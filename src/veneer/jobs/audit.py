@@ -37,12 +37,13 @@ def audit_reference(reference: str | None = None, weights: str | None = None,
 
 
 def audit_job(model: nn.Module, train: LabeledData, test: LabeledData, run_dir: RunDir, *,
-              methods: list[str] | None = None, effort: str = "fast", reference=None, seed: int = 0,
-              progress: bool = False) -> AuditRun:
+              methods: list[str] | None = None, effort: str = "fast", reference=None,
+              tests: list | None = None, seed: int = 0, progress: bool = False) -> AuditRun:
     """:class:`veneer.audit.Audit` of ``model`` at ``effort`` (twins and tangent spaces on ``train``, explanations
-    of ``test``); writes ``audit.json`` and ``audit.md``; returns the verdict, score, z_max, seconds and the
+    of ``test``; ``tests``: names of registered tests or :class:`veneer.audit.AuditTest` objects, ``None`` for every
+    registered test that applies); writes ``audit.json`` and ``audit.md``; returns the verdict, score, z_max, seconds and the
     flagged tests (``result.audit``: the full :class:`veneer.audit.AuditResult`)."""
-    found = Audit(model, methods=methods, reference=reference, seed=seed, progress=progress,
+    found = Audit(model, methods=methods, reference=reference, tests=tests, seed=seed, progress=progress,
                   effort=effort)(train, test)
     run_dir.start()
     paths = write_audit(found, run_dir.path)

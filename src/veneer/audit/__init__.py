@@ -28,7 +28,7 @@ one, :func:`registered_tests` lists them; ``Audit(tests=[...])`` also takes unre
 """
 
 from veneer.audit.base import TestResult, build_explainers, default_methods, flat_maps
-from veneer.audit.calibration import (COMPONENT_TOLERANCE_FACTOR, Z_FLAG, Calibration, combined_z,
+from veneer.audit.calibration import (COMPONENT_TOLERANCE_FACTOR, Z_FLAG, Calibration, combined_z, inherited_state,
                                       nominal_false_positive_rate, reinitialized, train_twins, verdict)
 from veneer.audit.defences import beta_smoothing, project_tangent, tangent_basis, tangent_space_projection
 from veneer.audit.fidelity import agreement_matrix, cross_method_agreement, deletion_insertion, faithfulness
@@ -44,7 +44,7 @@ from veneer.audit.sanity import (add_weight_noise, mean_pairwise_correlation, no
                                  weight_noise)
 
 __all__ = ["TestResult", "build_explainers", "default_methods", "flat_maps", "COMPONENT_TOLERANCE_FACTOR",
-           "Z_FLAG", "Calibration", "combined_z",
+           "Z_FLAG", "Calibration", "combined_z", "inherited_state",
            "nominal_false_positive_rate", "reinitialized", "train_twins", "verdict", "beta_smoothing",
            "project_tangent", "tangent_basis", "tangent_space_projection", "agreement_matrix",
            "cross_method_agreement", "deletion_insertion", "faithfulness", "fragility_profile", "hessian_geometry",

@@ -66,20 +66,47 @@ def reinitialized(model: nn.Module, seed: int) -> nn.Module:
     return twin.eval()
 
 
+def inherited_state(model: nn.Module) -> dict[str, list[str]]:
+    """What a twin made by :func:`reinitialized` copies from ``model`` instead of learning it again: a
+    manipulation placed there is in every twin, so a calibration on twins cannot see it (the auditor then needs
+    a reference model or twins of an architecture they trust, ``Audit(twin_model=...)``).
+
+    * ``"parameters"``: parameters of modules without ``reset_parameters`` (they keep their values);
+    * ``"buffers"``: buffers of modules without ``reset_parameters`` (batch-norm statistics are reset by theirs);
+    * ``"tensors"``: tensors stored as plain module attributes (used by the forward, never reset);
+    * ``"forward_code"``: module classes defined outside ``torch.nn`` (their forward code is copied as it is;
+      a term written there -- a term every logit shares, a gate, a high-frequency wave -- is in every twin).
+    """
+    found: dict[str, list[str]] = {"parameters": [], "buffers": [], "tensors": [], "forward_code": []}
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if not hasattr(module, "reset_parameters"):
+            found["parameters"] += [prefix + p for p, v in module._parameters.items() if v is not None]
+            found["buffers"] += [prefix + b for b, v in module._buffers.items() if v is not None]
+        found["tensors"] += [prefix + k for k, v in vars(module).items()
+                             if isinstance(v, torch.Tensor) and not k.startswith("_")]
+        kind = type(module)
+        if not kind.__module__.startswith("torch.nn") and f"{kind.__module__}.{kind.__qualname__}" not in \
+                found["forward_code"]:
+            found["forward_code"].append(f"{kind.__module__}.{kind.__qualname__}")
+    return found
+
+
 def train_twins(model: nn.Module, data: LabeledData, count: int = 3, steps: int = 200, batch_size: int = 64,
                 lr: float = 2e-3, seed: int = 0, eval_data: LabeledData | None = None, progress: bool = False
                 ) -> tuple[list[nn.Module], dict[str, Any]]:
     """``count`` clean twins of ``model``: same architecture (:func:`reinitialized` with seeds ``seed + 1000 +
     i``), each trained by :func:`veneer.models.train` (Adam, cross-entropy, cosine schedule) for about ``steps``
     steps of ``batch_size`` on ``data`` (whole epochs over a seeded subset when ``data`` is larger). Returns
-    the twins and their cost: seconds, steps and accuracy on ``eval_data`` (else ``data``) per twin."""
+    the twins and their cost: seconds, steps and accuracy on ``eval_data`` (else ``data``) per twin, and what
+    every twin inherits from ``model`` (:func:`inherited_state`, under ``"inherited"``)."""
     check_positive("count", count, integer=True)
     check_positive("steps", steps, integer=True)
     rows = min(len(data), steps * batch_size)
     epochs = max(1, round(steps * batch_size / rows))
     twins, details = [], {"count": count, "steps": epochs * (rows // batch_size + (rows % batch_size > 0)),
                           "epochs": epochs, "rows": rows, "lr": lr, "batch_size": batch_size,
-                          "seconds": [], "accuracy": []}
+                          "seconds": [], "accuracy": [], "inherited": inherited_state(model)}
     judge = eval_data or data
     for i in range(count):
         twin_seed = seed + 1000 + i

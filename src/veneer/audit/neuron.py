@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from veneer.audit.base import TestResult
-from veneer.checks import check_eval_mode, check_positive, check_tensor
+from veneer.checks import check_tensor
 from veneer.metrics import ks_distance, pearson
-from veneer.models import capture
 from veneer.neurons import default_layer, record, top_k, visualize
+from veneer.neurons.rebalance import channel_balance
 
 
 def neuron_visualization(model: nn.Module, x: torch.Tensor, layer: str | None = None, k: int = 10,
@@ -96,12 +96,6 @@ def neuron_group_fairness(model: nn.Module, x: torch.Tensor, group: torch.Tensor
                       {"output_ks": output_ks, "neuron_ks_mean": neuron_ks}, time.perf_counter() - start)
 
 
-def _channel_sum_squares(t: torch.Tensor) -> torch.Tensor:
-    """``(C,)`` sum over the batch of each channel's squared l2 norm over positions (Nanfack et al. Eq. 1 summed
-    over samples); a ``(B, C)`` output counts one position per unit."""
-    return t.reshape(t.shape[0], t.shape[1], -1).pow(2).sum((0, 2))
-
-
 def neuron_balance(model: nn.Module, x: torch.Tensor, layer: str | None = None,
                    quantiles: tuple[float, float] = (0.1, 0.9), batch_size: int = 256) -> TestResult:
     """Do a layer's channels carry the same activation scale relative to their downstream gain?
@@ -126,28 +120,17 @@ def neuron_balance(model: nn.Module, x: torch.Tensor, layer: str | None = None,
     docs/audit.md the spread is 0.24-0.34 decades, for 250-step twins and fully trained models alike, and
     1.0-2.4 after push-down/push-up. A rescaling of the whole layer moves every ``b_c`` alike and leaves the
     spread unchanged. The statistic reads no top-k images, so it does not matter whether the attacked images
-    are among ``x``. Blind to an attacker who rebalances the channels after the attack (function-preserving).
+    are among ``x``. Blind to an attacker who rebalances the channels after the attack (function-preserving:
+    :func:`veneer.neurons.rebalance` with ``like=`` the original model).
     """
     start = time.perf_counter()
-    x = check_tensor("x", x, ndim=(2, 3, 4, 5))
-    check_eval_mode(model)
-    check_positive("batch_size", batch_size, integer=True)
     low, high = quantiles
     if not 0 <= low < high <= 1:
         raise ValueError(f"quantiles must be (low, high) with 0 <= low < high <= 1, got {quantiles!r}")
     layer = layer or default_layer(model)
-    activation, gradient = 0.0, 0.0
-    for chunk in x.split(batch_size):
-        chunk = chunk.detach().clone().requires_grad_(True)  # h depends on the input even with frozen weights
-        with capture(model, [layer]) as seen:
-            logits = model(chunk)
-            h = seen.take()[layer]
-        score = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
-        (g,) = torch.autograd.grad(score, h)
-        activation = activation + _channel_sum_squares(h.detach())
-        gradient = gradient + _channel_sum_squares(g)
+    activation, gradient = channel_balance(model, x, layer, batch_size)
     alive = (activation > 0) & (gradient > 0)
-    balance = torch.log10(activation[alive].sqrt() / gradient[alive].sqrt())  # the 1/N of both means cancels
+    balance = torch.log10(activation[alive] / gradient[alive])  # the 1/N of both root means cancels
     spread = (balance.quantile(high) - balance.quantile(low)).item() if len(balance) > 1 else 0.0
     order = balance.argsort()
     channels = torch.nonzero(alive).flatten()

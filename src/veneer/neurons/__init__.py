@@ -18,6 +18,7 @@ from veneer.neurons.metrics import (
     penultimate_encoder, ranking_tau, tau_matrix, topk_indices, topk_overlap, whack_a_mole_embedding,
     whack_a_mole_tau,
 )
+from veneer.neurons.rebalance import channel_balance, rebalance
 from veneer.neurons.record import ActivationRecorder, channel_scalar, default_layer, record, resolve_layers
 from veneer.neurons.topk import ChannelTopK, activations, top_k, top_k_layers
 from veneer.neurons.visualize import FourierImage, channel_decorrelation, random_affine, total_variation, visualize
@@ -30,5 +31,5 @@ __all__ = [
     "ranking_tau", "tau_matrix", "whack_a_mole_tau", "embedding_delta", "embedding_delta_matrix",
     "whack_a_mole_embedding", "topk_indices", "topk_overlap", "label_overlap", "label_share",
     "LayerEncoder", "penultimate_encoder", "independent_encoder", "embed", "NeuronComparison",
-    "compare_activations", "compare_models", "group_fairness",
+    "compare_activations", "compare_models", "group_fairness", "channel_balance", "rebalance",
 ]

@@ -7,9 +7,9 @@ Optimization in Deep Neural Networks", Sec. 2; Du et al. 2018, "Algorithmic regu
 homogeneous models", Sec. 3). It moves the channel's activation scale ``S_c`` by ``a_c`` and the gradient scale
 ``G_c`` reaching it by ``1 / a_c``: :func:`channel_balance` measures both (what the audit's ``neuron_balance``
 test reads), :func:`rebalance` applies the symmetry -- by hand, or so that every channel's balance matches a
-reference model's, the post-hoc move of an attacker who knows that test. With powers of two as scales (the
-default, ``exact=True``) every multiplication is exact in floating point, so the rebalanced model's outputs
-equal the original's bit for bit.
+reference model's, the post-hoc move of an attacker who knows that test. With powers of two as scales
+(``exact=True``) every multiplication is exact in floating point, so the rebalanced model's outputs equal the
+original's bit for bit; other scales change them by float rounding only.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def _balance_scales(model: nn.Module, layer: str, like: nn.Module, data: torch.T
 
 
 def rebalance(model: nn.Module, layer: str, *, scales: torch.Tensor | None = None, like: nn.Module | None = None,
-              data: torch.Tensor | None = None, exact: bool = True) -> nn.Module:
+              data: torch.Tensor | None = None, exact: bool = False) -> nn.Module:
     """A copy of ``model`` whose channels of ``layer`` are rescaled by ``a_c`` and whose next weighted layer
     reads them divided by ``a_c``: the same function (the module docstring). ``layer`` is a Conv/Linear layer, or
     an activation right after one (the neuron attacks' layer names), inside an ``nn.Sequential``; only
@@ -107,8 +107,8 @@ def rebalance(model: nn.Module, layer: str, *, scales: torch.Tensor | None = Non
     before an attack) with ``data`` (inputs): the factors that give every channel of ``layer`` the reference's
     balance (a channel that never activates on ``data``, in either model, keeps its scale: its balance is
     undefined). ``exact=True`` rounds each factor to the nearest power of two, so the copy's outputs equal
-    ``model``'s exactly (each balance then lands within ``log10 2`` of the target). The model passed in is
-    never changed."""
+    ``model``'s bit for bit (each balance then lands up to ``log10 2`` decades from the target); otherwise they
+    equal them up to float rounding. The model passed in is never changed."""
     if (scales is None) == (like is None):
         raise ValueError("pass exactly one of scales= (a (C,) tensor of factors) or like= (a reference model, "
                          "with data=)")

@@ -49,6 +49,8 @@ def tensor_files(tmp_path_factory) -> Path:
     np.savez(folder / "empty.npz", x=np.zeros((0, 1, 28, 28), "float32"), y=np.zeros(0, "int64"))
     np.savez(folder / "labels.npz", x=mnist("test").x[:6].numpy(), y=np.array([0, 1, 2, 3, 4, 42]))
     (folder / "garbage.safetensors").write_bytes(b"not a safetensors file at all")
+    (folder / "text.pt").write_text("not a model\n")
+    torch.save({"0.weight": Path("a pickled Python object")}, folder / "pickled.pt")
     nan = pretrained("mnist-cnn")
     state = {k: v.clone() for k, v in nan.state_dict().items()}
     state["0.weight"][0, 0, 0, 0] = float("nan")
@@ -67,16 +69,22 @@ CLI_ERRORS = [
     (["attack-input", "--n", "4", "--eps", "1e6"], "is not below the width of input_range"),
     (["attack-input", "--n", "4", "--device", "cuda"], "no CUDA device"),
     (["attack-input", "--data", "tensors:{d}/three.npz", "--n", "4"], "need image data (N, C, H, W)"),
-    (["attack-input", "--data", "tensors:{d}/labels.npz"], "labels must lie in [0, 9]"),
+    (["attack-input", "--data", "tensors:{d}/labels.npz", "--n", "6"], "labels must lie in [0, 9]"),
+    (["attack-input", "--data", "tensors:{d}/labels.npz"], "--n 64 exceeds the 6 samples of labels test (pass "
+     "--n 6 or fewer)"),
     (["explain", "--data", "tensors:{d}/int.npz"], "x must be a floating-point tensor"),
     (["explain", "--data", "tensors:{d}/empty.npz"], "holds no samples"),
     (["explain", "--n", "2", "--weights", "{d}/garbage.safetensors"], "garbage.safetensors"),
     (["explain", "--n", "2", "--weights", "{d}/nan.safetensors"], "NaN or infinite values in '0.weight'"),
+    (["explain", "--n", "2", "--weights", "{d}/text.pt"], "text.pt (--weights): not a .safetensors file nor a torch"),
+    (["explain", "--n", "2", "--weights", "{d}/pickled.pt"], "pickled.pt (--weights): the file pickles the Python "
+     "object pathlib"),
+    (["explain", "--n", "5000", "--methods", "gradient"], "--n 5000 exceeds the 1000 samples of mnist test"),
     (["explain", "--n", "2", "--model", "{d}/scripted.pt", "--methods", "gradcam"], "TorchScript model"),
     (["explain", "--n", "2", "--model", "{d}/scripted.pt", "--methods", "lrp"],
      "TorchScript model, and LRP traces the model's forward with torch.fx"),
     (["explain", "--model", "adult-mlp", "--data", "adult", "--n", "4", "--methods", "gradcam"],
-     "gradcam: the model has no Conv2d layer"),
+     "gradcam (the model has no Conv2d layer"),
     (["explain", "--n", "0"], "--n must be >= 1"),
     (["manipulate", "--n", "16", "--objective", "spiral"], "objective must be one of"),
     (["manipulate", "--n", "16", "--batch-size", "0", "--max-steps", "1"], "batch_size must be > 0"),
@@ -91,7 +99,8 @@ def test_each_bad_input_is_one_line_naming_the_argument(argv, match, tensor_file
     argv = [a.replace("{d}", str(tensor_files)) for a in argv] + ["--out", str(tmp_path / "run")]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        one_line_error(capsys, argv, match)
+        error = one_line_error(capsys, argv, match)
+    assert "weights_only" not in error  # never the advice to unpickle (torch's own message suggests it)
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
@@ -152,8 +161,11 @@ def test_ctrl_c_during_a_fine_tune_checkpoints_and_says_how_to_resume(capsys, tm
     monkeypatch.setattr(objective, "attack_inputs", interrupted)
     out = tmp_path / "run"
     err = one_line_error(capsys, ["manipulate", "--n", "32", "--batch-size", "16", "--out", str(out)],
-                         "interrupted at step 1 of 2; resume with resume=True", code=130)
-    assert "checkpoint_dir" in err and (out / "checkpoint.safetensors").is_file()
+                         f"interrupted at step 1 of 2; checkpoint in {out}: run the same command with --resume "
+                         f"--out {out} to continue", code=130)
+    assert "resume=True" not in err and "checkpoint_dir" not in err and (out / "checkpoint.safetensors").is_file()
+    # The advice works: the same command with --resume finishes the run.
+    assert main(["manipulate", "--n", "32", "--batch-size", "16", "--out", str(out), "--resume"]) == 0
 
 
 def test_outputs_have_the_usual_mode_and_stale_temporaries_are_removed(tmp_path):

@@ -611,3 +611,92 @@ def test_every_report_kind_in_headless_chromium(runs, real_run, scaffolding_run,
         assert seen["console"] and seen["requests"] == ["http://127.0.0.1:9/a.png"]
     finally:
         browser.close()
+
+
+# ----------------------------------------------------------------------------------------- what a new user reads
+def card_values(html: str) -> list[tuple[str, str]]:
+    """``(label, value)`` of every headline card of the page."""
+    return [(unescape(label), unescape(value)) for label, value in
+            re.findall(r'<div class="label">(.*?)</div><div class="value">(.*?)</div>', html)]
+
+
+def test_no_kind_shows_a_card_without_its_value(runs, real_run, scaffolding_run):
+    pages = {kind: path for kind, (path, _) in runs.items()} | {"real explain": real_run,
+                                                                  "scaffolding": scaffolding_run}
+    for kind, path in pages.items():
+        cards = card_values((path / REPORT_NAME).read_text())
+        assert cards, kind
+        assert not [label for label, value in cards if value.strip() in ("—", "-", "")], kind
+
+
+def consistent_audit() -> dict:
+    """The fixture audit with the score the verdict's formula gives (max(Phi(z_max - 3), Phi(mean top-3 z - 2)))."""
+    from veneer.audit.calibration import combined_z, normal_cdf
+
+    audit = audit_json()
+    for test in audit["tests"].values():  # the evidence audit.md reads from every test
+        test["evidence"] = {"worst": "gradient", "seconds": 1.5}
+    zs = [test["z"] for test in audit["tests"].values()]
+    audit["config"]["combined_z"] = combined_z(zs)
+    audit["score"] = max(normal_cdf(max(zs) - 3.0), normal_cdf(combined_z(zs) - 2.0))
+    return audit
+
+
+def test_the_audit_score_is_described_by_its_formula_in_audit_md_and_on_the_page(tmp_path):
+    from veneer.report.audit import markdown_summary
+
+    audit = consistent_audit()
+    markdown = markdown_summary(audit)
+    assert "largest test score" not in markdown  # the score is not the largest test score (0.97 here)
+    found = re.search(r"Score (\S+) = max\(Phi\(z_max - 3\), Phi\(mean of the three largest z - 2\)\) with z_max "
+                      r"(\S+) and that mean (\S+?):", markdown)
+    assert found, markdown
+    from veneer.audit.calibration import normal_cdf
+
+    score, z_max, mean = (float(v) for v in found.groups())
+    assert score == pytest.approx(audit["score"], abs=1e-3) and z_max == 5.25 and mean == pytest.approx(
+        audit["config"]["combined_z"], abs=0.01)
+    assert score == pytest.approx(max(normal_cdf(z_max - 3), normal_cdf(mean - 2)), abs=2e-3)
+    html = render_report(audit_run(tmp_path / "audit", audit))
+    text = _text(html)
+    assert found.group(0) in text and '<th>z</th>' in html  # the page says the same and has the z column
+
+
+def test_a_tabular_explain_run_has_feature_figures_and_no_image_units(tmp_path):
+    out = tmp_path / "tabular"
+    assert main(["explain", "--model", "adult-mlp", "--data", "adult", "--n", "8", "--methods", "gradient,ig",
+                 "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["shown"] == 6 and set(metrics["method_agreement"]) == {"gradient", "ig"}
+    assert metrics["method_agreement"]["gradient"]["gradient"] == pytest.approx(1.0)
+    html = (out / REPORT_NAME).read_text()
+    text = _text(html)
+    for figure in ("explanations.png", "top_features.png", "method_agreement.png"):
+        assert html.count(f'alt="{figure}"') == 1, figure
+    assert "rows per second" in text and "images per second" not in text and "--color" not in text
+    assert "first 6 of the 8 inputs" in text
+
+
+def test_method_agreement_is_the_mean_spearman_of_scipy():
+    from scipy.stats import spearmanr
+    import torch
+
+    from veneer.jobs.explain import method_agreement
+
+    g = torch.Generator().manual_seed(0)
+    maps = {"a": torch.randn(5, 3, 4, generator=g), "b": torch.randn(5, 3, 4, generator=g)}
+    expected = sum(spearmanr(maps["a"][i].flatten(), maps["b"][i].flatten()).statistic for i in range(5)) / 5
+    agreement = method_agreement(maps)
+    assert agreement["a"]["b"] == pytest.approx(expected, abs=1e-12) == agreement["b"]["a"]
+    assert agreement["a"]["a"] == pytest.approx(1.0)
+
+
+def test_an_image_explain_run_draws_only_its_first_inputs(tmp_path):
+    out = tmp_path / "images"
+    assert main(["explain", "--n", "20", "--methods", "gradient", "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["shown"] == 16
+    height = Image.open(out / "explanations.png").size[1]
+    assert "first 16 of the 20 inputs" in _text((out / REPORT_NAME).read_text())
+    small = tmp_path / "small"
+    assert main(["explain", "--n", "4", "--methods", "gradient", "--out", str(small)]) == 0
+    assert Image.open(small / "explanations.png").size[1] < height < 5 * Image.open(small / "explanations.png").size[1]

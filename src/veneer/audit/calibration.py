@@ -113,7 +113,7 @@ def train_twins(model: nn.Module, data: LabeledData, count: int = 3, steps: int 
         subset = torch.randperm(len(data), generator=torch.Generator().manual_seed(twin_seed))[:rows]
         twin = reinitialized(model, twin_seed)
         result = train(twin, data.x[subset], data.y[subset], epochs=epochs, lr=lr, batch_size=batch_size,
-                       seed=twin_seed, progress=progress)
+                       seed=twin_seed, progress=progress, desc=f"train twin {i + 1}/{count}")
         twins.append(twin.eval())
         details["seconds"].append(round(result.seconds, 2))
         details["accuracy"].append(accuracy(twin, judge.x, judge.y))

@@ -20,14 +20,34 @@ from veneer.finetune import Interrupted
 SUBCOMMANDS = (train, explain, attack, manipulate, neurons, demo, influence, audit, report)
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """``--help`` entries end with their default, as :class:`argparse.ArgumentDefaultsHelpFormatter`, except where
+    there is none to state (``None``, a flag that is off) or the text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (not action.option_strings or any(action.default is none for none in (None, False, argparse.SUPPRESS))
+                or "default" in text.lower()):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of ``veneer`` and of every subcommand (sub-subcommands inherit the class):
+    :class:`DefaultsHelpFormatter` unless told otherwise."""
+
+    def __init__(self, *args, formatter_class=DefaultsHelpFormatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="veneer", description="Attack explanations of neural networks.")
+    parser = Parser(prog="veneer", description="Attack explanations of neural networks.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import this Python module first (repeatable; also the environment variable "
                              "VENEER_PLUGINS, comma-separated), e.g. one that registers audit tests, LRP rules or "
                              "report sections")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in SUBCOMMANDS:
         module.register(sub)
     return parser
@@ -61,6 +81,15 @@ def import_plugins(names: list[str]) -> None:
                 from None
 
 
+def interrupted_message(error: Interrupted) -> str:
+    """An interrupted fine-tuning run, worded for the command line: where it stopped and how to continue it."""
+    stopped = f"{error.name} interrupted at step {error.step} of {error.total}"
+    if error.checkpoint_dir is None:
+        return f"{stopped} (no checkpoint written)"
+    return f"{stopped}; checkpoint in {error.checkpoint_dir}: run the same command with --resume " \
+           f"--out {error.checkpoint_dir} to continue"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a subcommand (after importing the plugins, see :func:`plugins`). Every failure is one line
     ``veneer <command>: error: ...`` and exit code 2 (``--debug`` shows the traceback); an interrupted
@@ -81,10 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - the CLI reports every error in one line
         if args.debug:
             raise
-        code = 130 if isinstance(error, Interrupted) else 2
+        if isinstance(error, Interrupted):
+            print(f"veneer {args.command}: error: {interrupted_message(error)}", file=sys.stderr)
+            return 130
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"veneer {args.command}: error: {message}", file=sys.stderr)
-        return code
+        return 2
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 
 from veneer.attacks import ATTACKS
-from veneer.cli.common import add_data_args, add_model_args, add_run_args, load_data, load_model, run_job
+from veneer.cli.common import (add_data_args, add_model_args, add_run_args, applies_when, load_data, load_model,
+                               run_job)
 from veneer.cli.influence import add_influence_args, build_influence
 from veneer.explain import METHODS
 from veneer.jobs.attack import attack_inputs, correctly_classified
@@ -19,6 +20,13 @@ from veneer.jobs.influence import influence_attack_report
 
 DEFAULTS = {"method": "gradient", "attack": "mass-center", "eps": "0.1"}
 SWEEP_DEFAULTS = {"attack": ",".join(ATTACKS), "eps": "0.02,0.05,0.1"}
+# The options only ``--attack influence`` uses, and those only the attacks on explanation maps use.
+INFLUENCE_OPTIONS = ("train_n", "params", "influence_method", "damping", "top")
+MAP_ATTACK_OPTIONS = ("method", "softplus_beta", "ig_steps")
+
+
+def attacks_influence(args: argparse.Namespace) -> bool:
+    return args.attack is not None and args.attack.strip() == "influence"
 
 
 def register(subparsers) -> None:
@@ -51,6 +59,8 @@ def register(subparsers) -> None:
                         "is lowered")
     add_influence_args(parser)
     add_run_args(parser, "runs/attack-input")
+    applies_when(parser, INFLUENCE_OPTIONS, attacks_influence)
+    applies_when(parser, MAP_ATTACK_OPTIONS, lambda args: not attacks_influence(args))
     parser.set_defaults(run=run)
 
 

@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from veneer.data import DATASETS, LabeledData, load_dataset
+from veneer.data import DATASETS, TABLE_KINDS, LabeledData, load_dataset
 from veneer.jobs.results import JobResult
 from veneer.models import RECIPES, resolve_model
 from veneer.report.html import write_report
@@ -23,13 +23,71 @@ def add_model_args(parser: argparse.ArgumentParser, flag: str = "--model") -> No
 
 def add_data_args(parser: argparse.ArgumentParser, n: int | None = 64) -> None:
     parser.add_argument("--data", default="mnist",
-                        help=f"{', '.join(DATASETS)}, image-folder:PATH, cifar10:PATH or tensors:PATH")
+                        help=f"{', '.join(DATASETS)}, image-folder:PATH, cifar10:PATH, tensors:PATH, csv:PATH "
+                             f"or parquet:PATH")
     parser.add_argument("--split", default="test", help="train, test or all")
     parser.add_argument("--n", "--num-samples", dest="n", type=int, default=n,
                         help="number of samples: a seeded, class-stratified subset of the split (--seed); "
                              "--num-samples under torchrun")
     parser.add_argument("--color", choices=("auto", "gray", "rgb"), default="auto",
                         help="channels of an image folder (auto: what the model's first convolution expects)")
+    applies_when(parser, ("color",), reads_image_folder)
+    add_table_args(parser, target_alias=False)
+
+
+def add_table_args(parser: argparse.ArgumentParser, target_alias: bool = True) -> None:
+    """The options of ``--data csv:PATH`` / ``parquet:PATH`` (:func:`veneer.data.table`, docs/tabular.md): the
+    label column ``--label-column`` (everywhere; ``--target`` is its alias only where ``target_alias``, i.e. on
+    commands where ``--target`` has no other meaning), ``--protected COL`` or ``COL=VALUE`` (repeatable),
+    ``--test PATH`` (a file holding the test split) and ``--dropna``; recorded in ``config.json`` only for
+    table data. :func:`table_options` reads them. :func:`add_data_args` adds them without the alias."""
+    flags = ("--label-column", "--target") if target_alias else ("--label-column",)
+    parser.add_argument(*flags, dest="label_column", default=None,
+                        help="csv:/parquet: data: the label column" +
+                             (" (--target and --label-column are the same option here)" if target_alias else ""))
+    parser.add_argument("--protected", action="append", default=None,
+                        help="csv:/parquet: data: a protected attribute, a binary column COL or COL=VALUE "
+                             "(the group of rows where COL is VALUE); repeatable")
+    parser.add_argument("--test", dest="test_file", default=None,
+                        help="csv:/parquet: data: a second file with the same columns holding the test split "
+                             "(default: a seeded stratified 80/20 split of --data)")
+    parser.add_argument("--dropna", action="store_true",
+                        help="csv:/parquet: data: drop rows with a missing value (default: refuse them, naming "
+                             "column and rows)")
+    applies_when(parser, ("label_column", "protected", "test_file", "dropna"), reads_table)
+
+
+def reads_table(args: argparse.Namespace) -> bool:
+    return str(getattr(args, "data", "")).split(":", 1)[0] in TABLE_KINDS
+
+
+def table_options(args: argparse.Namespace) -> dict:
+    """The :func:`veneer.data.load_dataset` options of :func:`add_table_args` (``{}`` for data that is not a
+    table, whose loaders take none)."""
+    if not reads_table(args):
+        return {}
+    return {"target": args.label_column, "protected": args.protected, "test": args.test_file,
+            "dropna": args.dropna}
+
+
+def reads_image_folder(args: argparse.Namespace) -> bool:
+    return str(getattr(args, "data", "")).startswith("image-folder:")
+
+
+def applies_when(parser: argparse.ArgumentParser, options: tuple[str, ...],
+                 when: Callable[[argparse.Namespace], bool]) -> None:
+    """Declare that the options ``options`` (their ``dest`` names) are used only by runs for which ``when(args)``
+    holds (e.g. one objective's options, the image-folder ``--color``): :func:`open_run` records them in
+    ``config.json`` (and so in the report's "What was run") only then. Declarations accumulate per parser."""
+    rules = parser.get_default("option_rules") or ()
+    parser.set_defaults(option_rules=(*rules, (tuple(options), when)))
+
+
+def recorded_options(args: argparse.Namespace) -> dict:
+    """The command line as ``config.json`` records it: every option but those an :func:`applies_when`
+    declaration says this run does not use."""
+    unused = {name for options, when in getattr(args, "option_rules", ()) if not when(args) for name in options}
+    return {k: v for k, v in vars(args).items() if k not in ("run", "debug", "plugin", "option_rules", *unused)}
 
 
 def add_run_args(parser: argparse.ArgumentParser, out: str | None, resumable: bool = False) -> None:
@@ -37,7 +95,8 @@ def add_run_args(parser: argparse.ArgumentParser, out: str | None, resumable: bo
                         "directory holding another run is refused unless --overwrite" +
                         (" or --resume" if resumable else ""))
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --out")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of every random draw of the run (subsets, initialisation, batches)")
     if resumable:
         parser.add_argument("--resume", action="store_true",
                             help="continue the run in --out (same settings) from its checkpoint")
@@ -61,6 +120,7 @@ def add_budget_args(parser: argparse.ArgumentParser) -> None:
                         help="keep loss also on mixup blends of the training images (not with --keep ce), to hold "
                              "the behaviour between them (measured: helped one budget, hurt another; "
                              "docs/manipulate.md)")
+    applies_when(parser, ("validation", "check_every", "confidence"), lambda args: args.min_agreement is not None)
 
 
 def budget_options(args: argparse.Namespace) -> dict:
@@ -71,7 +131,7 @@ def budget_options(args: argparse.Namespace) -> dict:
 def open_run(args: argparse.Namespace, **extra) -> RunDir:
     """The run directory of ``args.out`` with the command line (and ``extra``) as its config; refused before
     anything is written when it holds another run (see :class:`veneer.runs.RunDir`)."""
-    config = {k: v for k, v in vars(args).items() if k not in ("run", "debug", "plugin")} | extra
+    config = recorded_options(args) | extra
     return RunDir(args.out, config, args.seed, resume=getattr(args, "resume", False), overwrite=args.overwrite)
 
 
@@ -103,11 +163,16 @@ def check_count(name: str, value: int | None, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
-def subset(data: LabeledData, n: int | None, seed: int) -> LabeledData:
-    """``n`` rows of ``data``: a seeded, class-stratified subset (:meth:`LabeledData.sample`)."""
+def subset(data: LabeledData, n: int | None, seed: int, split: str = "") -> LabeledData:
+    """``n`` rows of ``data``: a seeded, class-stratified subset (:meth:`LabeledData.sample`); ``n`` above the
+    number of samples is refused, naming it (``split``: the split's name for the message), so ``config.json``
+    and ``metrics.json`` never disagree on ``n``."""
     check_count("--n", n)
     if len(data) == 0:
         raise ValueError(f"data {data.name!r} holds no samples")
+    if n is not None and n > len(data):
+        raise ValueError(f"--n {n} exceeds the {len(data)} samples of {' '.join(filter(None, (data.name, split)))} "
+                         f"(pass --n {len(data)} or fewer)")
     return data if n is None else data.sample(n, seed)
 
 
@@ -125,8 +190,14 @@ def load_data(args: argparse.Namespace, split: str | None = None, n: int | None 
     channels of ``--color`` (``auto``: what ``model``'s first convolution expects)."""
     color = getattr(args, "color", "auto")
     grayscale = color == "gray" or (color == "auto" and model is not None and input_channels(model) == 1)
-    data = load_dataset(args.data, split or args.split, grayscale=grayscale)
-    return subset(data, args.n if n is None else n, args.seed)
+    data = load_dataset(args.data, split or args.split, grayscale=grayscale, **table_options(args))
+    return subset(data, args.n if n is None else n, args.seed, split or args.split)
+
+
+def load_split(args: argparse.Namespace, split: str) -> LabeledData:
+    """Every row of ``split`` of ``--data``, with the table options of :func:`add_table_args` (the training
+    split as background, twins' data or influence set)."""
+    return load_dataset(args.data, split, **table_options(args))
 
 
 def load_model(args: argparse.Namespace, spec_attr: str = "model") -> torch.nn.Module:

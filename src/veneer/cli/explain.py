@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from veneer.cli.common import add_data_args, add_model_args, add_run_args, load_data, load_model, run_job
-from veneer.data import load_dataset
+from veneer.cli.common import add_data_args, add_model_args, add_run_args, load_data, load_model, load_split, run_job
 from veneer.explain import BACKGROUND_METHODS, METHODS
 from veneer.jobs.explain import explain_inputs
 
@@ -28,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     def job(run_dir):
         model = load_model(args)
         data = load_data(args, model=model)
-        background = load_dataset(args.data, "train") if set(methods or ()) & set(BACKGROUND_METHODS) else None
+        background = load_split(args, "train") if set(methods or ()) & set(BACKGROUND_METHODS) else None
         return explain_inputs(model, data, methods, run_dir, background)
 
     return run_job(args, job)

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from veneer.cli.common import (add_budget_args, add_data_args, add_model_args, add_run_args, budget_options,
-                               load_data, load_model, run_job)
+from veneer.cli.common import (add_budget_args, add_data_args, add_model_args, add_run_args, applies_when,
+                               budget_options, load_data, load_model, run_job)
 from veneer.data import load_dataset
 from veneer.explain import make_explainers, select_methods
 from veneer.finetune import distributed_context
@@ -31,6 +31,15 @@ from veneer.manipulate import KEEP_LOSSES, OBJECTIVES, PICTURES, Objective, make
 from veneer.manipulate.scaffolding import EXPLAINED_BY
 
 OBJECTIVE_FLAGS = ("objective", "target", "map", "region", "thickness", "k", "classes", "features")
+# The objectives each objective option applies to (config.json records it only for them, see applies_when).
+OBJECTIVE_OPTIONS = {"target": ("com",), "map": ("target-map",), "region": ("location",),
+                     "thickness": ("target-map", "location"), "k": ("topk",), "classes": ("class-swap",),
+                     "features": ("feature-suppress", "scaffolding")}
+# What only the scaffolding attack uses, and what only the fine-tuning objectives use.
+SCAFFOLDING_OPTIONS = ("perturbation", "innocuous", "biased", "invert", "explain_n")
+FINE_TUNE_OPTIONS = ("split", "color", "method", "ig_steps", "keep", "alpha", "epochs", "lr", "batch_size",
+                     "trainable", "softplus_beta", "checkpoint_every", "max_steps", "min_agreement", "validation",
+                     "check_every", "confidence", "keep_mixup", "resume")
 
 
 def _numbers(text: str, name: str, kind=float) -> list:
@@ -82,6 +91,8 @@ def add_objective_args(parser: argparse.ArgumentParser, default: str | None) -> 
     parser.add_argument("--classes", default=None, help="class-swap: 'a,b'")
     parser.add_argument("--features", default=None, help="feature-suppress: comma-separated names, e.g. sex,race; "
                         "scaffolding: the sensitive column, e.g. race=African-American")
+    for option, objectives in OBJECTIVE_OPTIONS.items():
+        applies_when(parser, (option,), lambda args, objectives=objectives: args.objective in objectives)
 
 
 def register(subparsers) -> None:
@@ -94,16 +105,19 @@ def register(subparsers) -> None:
                         help="integration steps when --method ig (default 8, fewer than the 32 of the explainers "
                              "elsewhere: IG runs, differentiated, inside every training step)")
     add_objective_args(parser, "com")
-    parser.add_argument("--keep", default="ce", choices=sorted(KEEP_LOSSES))
+    parser.add_argument("--keep", default="ce", choices=sorted(KEEP_LOSSES),
+                        help="keep loss L_keep that holds the behaviour: ce (the true labels), kl (distillation "
+                             "from the original model), argmax_ce (the original model's labels), prob_mse")
     parser.add_argument("--alpha", type=float, default=0.5,
                         help="weight of the attack loss (lambda/(1+lambda)); default 0.5, Manipulation's (the "
                              "README's MNIST example passes --alpha 0.1 --lr 1e-3)")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=1, help="passes over the training data")
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate (default 1e-4, Manipulation's)")
     parser.add_argument("--batch-size", type=int, default=64, help="global batch size")
     parser.add_argument("--trainable", default=None, help="comma-separated module-name prefixes (default: all)")
     parser.add_argument("--softplus-beta", type=float, default=20.0, help="Softplus beta in training; 0: keep ReLU")
-    parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--checkpoint-every", type=int, default=100,
+                        help="steps between checkpoints in --out (--resume continues from the last)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (--resume later)")
     parser.add_argument("--perturbation", default="lime", choices=sorted(EXPLAINED_BY),
                         help="scaffolding: whose perturbations the detector learns (lime, shap, both)")
@@ -117,6 +131,10 @@ def register(subparsers) -> None:
                              "KernelSHAP query the models thousands of times per row)")
     add_budget_args(parser)
     add_run_args(parser, "runs/manipulate", resumable=True)
+    applies_when(parser, SCAFFOLDING_OPTIONS, lambda args: args.objective == "scaffolding")
+    applies_when(parser, FINE_TUNE_OPTIONS, lambda args: args.objective != "scaffolding")
+    applies_when(parser, ("model", "weights"), lambda args: args.objective != "scaffolding" or args.biased == "model")
+    applies_when(parser, ("ig_steps",), lambda args: args.method == "ig")
     parser.set_defaults(run=run_manipulate)
 
     parser = subparsers.add_parser("evaluate", help="compare an original and a manipulated model's explanations")
@@ -128,7 +146,7 @@ def register(subparsers) -> None:
                         help="integration steps of IG (default 100, not make_explainers' 32: the evaluation "
                              "measures the maps themselves, so IG's integral is approximated more closely)")
     parser.add_argument("--noise", type=int, default=None, help="Gaussian-noise inputs (default: as many as --n)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="inputs explained together")
     parser.add_argument("--examples", type=int, default=4, help="example inputs in heatmaps.png")
     add_objective_args(parser, None)
     add_run_args(parser, None)

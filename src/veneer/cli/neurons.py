@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import argparse
 
-from veneer.cli.common import (add_budget_args, add_model_args, add_run_args, budget_options, load_data, load_model,
-                               run_job)
+from veneer.cli.common import (add_budget_args, add_model_args, add_run_args, applies_when, budget_options, load_data,
+                               load_model, reads_image_folder, run_job)
 from veneer.finetune import KEEP_LOSSES
 from veneer.jobs.neurons import fairwash_job, push_down_job, push_up_job, topk_job, visualize_job
+from veneer.jobs.slingshot import fooling_circuit_job, silent_unit_job, slingshot_job
 from veneer.neurons import default_layer
 from veneer.runs import RunDir
 
-ACTIONS = ("topk", "visualize", "push-down", "push-up", "fairwash")
+ACTIONS = ("topk", "visualize", "push-down", "push-up", "fairwash", "slingshot", "silent-unit", "fooling-circuit")
 
 
 # ----------------------------------------------------------------------------------------- arguments
@@ -45,6 +46,7 @@ def _common(parser: argparse.ArgumentParser, out: str, model: str = "mnist-cnn",
                         help="use a seeded, class-stratified subset of n samples of each split")
     parser.add_argument("--color", choices=("auto", "gray", "rgb"), default="auto",
                         help="channels of an image folder (auto: what the model's first convolution expects)")
+    applies_when(parser, ("color",), reads_image_folder)
     add_run_args(parser, out, resumable)
 
 
@@ -53,8 +55,8 @@ def _attack_options(parser: argparse.ArgumentParser, note: str = "") -> None:
     parser.add_argument("--channels", type=_channels, default=None,
                         help="'all' (default) or comma-separated channel indices")
     parser.add_argument("--alpha", type=float, default=0.5, help="weight of L_A against L_M (Eq. 2)")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--steps", type=int, default=300, help="fine-tuning steps")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
     parser.add_argument("--batch-size", type=int, default=64, help="training rows per step" + note)
     parser.add_argument("--attack-batch", type=int, default=64,
                         help="the attack's own rows per step (D_attack images, decoys, group samples)" + note)
@@ -82,14 +84,14 @@ def register(subparsers) -> None:
 
     topk = actions.add_parser("topk", help="each channel's top-k samples (dataset-based visualisation)")
     _common(topk, "runs/neurons-topk")
-    topk.add_argument("--split", default="train")
+    topk.add_argument("--split", default="train", help="split whose samples are ranked (train, test or all)")
     topk.set_defaults(run=run_topk)
 
     vis = actions.add_parser("visualize", help="synthetic activation maximisation of channels")
     _common(vis, "runs/neurons-visualize")
     vis.add_argument("--channels", type=_channels, default=None, help="'all' (default) or indices")
-    vis.add_argument("--steps", type=int, default=256)
-    vis.add_argument("--lr", type=float, default=0.05)
+    vis.add_argument("--steps", type=int, default=256, help="gradient-ascent steps per channel")
+    vis.add_argument("--lr", type=float, default=0.05, help="learning rate of the gradient ascent")
     vis.set_defaults(run=run_visualize)
 
     down = actions.add_parser("push-down", help="remove each channel's top-k interpretation (Eq. 3)")
@@ -104,8 +106,10 @@ def register(subparsers) -> None:
     _common(up, "runs/neurons-push-up", resumable=True)
     _attack_options(up)
     up.add_argument("--decoy-class", type=int, default=0, help="decoys: training images of this class")
-    up.add_argument("--n-decoys", type=int, default=100)
-    up.add_argument("--margin", type=float, default=0.1)
+    up.add_argument("--n-decoys", type=int, default=100, help="decoy images pushed into the top-k")
+    up.add_argument("--margin", type=float, default=0.1,
+                    help="hinge margin by which a decoy's activation must exceed a data sample's, in units of the "
+                         "channel's mean top-k activation (Eq. 4)")
     up.set_defaults(run=run_push_up)
 
     wash = actions.add_parser("fairwash", help="make biased neurons look fair (Eq. 5)")
@@ -116,6 +120,44 @@ def register(subparsers) -> None:
     wash.add_argument("--attribute", default="sex", help="protected attribute of the data (e.g. sex)")
     wash.add_argument("--most-biased", type=int, default=None,
                       help="attack the N neurons with the largest initial KS (instead of --channels)")
+
+    sling = actions.add_parser("slingshot", help="make one unit's synthetic visualisation converge to a target "
+                               "(gradient slingshot, Bareeva et al. 2025)")
+    _lying_visualization_args(sling, "runs/neurons-slingshot", resumable=True)
+    sling.add_argument("--gamma", type=float, default=10.0, help="slope of the planted gradient field")
+    sling.add_argument("--noise", type=float, default=0.1, help="half-width of the uniform noise around the tunnel")
+    sling.add_argument("--no-tunnel", action="store_true", help="sample the start and the target only")
+    sling.add_argument("--parametrization", choices=("pixel", "fourier"), default="pixel",
+                       help="the space the field is planted in")
+    sling.add_argument("--alpha", type=float, default=0.5, help="weight of the attack loss against the keep loss")
+    sling.add_argument("--steps", type=int, default=300, help="fine-tuning steps")
+    sling.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
+    sling.add_argument("--batch-size", type=int, default=64, help="natural training rows per step")
+    sling.add_argument("--samples", type=int, default=32, help="manipulation samples per step")
+    sling.add_argument("--keep", default="kl", choices=sorted(KEEP_LOSSES), help="the keep loss on the outputs")
+    sling.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (--resume later)")
+    add_budget_args(sling)
+    sling.set_defaults(run=run_slingshot)
+
+    silent = actions.add_parser("silent-unit", help="add a silent unit whose visualisation is the target "
+                                "(Geirhos et al. 2024, Sec. 3.2)")
+    _lying_visualization_args(silent, "runs/neurons-silent-unit")
+    silent.add_argument("--scale", type=float, default=10.0, help="gain of the silent unit")
+    silent.set_defaults(run=run_silent_unit)
+
+    fool = actions.add_parser("fooling-circuit", help="gate the unit by a natural-vs-visualisation detector "
+                              "(Geirhos et al. 2024, Sec. 3.1)")
+    _lying_visualization_args(fool, "runs/neurons-fooling-circuit")
+    fool.set_defaults(run=run_fooling_circuit)
+
+
+def _lying_visualization_args(parser: argparse.ArgumentParser, out: str, resumable: bool = False) -> None:
+    """The options of the manipulations of one unit's synthetic visualisation."""
+    _common(parser, out, resumable=resumable)
+    parser.add_argument("--unit", type=int, required=True, help="the unit: a channel of --layer, or a logit")
+    parser.add_argument("--target", default="cross",
+                        help="cross, square, ring, digit (another class's image), digit:N, or an image file")
+    parser.add_argument("--heldout-split", default="test", help="split for accuracy, AUROC and activations")
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -172,3 +214,27 @@ def run_fairwash(args: argparse.Namespace) -> int:
         model, layer, split("train"), split(args.heldout_split), run_dir, attribute=args.attribute, k=args.k,
         channels=args.channels, most_biased=args.most_biased, pre_activation=args.pre_activation, seed=args.seed,
         **_fine_tune_options(args)))
+
+
+def _lying_options(args: argparse.Namespace) -> dict:
+    return {"target": args.target, "seed": args.seed}
+
+
+def run_slingshot(args: argparse.Namespace) -> int:
+    return _run(args, lambda model, layer, split, run_dir: slingshot_job(
+        model, layer, args.unit, split("train"), split(args.heldout_split), run_dir, gamma=args.gamma,
+        noise=args.noise, tunnel=not args.no_tunnel, parametrization=args.parametrization, alpha=args.alpha,
+        steps=args.steps, lr=args.lr, batch_size=args.batch_size, samples=args.samples, keep=args.keep,
+        max_steps=args.max_steps, checkpoint_dir=args.out, resume=args.resume, progress=True,
+        pre_activation=args.pre_activation, **budget_options(args), **_lying_options(args)))
+
+
+def run_silent_unit(args: argparse.Namespace) -> int:
+    return _run(args, lambda model, layer, split, run_dir: silent_unit_job(
+        model, layer, args.unit, split("train"), split(args.heldout_split), run_dir, scale=args.scale,
+        **_lying_options(args)))
+
+
+def run_fooling_circuit(args: argparse.Namespace) -> int:
+    return _run(args, lambda model, layer, split, run_dir: fooling_circuit_job(
+        model, layer, args.unit, split("train"), split(args.heldout_split), run_dir, **_lying_options(args)))

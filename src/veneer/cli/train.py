@@ -11,7 +11,8 @@ from veneer.models import RECIPES
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train a bundled model on its bundled dataset")
-    parser.add_argument("--model", default="mnist-cnn", choices=sorted(RECIPES))
+    parser.add_argument("--model", default="mnist-cnn", choices=sorted(RECIPES),
+                        help="bundled model to train on its bundled dataset")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's number of epochs")
     add_run_args(parser, "runs/train")
     parser.set_defaults(run=run)

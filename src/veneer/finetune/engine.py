@@ -43,7 +43,14 @@ class FineTuneResult:
 
 
 class Interrupted(RuntimeError):
-    """A fine-tuning run stopped by Ctrl-C / SIGTERM after writing its checkpoint."""
+    """A fine-tuning run stopped by Ctrl-C / SIGTERM after writing its checkpoint: ``name`` (the run's),
+    ``step`` of ``total``, ``checkpoint_dir`` (``None``: no checkpoint was written). The message speaks to a Python
+    caller (``resume=True``); the ``veneer`` command words its own from the fields."""
+
+    def __init__(self, name: str, step: int, total: int, checkpoint_dir: str | os.PathLike | None):
+        self.name, self.step, self.total, self.checkpoint_dir = name, step, total, checkpoint_dir
+        where = f"; resume with resume=True (checkpoint_dir={checkpoint_dir})" if checkpoint_dir is not None else ""
+        super().__init__(f"{name} interrupted at step {step} of {total}{where}")
 
 
 def select_trainable(model: nn.Module, trainable) -> list[tuple[str, nn.Parameter]]:
@@ -194,8 +201,8 @@ class FineTuner:
             run.train()
         except KeyboardInterrupt:
             run.checkpoints.save(run)
-            where = f"; resume with resume=True (checkpoint_dir={self.checkpoint_dir})" if run.checkpoints.path else ""
-            raise Interrupted(f"{self.name} interrupted at step {run.step} of {run.total}{where}") from None
+            raise Interrupted(self.name, run.step, run.total,
+                              self.checkpoint_dir if run.checkpoints.path else None) from None
         return run.result(time.perf_counter() - start)
 
     def _validation_split(self, data: LabeledData) -> tuple[LabeledData, LabeledData | None]:

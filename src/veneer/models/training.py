@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,15 +50,16 @@ class TrainResult:
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 10, lr: float = 1e-3,
           batch_size: int = 64, weight_decay: float = 0.0, max_shift: int = 0, seed: int = 0,
           x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
-          progress: bool = False) -> TrainResult:
-    """Adam + cross-entropy with a cosine learning-rate schedule; returns the model in eval mode."""
+          progress: bool = False, desc: str = "train") -> TrainResult:
+    """Adam + cross-entropy with a cosine learning-rate schedule; returns the model in eval mode. ``desc`` labels
+    the progress bar (e.g. which of several models it trains)."""
     generator = seed_everything(seed)
     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True, generator=generator)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
     result = TrainResult(model)
     start = time.perf_counter()
-    for epoch in progress_bar(range(epochs), desc="train", disable=not progress):
+    for epoch in progress_bar(range(epochs), desc=desc, disable=not progress):
         model.train()
         total, seen = 0.0, 0
         for xb, yb in loader:
@@ -86,6 +88,17 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any]) ->
     return path
 
 
+def _unreadable(error: Exception) -> str:
+    """Why a torch file could not be read with ``weights_only=True``, in one line; a file that pickles Python
+    objects is refused as such (veneer never unpickles them, whatever torch's own message suggests)."""
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    if refused:
+        return (f"the file pickles the Python object {refused[1]}, which veneer never loads; save the model's "
+                "state_dict() (tensors only), ideally as .safetensors")
+    detail = str(error).split(". ")[0] if isinstance(error, RuntimeError) else ""
+    return "not a .safetensors file nor a torch file of tensors (a state dict)" + (f" ({detail})" if detail else "")
+
+
 def load_state(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load weights from .safetensors, or from a torch checkpoint with ``weights_only=True`` (never pickle code)."""
     path = Path(path)
@@ -97,7 +110,10 @@ def load_state(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         except Exception as error:  # safetensors raises its own error types for a damaged file
             raise ValueError(f"weights file {path} cannot be read as safetensors: {error}") from None
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - torch raises pickle, zip and key errors for unreadable files
+            raise ValueError(f"weights={path} (--weights): {_unreadable(error)}") from None
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
         if not isinstance(state, dict):

@@ -82,6 +82,18 @@ def _markdown_cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def score_sentence(report: dict[str, Any]) -> str:
+    """What the audit's score is, with the numbers it comes from: ``max(Phi(z_max - z_flag), Phi(mean of the three
+    largest z - 2))`` (:func:`veneer.audit.calibration.verdict`), 0.5 where the verdict leaves clean."""
+    from veneer.audit.calibration import COMBINED_SUSPICIOUS  # the constant of the documented formula
+
+    config = report["config"]
+    z_max = max(test["z"] for test in report["tests"].values())
+    return (f"Score {report['score']:.3f} = max(Phi(z_max - {config['z_flag']:g}), Phi(mean of the three largest z "
+            f"- {COMBINED_SUSPICIOUS:g})) with z_max {z_max:.2f} and that mean {config['combined_z']:.2f}: 0.5 where "
+            "the verdict leaves clean, near 1 far beyond.")
+
+
 def markdown_summary(report: dict[str, Any]) -> str:
     """audit.md: verdict, calibration and its cost, and one table row per test."""
     config, calibration = report["config"], report["calibration"]
@@ -96,8 +108,7 @@ def markdown_summary(report: dict[str, Any]) -> str:
         source = (f"{cost.get('references', '?')} given reference model(s) "
                   f"({cost.get('seconds', 0):.0f} s to test them)")
     lines = [f"# Audit: {report['verdict']}", "",
-             f"Score {report['score']:.3f} (largest test score; 0.5 = at the flag threshold z = {config['z_flag']:g}). "
-             f"Effort `{effort(config)}`, {config['samples']} inputs, methods {', '.join(config['methods'])}, "
+             f"{score_sentence(report)} Effort `{effort(config)}`, {config['samples']} inputs, methods {', '.join(config['methods'])}, "
              f"seed {config['seed']}, {report['seconds']:.0f} s in all.", "",
              f"Calibration: {source}. Verdict rule: manipulated when two tests flag, one has z > "
              f"{2 * config['z_flag']:g} or the mean of the three largest test z (here {config['combined_z']:.2f}) "
@@ -149,7 +160,8 @@ def audit_section(run: Run) -> Section:
                            "(dashed), flagged tests in red." + (f" Not run: {', '.join(skipped)}." if skipped else ""))
     run.used.add("scores.png")  # the same figure, drawn here from audit.json
     section = Section("Audit", extra={"verdict": verdict, "tone": VERDICT_TONES.get(verdict, ""),
-                                      "score": fmt(audit["score"]), "figure": figure})
+                                      "score": fmt(audit["score"]), "figure": figure,
+                                      "score_text": score_sentence(audit) if "combined_z" in config else ""})
     section.cards += [Card("tests flagged", f"{len(flagged)} of {len(tests)}", ", ".join(flagged),
                            "bad" if flagged else "good"),
                       Card("tests not run", fmt(len(skipped)), ", ".join(skipped), "warn" if skipped else ""),

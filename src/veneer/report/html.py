@@ -54,16 +54,36 @@ def generic_section(run: Run) -> Section:
 
 
 def explain_section(run: Run) -> Section:
-    """``veneer explain``: accuracy on the explained inputs, the heatmap grid and the time per method."""
+    """``veneer explain``: accuracy on the explained inputs, their explanations (a heatmap grid for images; for
+    tabular rows signed feature bars, the top features across rows and the methods' agreement) and the time per
+    method."""
     m = run.metrics
     seconds = m["seconds_per_method"]
     section = Section("Explanations", cards=[
         Card("accuracy on the explained inputs", pct(m["accuracy_on_inputs"])),
         Card("inputs", fmt(m["n"])), Card("methods", fmt(len(seconds)), ", ".join(seconds))])
-    section.figures += run.figure("explanations.png", "One row per input: the input, then each method's "
-                                  "heatmap (red: positive attribution, blue: negative).")
-    speed = m["images_per_second"]
-    section.tables.append(Table("time per method", ["method", "seconds", "images per second"],
+    first = f"the first {m['shown']} of the {m['n']} inputs, all of them in attributions.safetensors" \
+        if m.get("shown", m["n"]) < m["n"] else "every input"
+    tabular = (run.path / "top_features.png").is_file()
+    if tabular:
+        section.figures += run.figure("explanations.png", f"Each method's features with the largest |attribution| "
+                                      f"per row, for {first}; signed: red pushes towards the explained class, blue "
+                                      "away from it.")
+        section.figures += run.figure("top_features.png", "The features that matter most across all explained rows: "
+                                      "each method's mean share of a row's total |attribution|.", size="half")
+        section.figures += run.figure("method_agreement.png", "How much the methods agree: the mean over rows of "
+                                      "the Spearman rank correlation of two methods' attributions.", size="half")
+    else:
+        section.figures += run.figure("explanations.png", f"One row per input, for {first}: the input, then each "
+                                      "method's heatmap (red: positive attribution, blue: negative).")
+    if "method_agreement" in m and not tabular and len(seconds) > 1:
+        agreement = m["method_agreement"]
+        section.tables.append(Table("method agreement", ["method", *agreement],
+                                    [[a, *(fmt(agreement[a][b]) for b in agreement)] for a in agreement],
+                                    "Mean over inputs of the Spearman rank correlation of two methods' heatmaps."))
+    speed = m["inputs_per_second"] if "inputs_per_second" in m else m["images_per_second"]  # older runs
+    unit = "rows per second" if tabular else "inputs per second"
+    section.tables.append(Table("time per method", ["method", "seconds", unit],
                                 [[k, fmt(v), fmt(speed[k])] for k, v in seconds.items()]))
     return section
 

@@ -1,6 +1,7 @@
-"""Figures of the attacks on tabular explanations: the rank chart of Slack et al. 2020 (Fig. 2) and the
-sensitive share per method of a multi-explainer fairwashing (Dimanov et al. 2020); the report section of
-``veneer manipulate --objective scaffolding`` (kind ``scaffolding``)."""
+"""Figures of tabular explanations (``veneer explain`` on ``(B, F)`` rows: signed feature bars per row, the top
+features across rows, the methods' agreement) and of the attacks on them: the rank chart of Slack et al. 2020
+(Fig. 2) and the sensitive share per method of a multi-explainer fairwashing (Dimanov et al. 2020); the report
+section of ``veneer manipulate --objective scaffolding`` (kind ``scaffolding``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
-from veneer.report.figures import save_figure
+from veneer.report.figures import TONES, save_figure
 from veneer.report.page import Card, Run, Section, Table, key_values, pct, register_section, tone
 
 
@@ -94,3 +96,77 @@ def scaffolding_section(run: Run) -> Section:
 
 
 register_section("scaffolding", scaffolding_section, title="Scaffolding attack")
+
+
+# ----------------------------------------------------------------------------------------- tabular explanations
+def _names(names: list[str] | None, count: int) -> list[str]:
+    return list(names) if names is not None else [f"feature {i}" for i in range(count)]
+
+
+def feature_bars(attributions: dict[str, torch.Tensor], path: str | os.PathLike, names: list[str] | None = None,
+                 row_titles: list[str] | None = None, top: int = 8) -> Path:
+    """One panel per row and method: the row's ``top`` features by |attribution|, as signed horizontal bars
+    (red: pushes towards the explained class, blue: away) with their names; ``attributions[method]`` is
+    ``(B, F)``, every row of it drawn."""
+    methods = list(attributions)
+    rows, features = next(iter(attributions.values())).shape
+    names, top = _names(names, features), min(top, features)
+    fig, axes = plt.subplots(rows, len(methods), figsize=(3.4 * len(methods), 0.28 * top * rows + 0.6),
+                             squeeze=False)
+    for j, method in enumerate(methods):
+        values = attributions[method].detach().cpu().double()
+        order = values.abs().argsort(dim=1, descending=True)[:, :top]
+        for i in range(rows):
+            ax, chosen = axes[i, j], order[i].tolist()
+            shown = values[i, chosen].numpy()
+            ax.barh(np.arange(top), shown, color=[TONES["bad"] if v > 0 else TONES["accent"] for v in shown])
+            ax.set_yticks(np.arange(top), [names[k] for k in chosen], fontsize=6)
+            ax.invert_yaxis()
+            ax.axvline(0, color="black", linewidth=0.6)
+            ax.tick_params(axis="x", labelsize=6)
+            if i == 0:
+                ax.set_title(method, fontsize=8)
+            if j == 0 and row_titles:
+                ax.set_ylabel(row_titles[i], fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def top_features_chart(attributions: dict[str, torch.Tensor], path: str | os.PathLike,
+                       names: list[str] | None = None, top: int = 12) -> Path:
+    """The features that matter most across rows: per method, each feature's mean share of the row's total
+    |attribution| (``|a_f| / sum_g |a_g|``, so methods on different scales compare); the ``top`` features by
+    that share averaged over methods, as grouped horizontal bars."""
+    shares = {method: (a.abs() / a.abs().sum(dim=1, keepdim=True).clamp_min(1e-12)).mean(0).cpu().double()
+              for method, a in attributions.items()}
+    features = next(iter(shares.values())).numel()
+    names, top = _names(names, features), min(top, features)
+    order = torch.stack(list(shares.values())).mean(0).argsort(descending=True)[:top].tolist()
+    fig, ax = plt.subplots(figsize=(6.5, 0.1 * top * len(shares) + 1.2))
+    width = 0.8 / len(shares)
+    for i, (method, share) in enumerate(shares.items()):
+        ax.barh(np.arange(top) + (i - (len(shares) - 1) / 2) * width, share[order].numpy(), height=width,
+                label=method)
+    ax.set_yticks(np.arange(top), [names[k] for k in order], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("mean share of the row's |attribution|", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def agreement_chart(agreement: dict[str, dict[str, float]], path: str | os.PathLike) -> Path:
+    """The methods' agreement as a matrix: mean Spearman rank correlation of two methods' attributions of the
+    same row (1 on the diagonal), with the values written in the cells."""
+    methods = list(agreement)
+    values = np.array([[agreement[a][b] for b in methods] for a in methods])
+    fig, ax = plt.subplots(figsize=(1.0 * len(methods) + 2.0, 0.8 * len(methods) + 1.2))
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-1, vmax=1)
+    for (i, j), value in np.ndenumerate(values):
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                color="white" if abs(value) > 0.6 else "black")
+    ax.set_xticks(np.arange(len(methods)), methods, rotation=30, ha="right", fontsize=7)
+    ax.set_yticks(np.arange(len(methods)), methods, fontsize=7)
+    fig.colorbar(image, ax=ax, label="mean Spearman", shrink=0.8)
+    fig.tight_layout()
+    return save_figure(fig, path)

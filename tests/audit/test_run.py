@@ -37,11 +37,13 @@ def test_audit_end_to_end_on_a_tabular_model(task, tmp_path):
     assert report["config"]["options"]["twin_steps"] == 80 and report["config"]["samples"] == 16
     assert set(report["tests"]) == {"hessian", "noise_inputs", "weight_noise", "parameter_randomization",
                                     "faithfulness", "cross_method_agreement", "beta_smoothing", "tangent_space",
-                                    "neuron_balance"}
+                                    "neuron_balance", "scaffolding", "shared_logit_gradient"}
     for test in report["tests"].values():
         assert set(test) >= {"statistic", "score", "flag", "evidence"} and 0 <= test["score"] <= 1
     assert set(report["config"]["skipped"]) == {"fragility", "influence_fragility", "neuron_visualization",
-                                                "neuron_group_fairness", "reference_comparison"}
+                                                "neuron_group_fairness", "reference_comparison",
+                                                "visualization_consistency"}
+    assert report["config"]["dropped_methods"] == {} and report["config"]["unseen"] is None
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     paths = write_audit(result, tmp_path)
     assert json.loads(paths["json"].read_text())["verdict"] == result.verdict
@@ -88,6 +90,36 @@ def test_audit_with_a_reference_model_and_a_wrecked_copy(task):
     flagged = audit(veneered, data, reference=model, methods=["gradient", "gradient_x_input"],
                     tests=["noise_inputs", "faithfulness", "reference_comparison"])
     assert flagged.verdict != "clean" and flagged.tests["noise_inputs"]["flag"]
+
+
+def test_twins_inherit_a_manipulation_in_the_forward_code_which_the_audit_names_and_flags(task):
+    model, data = task
+    veneered = Veneered(model).eval()
+    options = {"twins": 2, "twin_steps": 40, "samples": 16}
+    result = audit(veneered, data, tests=["noise_inputs", "shared_logit_gradient"], options=options)
+    inherited = result.calibration.details["twins"]["inherited"]
+    assert inherited["parameters"] == ["direction"] and inherited["forward_code"] == [f"{__name__}.Veneered"]
+    # every twin copies the wave, so the twin-calibrated test cannot see it; the invariance test can
+    assert not result.tests["noise_inputs"]["flag"]
+    assert result.tests["shared_logit_gradient"]["flag"] and result.verdict != "clean"
+    assert "shared_logit_gradient" not in result.calibration.values  # scored against its prior, never on twins
+    # twins of an architecture the auditor trusts carry no wave: the twin-calibrated test sees it too
+    trusted = audit(veneered, data, tests=["noise_inputs"], twin_model=model, options=options)
+    assert trusted.tests["noise_inputs"]["flag"] and trusted.config["twin_model"] == "Sequential"
+    assert trusted.calibration.details["twins"]["inherited"]["parameters"] == []
+    with pytest.raises(ValueError, match="twin_model= builds the twins"):
+        Audit(veneered, twin_model=model, reference=model)
+
+
+def test_the_false_positive_rate_is_stated_only_for_the_setup_it_was_measured_on(task):
+    model, data = task
+    fast = audit(model, data, reference=model, tests=["noise_inputs"]).config["false_positive_rate"]
+    assert fast["measured"] is None and "not measured" in fast["measured_on"]  # a reference, not twins
+    from veneer.audit.calibration import clopper_pearson, measured_false_positive_rate
+    twins = measured_false_positive_rate("fast", "twins")
+    assert twins["measured"] == 0.0 and twins["interval_95"][1] == pytest.approx(1 - 0.025 ** (1 / 13))
+    assert clopper_pearson(3, 10) == pytest.approx((0.0667, 0.6525), abs=1e-4)  # scipy's binomtest interval
+    assert measured_false_positive_rate("full", "twins")["measured"] is None
 
 
 class Veneered(torch.nn.Module):

@@ -178,7 +178,8 @@ def fake_audit(monkeypatch) -> list[dict]:
     seen = []
 
     class Audit:
-        def __init__(self, model, methods=None, effort="fast", reference=None, tests=None, seed=0, progress=False):
+        def __init__(self, model, methods=None, effort="fast", reference=None, tests=None, seed=0, progress=False,
+                     twin_model=None):
             seen.append({"effort": effort, "reference": reference})
 
         def __call__(self, train, test):
@@ -189,7 +190,7 @@ def fake_audit(monkeypatch) -> list[dict]:
     monkeypatch.setattr(job, "Audit", Audit)
     monkeypatch.setattr(job, "write_audit", lambda result, path: {"json": path / "audit.json",
                                                                  "markdown": path / "audit.md"})
-    monkeypatch.setattr("veneer.cli.audit.load_dataset", lambda spec, split: None)
+    monkeypatch.setattr("veneer.cli.audit.load_split", lambda args, split: None)
     return seen
 
 

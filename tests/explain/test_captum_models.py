@@ -179,9 +179,9 @@ class _FunctionalSoftmax(nn.Module):
         return F.softmax(self.fc(x), dim=self.dim) if self.dim is not None else F.softmax(self.fc(x))
 
 
-def test_softmax_is_refused_by_lrp_and_needs_an_explicit_dim():
+def test_softmax_is_refused_by_lrp_without_a_rule_and_needs_an_explicit_dim():
     x = torch.randn(2, 4)
-    with pytest.raises(ValueError, match="layer '1' of type Softmax is not supported by LRP"):
+    with pytest.raises(ValueError, match=r"LRP has no rule for '1' \(Softmax\), a 'softmax' op .*'attn_lrp'"):
         LRP(nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1)).eval())(x, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="explicit dim"):
         DeepLift(_FunctionalSoftmax(None).eval())(x, torch.tensor([0, 1]))

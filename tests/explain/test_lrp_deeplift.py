@@ -393,7 +393,7 @@ class Recurrent(nn.Module):
         return self.fc(self.lstm(x)[0][:, -1])
 
 
-@pytest.mark.parametrize("layer, type_name", [(nn.GELU(), "GELU"), (nn.LeakyReLU(), "LeakyReLU")])
+@pytest.mark.parametrize("layer, type_name", [(nn.ELU(), "ELU"), (nn.LeakyReLU(), "LeakyReLU")])
 def test_unsupported_layer_is_named(layer, type_name):
     model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Identity(), layer), nn.Linear(4, 2)).eval()
     for explainer, method in zip(_both(model), ("LRP", "DeepLift")):

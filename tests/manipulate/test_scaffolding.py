@@ -142,3 +142,26 @@ def test_group_sums_hide_a_one_hot_attribute_better_from_kernel_shap():
         attr = KernelShap(model, data, num_samples=64, background_size=5)(data.x[:30], target=1)
         shares[name] = top_k_share(attr, [0, 1, 2], 1)
     assert shares["names"] < shares["tensor"]
+
+
+def test_robust_settings_train_the_detector_on_every_setting(data):
+    from veneer.manipulate.scaffolding import ROBUST_SETTINGS
+
+    rule = feature_rule(data, ["group"])
+    standard = Scaffolding(rule, rule, "both", samples_per_row=3)
+    robust = Scaffolding(rule, rule, "both", samples_per_row=3, **ROBUST_SETTINGS)
+    x = data.x[:4]
+    assert standard.perturb(data.x, x).shape == (4 * 3 * 2, 6)
+    drawn = robust.perturb(data.x, x)
+    assert drawn.shape == (4 * 3 * (2 + 4), 6)
+    drawn, plain = drawn.view(4, 18, 6), standard.perturb(data.x, x).view(4, 6, 6)
+    # per row: lime's Gaussian samples (as the standard scaffold's), its quartile-discretised ones, then one block
+    # of KernelSHAP coalitions per background (5, 10, 25 centroids, raw rows)
+    torch.testing.assert_close(drawn[:, :3], plain[:, :3])
+    assert not torch.allclose(drawn[:, 3:6], plain[:, :3])
+    raw = drawn[:, 15:18].reshape(-1, 6)
+    assert all(bool(torch.isin(raw[:, j], torch.cat([data.x[:, j], x[:, j]])).all()) for j in range(6))
+    with pytest.raises(ValueError, match="background_size must be"):
+        Scaffolding(rule, rule, background_size=(10, 0))
+    with pytest.raises(ValueError, match="at least one setting"):
+        Scaffolding(rule, rule, lime_discretize=())

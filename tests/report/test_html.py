@@ -153,6 +153,16 @@ def audit_run(path: Path, audit: dict) -> Path:
     return path
 
 
+def _visualization_attack(attack: str) -> dict:
+    """metrics.json of a synthetic-visualisation attack (``veneer neurons slingshot|silent-unit|fooling-circuit``)."""
+    variants = {"adam-pixel": (0.0389, 0.8123), "adam-fourier": (-0.0161, 0.6543)}
+    return {"attack": attack, "layer": "4", "unit": 5, "target": "cross", "seed": 0, "budget": None,
+            "before": {"visualizations": {v: {"ssim": a, "pearson": a} for v, (a, _) in variants.items()},
+                       "accuracy": 0.94, "agreement": 1.0, "activation_correlation": 1.0, "top100_jaccard": 1.0},
+            "after": {"visualizations": {v: {"ssim": b, "pearson": b} for v, (_, b) in variants.items()},
+                      "accuracy": 0.93, "agreement": 0.99, "activation_correlation": 0.97, "top100_jaccard": 0.64}}
+
+
 def fixture_runs(root: Path) -> dict[str, tuple[Path, list[str]]]:
     """One run directory per report kind, with the texts its page must show among the headline figures; every
     metrics.json says its kind, as the CLI writes it."""
@@ -192,6 +202,10 @@ def fixture_runs(root: Path) -> dict[str, tuple[Path, list[str]]]:
                            top=[{"index": 0, "label": 7, "helpful": "1 2", "harmful": "3 4"}]),
                       ["0.1234", "500", "exact"]),
     }
+    for attack in ("slingshot", "silent-unit", "fooling-circuit"):
+        runs[f"neurons {attack}"] = (_run(root / attack, model | {"command": "neurons", "action": attack},
+                                          _visualization_attack(attack), ("visualizations.png", "topk.png")),
+                                     ["4:5", "94.0 % -> 93.0 %", "0.8123", "0.64"])
     demo = _run(root / "demo", {"command": "demo", "out": "runs/demo"},
                 {"model": "mnist-cnn", "test_accuracy": 0.974, "explanations": EXPLAIN, "attacks": SWEEP,
                  "manipulate": MANIPULATE | {"evaluation": EVALUATE}, "neurons": PUSH_DOWN}, ("explanations.png",))
@@ -297,7 +311,8 @@ REQUIRED = {"explain": "seconds_per_method", "attack-input": "clean_accuracy", "
             "manipulate": "final", "evaluate": "predictions", "neurons topk": "samples_per_second",
             "neurons visualize": "activation_of_own_channel", "neurons push-down": "heldout",
             "neurons push-up": "decoy_share_train", "neurons fairwash": "before", "train": "test_accuracy",
-            "influence": "mean_abs_score", "demo": "test_accuracy"}
+            "influence": "mean_abs_score", "demo": "test_accuracy", "neurons slingshot": "after",
+            "neurons silent-unit": "before", "neurons fooling-circuit": "unit"}
 
 
 def test_a_section_missing_a_required_field_fails_with_the_field_named(runs, tmp_path, capsys):

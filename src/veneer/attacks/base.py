@@ -237,11 +237,13 @@ class IterativeAttack(ExplanationAttack):
         """Hook run before step ``step`` (1-based), e.g. to grow the surrogate's beta."""
 
     def ascent_direction(self, current: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """``sign(d objective / d x)`` at ``current``; each image's objective depends on that image only."""
+        """``sign(d objective / d x)`` at ``current``; each image's objective depends on that image only (zero
+        where it does not depend on ``x`` at all: a linear model's saliency map is the same everywhere)."""
         x_adv = current.detach().requires_grad_(True)
         saliency = saliency_map(self.surrogate_explainer, x_adv, labels, create_graph=True)
-        (grad,) = torch.autograd.grad(self.objective(saliency, x_adv).sum(), x_adv)
-        return grad.sign()
+        objective = self.objective(saliency, x_adv).sum()
+        (grad,) = (None,) if not objective.requires_grad else torch.autograd.grad(objective, x_adv, allow_unused=True)
+        return torch.zeros_like(x_adv) if grad is None else grad.sign()
 
     def search(self, x, labels, bounds):
         batch = x.shape[0]

@@ -27,6 +27,7 @@ built-in tests (:mod:`veneer.audit.builtin`). :func:`register_test` adds a test 
 one, :func:`registered_tests` lists them; ``Audit(tests=[...])`` also takes unregistered instances.
 """
 
+import veneer.audit.builtin  # noqa: F401  (registers the built-in tests first, in their order)
 from veneer.audit.base import TestResult, build_explainers, default_methods, flat_maps
 from veneer.audit.calibration import (COMPONENT_TOLERANCE_FACTOR, Z_FLAG, Calibration, combined_z, inherited_state,
                                       nominal_false_positive_rate, reinitialized, train_twins, verdict)
@@ -35,11 +36,13 @@ from veneer.audit.fidelity import agreement_matrix, cross_method_agreement, dele
 from veneer.audit.geometry import fragility_profile, hessian_geometry, top_hessian_eigen
 from veneer.audit.influence import influence_fragility
 from veneer.audit.neuron import neuron_balance, neuron_group_fairness, neuron_visualization
+from veneer.audit.visualization import visualization_consistency
 from veneer.audit.reference import parameter_shift, reference_comparison
 from veneer.audit.registry import (EFFORTS, AuditContext, AuditTest, register_test, registered_tests,
                                    unregister_test)
 from veneer.audit.run import (Audit, AuditResult, __getattr__, audit,  # noqa: F401  (TESTS, BUDGETS)
                               run_tests, skipped_tests)
+from veneer.audit.scaffolding import scaffolding_audit  # noqa: F401  (registers the scaffolding test)
 from veneer.audit.sanity import (add_weight_noise, mean_pairwise_correlation, noise_inputs, parameter_randomization,
                                  weight_noise)
 

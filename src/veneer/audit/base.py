@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from veneer.checks import check_eval_mode
-from veneer.explain import BACKGROUND_METHODS, Explainer, heatmap, make_explainer, make_explainers
+from veneer.explain import (BACKGROUND_METHODS, METHODS, Explainer, applicable_methods, describe_dropped, heatmap,
+                            make_explainer, make_explainers)
 from veneer.metrics import spearman
 
 IMAGE_METHODS = ("gradient", "gradient_x_input", "ig", "lrp", "gradcam", "occlusion")
@@ -71,7 +72,37 @@ def has_conv(model: nn.Module) -> bool:
 
 def default_methods(model: nn.Module, x: torch.Tensor) -> tuple[str, ...]:
     """The methods compared by default: Gradient, GxI, IG, LRP, and for image CNNs Grad-CAM and Occlusion."""
+    if not getattr(model, "differentiable", True):
+        return ("lime", "kernel-shap") if x.ndim == 2 else ("occlusion",)
     return IMAGE_METHODS if x.ndim == 4 and has_conv(model) else TABULAR_METHODS
+
+
+def usable_methods(models: list[nn.Module], x: torch.Tensor, methods) -> tuple[tuple[str, ...], dict[str, str]]:
+    """``(methods that explain every one of models, {dropped method: why})``: each method (LIME and KernelSHAP
+    only query the model and always apply) is tried on ``x[:1]`` (:func:`veneer.explain.applicable_methods`);
+    one that fails on a model is dropped with its error's first line (for LRP/DeepLift: the operation and module
+    it stopped at), prefixed by the model (``reference[i]: ...``) when it is not the first. A ``ValueError``
+    (one line, every reason) when no method is left, or no differentiable one (the sanity and defence tests
+    differentiate the explanation)."""
+    dropped: dict[str, str] = {}
+    for i, model in enumerate(models):
+        names = [m for m in methods if m not in BACKGROUND_METHODS and m not in dropped]
+        if names:
+            _, reasons = applicable_methods(model, x[:1], names=names)
+            dropped.update({m: why if i == 0 else f"reference[{i - 1}]: {why}" for m, why in reasons.items()})
+    kept = tuple(m for m in methods if m not in dropped)
+    if not kept or (getattr(models[0], "differentiable", True) and not any(METHODS[m].differentiable for m in kept)):
+        raise ValueError(f"no {'differentiable ' if kept else ''}explanation method can be used on this model: "
+                         f"{describe_dropped(dropped)}")
+    return kept, dropped
+
+
+def unseen_by(dropped: dict[str, str], kept) -> str | None:
+    """What dropping methods leaves unseen (for ``audit.json``'s ``config.unseen``), or None if none was."""
+    if not dropped:
+        return None
+    return (f"the tests compare the explanations of {', '.join(kept)} only: a manipulation aimed at "
+            f"{', '.join(dropped)} alone (e.g. a fine-tune against that method's maps) is not measured")
 
 
 def build_explainers(model: nn.Module, methods, ig_steps: int = 16, occlusion_window: int = 5,

@@ -189,3 +189,8 @@ BUILTIN_TESTS = (
 )
 for _builtin in BUILTIN_TESTS:
     register_test(_builtin)
+
+# the tests of later issues, each registered by its own module on import, after the ones above
+import veneer.audit.invariance  # noqa: E402,F401  (shared_logit_gradient)
+import veneer.audit.visualization  # noqa: E402,F401  (visualization_consistency)
+import veneer.audit.scaffolding  # noqa: E402,F401  (scaffolding)

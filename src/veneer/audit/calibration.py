@@ -47,8 +47,36 @@ COMBINE_TOP = 3
 COMBINED_SUSPICIOUS = 2.0
 COMBINED_MANIPULATED = 3.0
 # False-positive rate of the verdict measured by experiments/audit_zoo.py (fast effort, twins, default
-# thresholds): clean models flagged / clean models audited. See docs/audit.md.
+# thresholds): clean models flagged / clean models audited, and the setup it was measured on (docs/audit.md:
+# the thresholds were chosen after seeing most of these models, so it is an in-sample figure).
 MEASURED_FALSE_POSITIVES = (0, 13)
+MEASURED_SETUP = {"effort": "fast", "calibration": "twins",
+                  "models": "MNIST CNN, digits MLP and Adult MLP trained from other seeds (in-sample: the thresholds "
+                            "were set after seeing most of them)"}
+
+
+def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact two-sided ``level`` confidence interval of a binomial rate (Clopper & Pearson 1934): with
+    0 of 13 clean models flagged, the false-positive rate may still be up to 0.25."""
+    from scipy.stats import beta
+
+    if trials < 1 or not 0 <= successes <= trials:
+        raise ValueError(f"need 0 <= successes <= trials and trials >= 1, got {successes} of {trials}")
+    tail = (1 - level) / 2
+    low = 0.0 if successes == 0 else float(beta.ppf(tail, successes, trials - successes + 1))
+    high = 1.0 if successes == trials else float(beta.ppf(1 - tail, successes + 1, trials - successes))
+    return low, high
+
+
+def measured_false_positive_rate(effort: str, calibration: str) -> dict[str, Any]:
+    """What the zoo measured about clean models flagged, stated only for the setup it was measured on: for
+    another effort or calibration the rate is ``None`` (not measured)."""
+    flagged, audited = MEASURED_FALSE_POSITIVES
+    if (effort, calibration) != (MEASURED_SETUP["effort"], MEASURED_SETUP["calibration"]):
+        return {"measured": None, "measured_on": f"not measured for effort {effort!r} with {calibration} calibration"}
+    return {"measured": flagged / audited, "interval_95": list(clopper_pearson(flagged, audited)),
+            "measured_on": f"{flagged} of {audited} clean models of experiments/audit_zoo.py flagged "
+                           f"({MEASURED_SETUP['models']})"}
 
 
 def normal_cdf(z: float) -> float:
@@ -93,25 +121,28 @@ def inherited_state(model: nn.Module) -> dict[str, list[str]]:
 
 
 def train_twins(model: nn.Module, data: LabeledData, count: int = 3, steps: int = 200, batch_size: int = 64,
-                lr: float = 2e-3, seed: int = 0, eval_data: LabeledData | None = None, progress: bool = False
-                ) -> tuple[list[nn.Module], dict[str, Any]]:
+                lr: float = 2e-3, seed: int = 0, eval_data: LabeledData | None = None, progress: bool = False,
+                architecture: nn.Module | None = None) -> tuple[list[nn.Module], dict[str, Any]]:
     """``count`` clean twins of ``model``: same architecture (:func:`reinitialized` with seeds ``seed + 1000 +
-    i``), each trained by :func:`veneer.models.train` (Adam, cross-entropy, cosine schedule) for about ``steps``
+    i``; or copies of ``architecture``, a model of the same task whose architecture the auditor trusts, when
+    the audited model's own code or stored tensors may carry the manipulation), each trained by :func:`veneer.models.train` (Adam, cross-entropy, cosine schedule) for about ``steps``
     steps of ``batch_size`` on ``data`` (whole epochs over a seeded subset when ``data`` is larger). Returns
     the twins and their cost: seconds, steps and accuracy on ``eval_data`` (else ``data``) per twin, and what
-    every twin inherits from ``model`` (:func:`inherited_state`, under ``"inherited"``)."""
+    every twin inherits from the model it copies (:func:`inherited_state`, under ``"inherited"``)."""
+    source = model if architecture is None else architecture
     check_positive("count", count, integer=True)
     check_positive("steps", steps, integer=True)
     rows = min(len(data), steps * batch_size)
     epochs = max(1, round(steps * batch_size / rows))
     twins, details = [], {"count": count, "steps": epochs * (rows // batch_size + (rows % batch_size > 0)),
                           "epochs": epochs, "rows": rows, "lr": lr, "batch_size": batch_size,
-                          "seconds": [], "accuracy": [], "inherited": inherited_state(model)}
+                          "seconds": [], "accuracy": [], "inherited": inherited_state(source),
+                          "architecture": "audited model" if architecture is None else type(architecture).__name__}
     judge = eval_data or data
     for i in range(count):
         twin_seed = seed + 1000 + i
         subset = torch.randperm(len(data), generator=torch.Generator().manual_seed(twin_seed))[:rows]
-        twin = reinitialized(model, twin_seed)
+        twin = reinitialized(source, twin_seed)
         result = train(twin, data.x[subset], data.y[subset], epochs=epochs, lr=lr, batch_size=batch_size,
                        seed=twin_seed, progress=progress, desc=f"train twin {i + 1}/{count}")
         twins.append(twin.eval())

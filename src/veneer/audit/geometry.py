@@ -101,8 +101,12 @@ def top_hessian_eigen(model: nn.Module, x: torch.Tensor, target: torch.Tensor, i
     generator = torch.Generator().manual_seed(seed)
     v = _per_sample_normalize(torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device))
     eigenvalue = torch.zeros(len(x), dtype=x.dtype, device=x.device)
+    if not grad.requires_grad:  # the gradient does not depend on x (a linear model): H = 0
+        return eigenvalue, v, grad.detach()
     for _ in range(iterations):
-        (hv,) = torch.autograd.grad(grad, x, grad_outputs=v, retain_graph=True)
+        (hv,) = torch.autograd.grad(grad, x, grad_outputs=v, retain_graph=True, allow_unused=True)
+        if hv is None:  # the gradient depends on the weights only: H = 0
+            return eigenvalue, v, grad.detach()
         eigenvalue = _per_sample_dot(v, hv)
         v = _per_sample_normalize(hv)
     return eigenvalue.detach(), v.detach(), grad.detach()

@@ -25,8 +25,8 @@ from torch import nn
 from veneer.audit.base import TestResult
 from veneer.checks import check_tensor
 from veneer.metrics import ks_distance, pearson
+from veneer.models.capture import channel_balance
 from veneer.neurons import default_layer, record, top_k, visualize
-from veneer.neurons.rebalance import channel_balance
 
 
 def neuron_visualization(model: nn.Module, x: torch.Tensor, layer: str | None = None, k: int = 10,

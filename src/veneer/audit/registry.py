@@ -111,6 +111,10 @@ class AuditTest:
       the test's own settings, read from ``ctx.options`` (``Audit(options=...)`` overrides them);
     * ``needs_reference``: runs only against a given reference model (``run`` gets it as ``reference``) and is
       not run on the reference models; its statistic is scored against ``prior`` ``(mean, sd)``;
+    * ``prior_only``: never run on twins or reference models; its statistic is scored against ``prior`` alone
+      (a test from an invariance of the function, whose value on clean models is known: a twin copies the
+      forward code and stored tensors of the audited model, :func:`veneer.audit.inherited_state`, so it would
+      carry the same manipulation);
     * ``applies(model, ctx)``: ``None`` when the test can run, else the reason it cannot (listed in
       ``audit.json``'s ``config.skipped``);
     * ``run(model, ctx, reference=None)``: a :class:`~veneer.audit.base.TestResult` named ``name`` whose
@@ -123,15 +127,18 @@ class AuditTest:
     tolerance: float = 0.1
     options: dict[str, dict[str, Any]] = {}
     needs_reference: bool = False
+    prior_only: bool = False
     prior: tuple[float, float] | None = None
 
     def __init__(self, name: str | None = None, *, meaning: str | None = None, source: str | None = None,
                  tolerance: float | None = None, options: dict[str, dict[str, Any]] | None = None,
-                 needs_reference: bool | None = None, prior: tuple[float, float] | None = None,
+                 needs_reference: bool | None = None, prior_only: bool | None = None,
+                 prior: tuple[float, float] | None = None,
                  run: Callable[..., TestResult] | None = None,
                  applies: Callable[[nn.Module, AuditContext], str | None] | None = None):
         given = {"name": name, "meaning": meaning, "source": source, "tolerance": tolerance, "options": options,
-                 "needs_reference": needs_reference, "prior": prior, "run": run, "applies": applies}
+                 "needs_reference": needs_reference, "prior_only": prior_only, "prior": prior, "run": run,
+                 "applies": applies}
         for key, value in given.items():
             if value is not None:
                 setattr(self, key, value)
@@ -172,9 +179,9 @@ def check_test(test: Any, argument: str = "test") -> AuditTest:
     if shared:
         raise ValueError(f"{label}: options {shared} are the audit's shared options (EFFORTS); read them from "
                          f"ctx.options instead of declaring them")
-    if test.needs_reference and (not isinstance(test.prior, tuple) or len(test.prior) != 2):
-        raise ValueError(f"{label}: a test that needs a reference model needs a prior (mean, sd) to be scored "
-                         f"against, got {test.prior!r}")
+    if (test.needs_reference or test.prior_only) and (not isinstance(test.prior, tuple) or len(test.prior) != 2):
+        raise ValueError(f"{label}: a test that needs a reference model or is scored against its prior only needs "
+                         f"a prior (mean, sd), got {test.prior!r}")
     if not callable(test.run) or not callable(test.applies):
         raise TypeError(f"{label}: run and applies must be callable")
     return test

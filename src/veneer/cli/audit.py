@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from veneer.cli.common import add_model_args, add_run_args, load_model, run_job
-from veneer.data import load_dataset
+from veneer.cli.common import add_model_args, add_run_args, add_table_args, load_model, load_split, run_job
 from veneer.jobs.audit import EFFORTS, audit_job, audit_reference, audit_tests
+from veneer.models import resolve_model
 
 
 class DeprecatedBudget(argparse.Action):
@@ -25,9 +25,14 @@ def register(subparsers) -> None:
     add_model_args(parser)
     parser.add_argument("--data", default="mnist", help="data spec (a load_dataset spec); twins and tangent spaces "
                                                         "use its train split, explanations its test split")
+    add_table_args(parser)
     parser.add_argument("--reference", default=None, help="reference model spec (e.g. the model before "
                                                           "fine-tuning); default: clean twins trained here")
     parser.add_argument("--reference-weights", default=None, help="weights for --reference")
+    parser.add_argument("--twin-model", default=None,
+                        help="model spec of an architecture you trust for the same task: the clean twins are "
+                             "re-initialised copies of it instead of the audited model, whose forward code and "
+                             "stored tensors every twin would copy (audit.json names them)")
     parser.add_argument("--calibration", default=None,
                         help="audit.json of an earlier audit of the same architecture, data, effort and seed: "
                              "reuse its reference values instead of training twins again")
@@ -60,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
     def job(run_dir):
         model = load_model(args)
         reference = audit_reference(args.reference, args.reference_weights, args.calibration)
-        train, test = load_dataset(args.data, "train"), load_dataset(args.data, "test")
+        train, test = load_split(args, "train"), load_split(args, "test")
         return audit_job(model, train, test, run_dir, methods=methods, effort=args.effort, reference=reference,
-                         tests=tests, seed=args.seed, progress=True)
+                         tests=tests, twin_model=resolve_model(args.twin_model) if args.twin_model else None,
+                         seed=args.seed, progress=True)
 
     return run_job(args, job)

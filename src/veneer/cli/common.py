@@ -21,7 +21,9 @@ def add_model_args(parser: argparse.ArgumentParser, flag: str = "--model") -> No
     parser.add_argument("--weights", default=None, help="weights (.safetensors or a state dict) for --model")
 
 
-def add_data_args(parser: argparse.ArgumentParser, n: int | None = 64) -> None:
+def add_data_args(parser: argparse.ArgumentParser, n: int | None = 64, target_alias: bool = True) -> None:
+    """``--data``, ``--split``, ``--n``, ``--color`` and the table options (:func:`add_table_args`; pass
+    ``target_alias=False`` on a command where ``--target`` means something else)."""
     parser.add_argument("--data", default="mnist",
                         help=f"{', '.join(DATASETS)}, image-folder:PATH, cifar10:PATH, tensors:PATH, csv:PATH "
                              f"or parquet:PATH")
@@ -32,7 +34,7 @@ def add_data_args(parser: argparse.ArgumentParser, n: int | None = 64) -> None:
     parser.add_argument("--color", choices=("auto", "gray", "rgb"), default="auto",
                         help="channels of an image folder (auto: what the model's first convolution expects)")
     applies_when(parser, ("color",), reads_image_folder)
-    add_table_args(parser, target_alias=False)
+    add_table_args(parser, target_alias=target_alias)
 
 
 def add_table_args(parser: argparse.ArgumentParser, target_alias: bool = True) -> None:
@@ -40,7 +42,7 @@ def add_table_args(parser: argparse.ArgumentParser, target_alias: bool = True) -
     label column ``--label-column`` (everywhere; ``--target`` is its alias only where ``target_alias``, i.e. on
     commands where ``--target`` has no other meaning), ``--protected COL`` or ``COL=VALUE`` (repeatable),
     ``--test PATH`` (a file holding the test split) and ``--dropna``; recorded in ``config.json`` only for
-    table data. :func:`table_options` reads them. :func:`add_data_args` adds them without the alias."""
+    table data. :func:`table_options` reads them."""
     flags = ("--label-column", "--target") if target_alias else ("--label-column",)
     parser.add_argument(*flags, dest="label_column", default=None,
                         help="csv:/parquet: data: the label column" +
@@ -120,12 +122,23 @@ def add_budget_args(parser: argparse.ArgumentParser) -> None:
                         help="keep loss also on mixup blends of the training images (not with --keep ce), to hold "
                              "the behaviour between them (measured: helped one budget, hurt another; "
                              "docs/manipulate.md)")
+    parser.add_argument("--evade", default=None,
+                        help="adaptive attacker: comma-separated audit test names (noise_inputs, "
+                             "shared_logit_gradient, cross_method_agreement, neuron_balance) whose differentiable "
+                             "surrogates are held at the original model's values during the attack "
+                             "(veneer.finetune.evasion)")
+    parser.add_argument("--evade-weight", type=float, default=None,
+                        help="weight of the evasion term in the attack loss (default: veneer.finetune.EVADE_WEIGHT)")
     applies_when(parser, ("validation", "check_every", "confidence"), lambda args: args.min_agreement is not None)
+    applies_when(parser, ("evade_weight",), lambda args: args.evade is not None)
 
 
 def budget_options(args: argparse.Namespace) -> dict:
+    evade = {} if args.evade is None else {"evade": [name.strip() for name in args.evade.split(",") if name.strip()]}
+    if args.evade_weight is not None:
+        evade["evade_weight"] = args.evade_weight
     return {"min_agreement": args.min_agreement, "validation": args.validation, "check_every": args.check_every,
-            "confidence": args.confidence, "keep_mixup": args.keep_mixup}
+            "confidence": args.confidence, "keep_mixup": args.keep_mixup, **evade}
 
 
 def open_run(args: argparse.Namespace, **extra) -> RunDir:

@@ -27,7 +27,10 @@ def run(args: argparse.Namespace) -> int:
     def job(run_dir):
         model = load_model(args)
         data = load_data(args, model=model)
-        background = load_split(args, "train") if set(methods or ()) & set(BACKGROUND_METHODS) else None
+        # LIME and KernelSHAP run when named, or by default on a model without gradients (a black box)
+        agnostic = set(methods or ()) & set(BACKGROUND_METHODS) or (
+            methods is None and not getattr(model, "differentiable", True))
+        background = load_split(args, "train") if agnostic else None
         return explain_inputs(model, data, methods, run_dir, background)
 
     return run_job(args, job)

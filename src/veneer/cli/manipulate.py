@@ -98,7 +98,7 @@ def add_objective_args(parser: argparse.ArgumentParser, default: str | None) -> 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("manipulate", help="fine-tune a model so its explanations meet an objective")
     add_model_args(parser)
-    add_data_args(parser, n=None)
+    add_data_args(parser, n=None, target_alias=False)  # --target: the objective's
     parser.set_defaults(split="train")
     parser.add_argument("--method", default="gradient", help="explanation method attacked during training")
     parser.add_argument("--ig-steps", type=int, default=8,
@@ -140,7 +140,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("evaluate", help="compare an original and a manipulated model's explanations")
     add_model_args(parser, "--original")
     parser.add_argument("--manipulated", required=True, help="run directory of `veneer manipulate` or weights file")
-    add_data_args(parser, n=None)
+    add_data_args(parser, n=None, target_alias=False)  # --target: the objective's
     parser.add_argument("--methods", default=None, help="comma-separated methods (default: all that apply)")
     parser.add_argument("--ig-steps", type=int, default=100,
                         help="integration steps of IG (default 100, not make_explainers' 32: the evaluation "
@@ -216,7 +216,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         objective.prepare(data)
         run_dir.start()
         return evaluate_and_save(original, manipulated, objective, data, explainers, run_dir.path,
-                                 noise=args.noise, batch_size=args.batch_size, examples=args.examples,
-                                 seed=args.seed, progress=True)
+                                 dropped_methods=methods.dropped, noise=args.noise, batch_size=args.batch_size,
+                                 examples=args.examples, seed=args.seed, progress=True)
 
     return run_job(args, job)

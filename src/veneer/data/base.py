@@ -24,6 +24,7 @@ class LabeledData(Dataset):
     feature_names: list[str] | None = None
     protected: dict[str, torch.Tensor] = field(default_factory=dict)
     protected_groups: dict[str, list[str]] = field(default_factory=dict)
+    scale: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
@@ -43,7 +44,7 @@ class LabeledData(Dataset):
         """Rows ``index`` of every per-sample field."""
         return LabeledData(
             self.x[index], self.y[index], self.name, self.classes, self.feature_names,
-            {k: v[index] for k, v in self.protected.items()}, self.protected_groups,
+            {k: v[index] for k, v in self.protected.items()}, self.protected_groups, self.scale,
         )
 
     def sample(self, n: int, seed: int = 0) -> "LabeledData":

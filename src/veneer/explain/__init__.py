@@ -1,5 +1,7 @@
 """Differentiable, batched explanation methods sharing one call: ``Method(model, **options)(x, target)``."""
 
+import warnings
+
 import torch
 
 from veneer.explain.base import Explainer
@@ -14,6 +16,7 @@ from veneer.explain.lrp import (COMPOSITES, LRP, AlphaBeta, Composite, Epsilon, 
 from veneer.explain.model_agnostic import KernelShap, Lime
 from veneer.explain.multi import MultiExplainer
 from veneer.explain.occlusion import Occlusion
+from veneer.explain.transformer import LayerNormRule, SoftmaxRule, UniformProduct
 
 METHODS: dict[str, type[Explainer]] = {
     "gradient": Gradient,
@@ -50,11 +53,13 @@ def last_conv_layer(model) -> str:
 
 def make_explainers(model, names: list[str], ig_steps: int = 32, background=None) -> dict[str, Explainer]:
     """Explainers by name with the defaults used in reports: IG with ``ig_steps``, SmoothGrad seeded, Grad-CAM on
-    the last conv layer, LIME and KernelSHAP with ``background`` (training data)."""
+    the last conv layer, LRP with the ``"attn_lrp"`` composite (the epsilon rule everywhere, as the ``"epsilon"``
+    preset, plus AttnLRP's rules for softmax, attention products and LayerNorm, which a model without them never
+    uses: veneer.explain.transformer), LIME and KernelSHAP with ``background`` (training data)."""
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
-    options = {"ig": {"steps": ig_steps}, "smoothgrad": {"seed": 0}}
+    options = {"ig": {"steps": ig_steps}, "smoothgrad": {"seed": 0}, "lrp": {"composite": "attn_lrp"}}
     built = {}
     for name in names:
         kwargs = dict(options.get(name, {}))
@@ -82,42 +87,59 @@ def applicable_methods(model, x: torch.Tensor, background=None, names=None) -> t
     return usable, reasons
 
 
+class MethodSelection(list):
+    """The method names :func:`select_methods` chose (a list) and ``dropped``: ``{name: why it cannot explain
+    the model}`` for the methods asked for (or the defaults) that were left out, the reason naming the operation
+    and module it stopped at (a :class:`GraphError`'s first line)."""
+
+    def __init__(self, names, dropped: dict[str, str]):
+        super().__init__(names)
+        self.dropped = dict(dropped)
+
+
+def describe_dropped(dropped: dict[str, str]) -> str:
+    """``"lrp (its reason); ..."``: dropped methods and why, on one line."""
+    return "; ".join(f"{name} ({why})" for name, why in dropped.items())
+
+
 def select_methods(model, x: torch.Tensor, requested: list[str] | None = None,
                    default: tuple[str, ...] | None = None, differentiable: bool = False,
-                   background=None) -> list[str]:
-    """The methods to run on ``model`` for inputs like ``x``: ``requested`` when every one of them applies (else a
-    ``ValueError`` that lists why each does not, raised before any work), or, for ``requested=None``, those of
-    ``default`` (default: every method of :data:`METHODS` but the model-agnostic ones, which are slow and are
-    run when named) that apply. ``differentiable`` keeps only methods an attack can back-propagate through;
-    ``background`` is the training data LIME and KernelSHAP need."""
+                   background=None) -> MethodSelection:
+    """The methods to run on ``model`` for inputs like ``x``, before any work: those of ``requested`` (or, for
+    ``requested=None``, of ``default``; default: every method of :data:`METHODS` but the model-agnostic ones,
+    which are slow and are run when named or when the model has no gradients) that apply, as a :class:`MethodSelection` whose ``dropped`` says why
+    each other one does not. A requested method that cannot explain the model is dropped with a ``UserWarning``
+    (degrade, never refuse); only when none is left is it a ``ValueError`` (one line, every method's reason).
+    ``differentiable`` keeps only methods an attack can back-propagate through; ``background`` is the training
+    data LIME and KernelSHAP need."""
     unknown = [name for name in requested or () if name not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
-    default = default or tuple(m for m in METHODS if m not in BACKGROUND_METHODS)
+    if default is None:  # a model without gradients (a black box, ``differentiable = False``) also gets LIME/KernelSHAP
+        slow = () if getattr(model, "differentiable", True) or background is None else BACKGROUND_METHODS
+        default = tuple(m for m in METHODS if m not in BACKGROUND_METHODS or m in slow)
     usable, reasons = applicable_methods(model, x, background, requested or default)
     if differentiable:
         for name in usable:
             if not METHODS[name].differentiable:
                 reasons[name] = f"{METHODS[name].__name__} is not differentiable"
         usable = [name for name in usable if name not in reasons]
-    if requested is None:
-        chosen = [name for name in default if name in usable]
-        if not chosen:
-            raise ValueError("no explanation method applies to this model and data: "
-                             + "; ".join(f"{name}: {why}" for name, why in reasons.items()))
-        return chosen
-    refused = {name: reasons[name] for name in requested if name in reasons}
-    if refused:
-        raise ValueError("methods that cannot be used on this model and data: "
-                         + "; ".join(f"{name}: {why}" for name, why in refused.items()))
-    return list(requested)
+    chosen = [name for name in requested or default if name in usable]
+    if not chosen:
+        raise ValueError(f"no explanation method {'asked for ' if requested else ''}can be used on this model and "
+                         f"data: {describe_dropped(reasons)}")
+    if requested is not None and reasons:
+        warnings.warn(f"methods dropped (they cannot explain this model; the others run): "
+                      f"{describe_dropped(reasons)}", UserWarning, stacklevel=2)
+    return MethodSelection(chosen, reasons)
 
 
 __all__ = ["Explainer", "Gradient", "GradientXInput", "IntegratedGradients", "SmoothGrad", "GradCAM",
            "Occlusion", "LRP", "DeepLift", "heatmap", "METHODS", "make_explainer", "make_explainers", "last_conv_layer",
-           "applicable_methods", "select_methods", "Influence", "TopInfluence", "Lime", "KernelShap",
-           "MultiExplainer", "BACKGROUND_METHODS",
+           "applicable_methods", "select_methods", "MethodSelection", "describe_dropped", "Influence", "TopInfluence",
+           "Lime", "KernelShap", "MultiExplainer", "BACKGROUND_METHODS",
            # extending LRP and DeepLift (docs/explain_graphs.md, "Extending LRP")
            "Rule", "Epsilon", "ZPlus", "AlphaBeta", "Flat", "ZBox", "Pass", "Transpose", "Composite", "COMPOSITES",
+           "SoftmaxRule", "UniformProduct", "LayerNormRule",
            "register_composite", "unregister_composite", "register_layer", "unregister_layer", "register_function",
            "unregister_function", "GraphError"]

@@ -8,6 +8,8 @@ element-wise nonlinearities use the Rescale rule (Sec. 3.5.2), ``m_in = m_out * 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from veneer.explain.base import Explainer, Packed, check_baseline, per_input_baselines
@@ -55,6 +57,42 @@ def softmax(step: Step, ref: Step, multiplier: torch.Tensor, dim: int) -> torch.
     batch, so a sample's attribution there depends on the other samples it is batched with."""
     result = rescale(step, ref, multiplier)
     return result - result.mean(dim, keepdim=True)
+
+
+def bilinear(op: Op, ref: Op, multiplier: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """A product of two input-dependent tensors ``f(u, v)`` (``q @ k.T``, attention times values), bilinear:
+    ``f(u, v) - f(u0, v0) = J_u f(., (v + v0) / 2) (u - u0) + J_v f((u + u0) / 2, .) (v - v0)`` exactly, the
+    Shapley split of a product between its two factors (each gets the change times the mean of the other; the
+    symmetric choice Shrikumar et al. 2017, Sec. 3.6, leave open for multiplicative interactions). As ``J_u`` is
+    linear in ``v``, each multiplier is the mean of the transposed Jacobians at the input and at the reference,
+    so summation-to-delta stays exact."""
+    return tuple((a + b) / 2 for a, b in zip(transpose(op, multiplier), transpose(ref, multiplier)))
+
+
+def layer_norm(step: Step, ref: Step, multiplier: torch.Tensor) -> torch.Tensor:
+    """LayerNorm ``y = gamma * c * r + beta`` with ``c = x - mean(x)`` (linear) and ``r = g(q) = q^(-1/2)``,
+    ``q = mean(c^2) + eps``, over the normalized dims, split exactly into DeepLift's own rules: the Linear rule
+    for ``c``, the Shapley split of the products ``c * r`` and ``c * c`` (:func:`bilinear`: each factor's
+    change times the mean of the other) and the Rescale rule for the scalar ``g`` (Shrikumar et al. 2017,
+    Sec. 3.5.2). So ``y - y0 = gamma (r_mean dc + c_mean dr)``, ``dr = rho dq``, ``dq = 2 mean(c_mean dc)`` with
+    ``rho = (r - r0) / (q - q0)`` (``g'(q)`` where ``|q - q0| < 1e-10``), and summation-to-delta stays exact."""
+    module = step.module
+    dims = tuple(range(-len(module.normalized_shape), 0))
+    count = math.prod(module.normalized_shape)
+
+    def parts(x):
+        c = x - x.mean(dims, keepdim=True)
+        q = c.square().mean(dims, keepdim=True) + module.eps
+        return c, q, q.rsqrt()
+
+    (c, q, r), (c0, q0, r0) = parts(step.input), parts(ref.input)
+    delta_q = q - q0
+    small = delta_q.abs() < RESCALE_EPS
+    rho = torch.where(small, -0.5 * q.pow(-1.5), _safe_ratio(r - r0, delta_q, small))
+    scaled = multiplier if module.weight is None else multiplier * module.weight
+    c_mean = (c + c0) / 2
+    m_c = (r + r0) / 2 * scaled + rho * (2 / count) * c_mean * (c_mean * scaled).sum(dims, keepdim=True)
+    return m_c - m_c.mean(dims, keepdim=True)  # the centring's transposed Jacobian
 
 
 class DeepLift(Explainer):
@@ -116,8 +154,9 @@ class DeepLift(Explainer):
         rec = record(self.model, graph, (x,))
         ops = live_ops(self.model, rec, "DeepLift")
         # the baseline's activations enter the multipliers as values; they need a graph only to differentiate
-        # the map (they depend on the parameters) and for the max-pooling rule (routes through the baseline)
-        routes = any(op.kind == "maxpool" for op in ops.values())
+        # the map (they depend on the parameters) and for the max-pooling and bilinear rules (they route
+        # through the baseline)
+        routes = any(op.kind in ("maxpool", "bilinear") for op in ops.values())
         graph_needed = create_graph or routes
         ref = record(self.model, graph, (self.reference_input(x, routes),), grad=graph_needed)
         ref_ops = live_ops(self.model, ref, "DeepLift")
@@ -129,6 +168,10 @@ class DeepLift(Explainer):
                 return (maxpool(op.step(), ref_ops[op.node].step(), multiplier),)
             if op.kind == "softmax":
                 return (softmax(op.step(), ref_ops[op.node].step(), multiplier, softmax_dim(op.node, op.module)),)
+            if op.kind == "normalization":
+                return (layer_norm(op.step(), ref_ops[op.node].step(), multiplier),)
+            if op.kind == "bilinear":
+                return bilinear(op, ref_ops[op.node], multiplier)
             return transpose(op, multiplier)  # the Linear rule
 
         with differentiable(create_graph):

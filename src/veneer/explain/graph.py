@@ -8,12 +8,14 @@ autograd graph, so everything computed from it later is differentiable with resp
 parameters. In-place operations (``nn.ReLU(inplace=True)``, ``F.relu(..., inplace=True)``, ``x.relu_()``,
 ``out += x``) are run out of place, since they would overwrite recorded values.
 
-Every node whose value depends on an attributed input (a *live* node) is classified into one of six kinds
+Every node whose value depends on an attributed input (a *live* node) is classified into one of eight kinds
 (:data:`KINDS`); each method has one rule per kind:
 
 ``weighted``  Conv1d/2d/3d and Linear modules: a layer with a ``weight`` (and optional ``bias``) whose output
-              is linear in its input up to the bias. LRP applies its composite's rule (z+, alpha-beta, ...), which
-              re-runs the layer's forward with modified weights; DeepLift uses the transposed Jacobian.
+              is linear in its input up to the bias; and linear functions with one live operand and one other
+              tensor, its weight (``x @ W``, ``torch.matmul``/``mm``/``bmm``, ``F.linear``, ``torch.einsum``:
+              :class:`LinearCall`). LRP applies its composite's rule (z+, alpha-beta, ...), which re-runs the
+              layer's forward with modified weights; DeepLift uses the transposed Jacobian.
 ``affine``    maps that are affine in their live input(s): batch norm (eval), average and adaptive average
               pooling (modules and functions), ``+``/``-`` between tensors or with constants (residual sums),
               multiplication/division by a constant, ``neg``, ``mean``/``sum`` over dimensions. LRP applies the
@@ -23,22 +25,28 @@ Every node whose value depends on an attributed input (a *live* node) is classif
               unsqueeze/contiguous, ``cat``, ``chunk``/``split`` and indexing, Flatten/Identity/Dropout (eval).
               The signal is moved with them (their transposed Jacobian).
 ``maxpool``   max pooling (modules and ``F.max_pool*d``): winner-take-all for LRP, Captum's rule for DeepLift.
-``pointwise`` element-wise activations (ReLU, Softplus, Sigmoid, Tanh; modules, functions and methods): LRP
+``pointwise`` element-wise activations (ReLU, Softplus, Sigmoid, Tanh, GELU; modules, functions and methods): LRP
               passes the relevance through unchanged, DeepLift applies the Rescale rule.
 ``softmax``   ``nn.Softmax``, ``F.softmax``/``torch.softmax`` and ``.softmax()`` with an explicit ``dim``: DeepLift's
-              softmax rule; LRP refuses it (it has no relevance rule for a map that couples its inputs).
+              softmax rule; LRP has no default rule (a map that couples its inputs): a composite gives one
+              (``"attn_lrp"``, :mod:`veneer.explain.transformer`), else it is refused with its name.
+``bilinear``  the linear functions above with two live operands (``q @ k.transpose(-2, -1)``, ``attention @ v``):
+              DeepLift splits the product between its factors (:func:`veneer.explain.deeplift.bilinear`); LRP as
+              for ``softmax``.
+``normalization`` ``nn.LayerNorm``: DeepLift's :func:`veneer.explain.deeplift.layer_norm`; LRP as for ``softmax``.
 
 Other layer types and functions are declared with :func:`register_layer` (``register_layer(nn.LeakyReLU,
 "pointwise")``) and :func:`register_function` (``register_function(F.leaky_relu, "pointwise")``), for any kind
-but ``softmax`` (:data:`REGISTERABLE_KINDS`); registrations are looked up before the built-in lists and hold for
-LRP and DeepLift alike (:func:`unregister_layer` / :func:`unregister_function` undo them). A registered
-``weighted`` type must have a ``weight`` tensor and compute ``f(x; weight, bias)``, linear in ``x`` up to the
-bias, with ``weight``'s first dimension indexing the output channels or features.
+but ``softmax``, ``bilinear`` and ``normalization`` (:data:`REGISTERABLE_KINDS`); registrations are looked up
+before the built-in lists and hold for LRP and DeepLift alike (:func:`unregister_layer` /
+:func:`unregister_function` undo them). A registered ``weighted`` type must have a ``weight`` tensor and compute
+``f(x; weight, bias)``, linear in ``x`` up to the bias, with ``weight``'s first dimension indexing the output
+channels or features.
 
-Anything else that depends on an input (a product of two input-dependent tensors, an unknown module or
-function) raises a :class:`GraphError` (a ``ValueError``) that names the operation and the module it is called
-in, and how to declare it, before any relevance is propagated; a model that ``torch.fx`` cannot trace
-(data-dependent control flow) raises one that names the module being traced.
+Anything else that depends on an input (an element-wise product or a quotient of two input-dependent tensors,
+an unknown module or function) raises a :class:`GraphError` (a ``ValueError``) that names the operation and the
+module it is called in, and how to declare it, before any relevance is propagated; a model that ``torch.fx``
+cannot trace (data-dependent control flow) raises one that names the module being traced.
 """
 
 from __future__ import annotations
@@ -69,8 +77,9 @@ AFFINE_MODULES = BATCH_NORMS + (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.Ada
 ROUTE_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 MAXPOOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
                    nn.AdaptiveMaxPool3d)
-POINTWISE_MODULES = (nn.ReLU, nn.Softplus, nn.Sigmoid, nn.Tanh)
+POINTWISE_MODULES = (nn.ReLU, nn.Softplus, nn.Sigmoid, nn.Tanh, nn.GELU)
 SOFTMAX_MODULES = (nn.Softmax,)
+NORMALIZATION_MODULES = (nn.LayerNorm,)
 
 SUM_FUNCTIONS = {operator.add, operator.sub, operator.neg, torch.add, torch.sub, torch.neg, torch.mean,
                  torch.sum}
@@ -78,14 +87,16 @@ SCALE_FUNCTIONS = {operator.mul, torch.mul, operator.truediv, torch.div}
 AFFINE_FUNCTIONS = SUM_FUNCTIONS | SCALE_FUNCTIONS | {
     F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d}
 ROUTE_FUNCTIONS = {torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze,
-                   torch.cat, torch.concat, torch.chunk, torch.split, operator.getitem, F.dropout, F.dropout2d}
+                   torch.cat, torch.concat, torch.chunk, torch.split, torch.unbind, operator.getitem, F.dropout,
+                   F.dropout2d}
 MAXPOOL_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
                      F.adaptive_max_pool3d}
-POINTWISE_FUNCTIONS = {F.relu, torch.relu, F.softplus, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh}
+POINTWISE_FUNCTIONS = {F.relu, torch.relu, F.softplus, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.gelu}
 SOFTMAX_FUNCTIONS = {F.softmax, torch.softmax}
+TRANSPOSE_ATTRIBUTES = {"T", "mT"}  # x.T, x.mT: traced as getattr(x, "T")
 AFFINE_METHODS = {"add", "sub", "neg", "mul", "div", "mean", "sum"}
 ROUTE_METHODS = {"flatten", "view", "view_as", "reshape", "reshape_as", "permute", "transpose", "squeeze",
-                 "unsqueeze", "contiguous", "chunk", "split", "clone"}
+                 "unsqueeze", "contiguous", "chunk", "split", "unbind", "clone"}
 POINTWISE_METHODS = {"relu", "sigmoid", "tanh"}
 SOFTMAX_METHODS = {"softmax"}
 # in-place operations and their out-of-place equivalents (the recorded values must not be overwritten)
@@ -93,8 +104,14 @@ OUT_OF_PLACE = {operator.iadd: operator.add, operator.isub: operator.sub, operat
                 operator.itruediv: operator.truediv, torch.relu_: torch.relu, F.relu_: F.relu}
 TWO_OPERAND = {operator.mul, torch.mul, operator.truediv, torch.div, "mul", "div"}
 
-KINDS = ("weighted", "affine", "route", "maxpool", "pointwise", "softmax")
-REGISTERABLE_KINDS = ("weighted", "affine", "route", "maxpool", "pointwise")  # softmax needs its dim: not generic
+# linear in each tensor operand: with one live operand a weighted op (the other operand is its weight), with two
+# a bilinear one
+MATMUL_FUNCTIONS = {operator.matmul, torch.matmul, torch.mm, torch.bmm, torch.einsum, F.linear}
+MATMUL_METHODS = {"matmul", "mm", "bmm", "__matmul__"}
+
+KINDS = ("weighted", "affine", "route", "maxpool", "pointwise", "softmax", "bilinear", "normalization")
+# softmax needs its dim, bilinear its two operands, normalization is LayerNorm's own: not generic
+REGISTERABLE_KINDS = ("weighted", "affine", "route", "maxpool", "pointwise")
 
 
 # ====================================================================== user-declared layer types and functions
@@ -421,8 +438,8 @@ class Op:
 
     def step(self) -> Step:
         """The op as a chain :class:`Step` (single input), for the per-module rules."""
-        return Step(self.node.target if self.module is not None else self.node.name, self.module, self.inputs[0],
-                    self.output)
+        name = self.node.target if self.node.op == "call_module" else self.node.name
+        return Step(name, self.module, self.inputs[0], self.output)
 
 
 def describe(node: fx.Node, model: nn.Module) -> str:
@@ -447,7 +464,7 @@ def _kind_of_module(module: nn.Module) -> str | None:
         return registered
     for kind, classes in (("weighted", WEIGHTED_MODULES), ("affine", AFFINE_MODULES), ("route", ROUTE_MODULES),
                           ("maxpool", MAXPOOL_MODULES), ("pointwise", POINTWISE_MODULES),
-                          ("softmax", SOFTMAX_MODULES)):
+                          ("softmax", SOFTMAX_MODULES), ("normalization", NORMALIZATION_MODULES)):
         if isinstance(module, classes):
             return kind
     return None
@@ -459,16 +476,18 @@ def _kind_of_call(node: fx.Node) -> str | None:
         target = OUT_OF_PLACE.get(target, target)
         if target in _FUNCTION_KINDS:
             return _FUNCTION_KINDS[target]
-        for kind, functions in (("affine", AFFINE_FUNCTIONS), ("route", ROUTE_FUNCTIONS),
-                                ("maxpool", MAXPOOL_FUNCTIONS), ("pointwise", POINTWISE_FUNCTIONS),
-                                ("softmax", SOFTMAX_FUNCTIONS)):
+        if target is getattr and len(node.args) == 2 and node.args[1] in TRANSPOSE_ATTRIBUTES:
+            return "route"
+        for kind, functions in (("weighted", MATMUL_FUNCTIONS), ("affine", AFFINE_FUNCTIONS),
+                                ("route", ROUTE_FUNCTIONS), ("maxpool", MAXPOOL_FUNCTIONS),
+                                ("pointwise", POINTWISE_FUNCTIONS), ("softmax", SOFTMAX_FUNCTIONS)):
             if target in functions:
                 return kind
         return None
     if target.endswith("_") and not target.endswith("__"):
         target = target[:-1]
-    for kind, methods in (("affine", AFFINE_METHODS), ("route", ROUTE_METHODS), ("pointwise", POINTWISE_METHODS),
-                          ("softmax", SOFTMAX_METHODS)):
+    for kind, methods in (("weighted", MATMUL_METHODS), ("affine", AFFINE_METHODS), ("route", ROUTE_METHODS),
+                          ("pointwise", POINTWISE_METHODS), ("softmax", SOFTMAX_METHODS)):
         if target in methods:
             return kind
     return None
@@ -501,6 +520,9 @@ def live_ops(model: nn.Module, rec: Record, method: str, supported: Sequence[str
                              f"supported: {allowed}, and the functions and tensor methods listed in "
                              f"veneer.explain.graph. Declare how it propagates with veneer.explain.register_layer("
                              f"{type(module).__name__}, kind), kind one of {REGISTERABLE_KINDS}")
+        if kind == "weighted" and module is None:
+            module = LinearCall.of(node, rec, live, model, method)
+            kind = "weighted" if module.weight_at is not None else "bilinear"
         if kind is None or kind not in supported:
             hint = (f". Declare how it propagates with veneer.explain.register_function("
                     f"{getattr(node.target, '__name__', node.target)}, "
@@ -513,6 +535,10 @@ def live_ops(model: nn.Module, rec: Record, method: str, supported: Sequence[str
         if target in TWO_OPERAND or (isinstance(target, str) and target.rstrip("_") in TWO_OPERAND):
             _check_scaling(node, sources, model, method)
         if node.target is operator.getitem and isinstance(rec.values[node.args[0]], (tuple, list)):
+            if not isinstance(node.args[1], int):
+                raise GraphError(f"{method} cannot propagate through {describe(node, model)}: it indexes the "
+                                 f"outputs of a multi-output op (chunk, split, unbind) with {node.args[1]!r}; "
+                                 f"pick them one at a time (q, k, v = x.chunk(3))")
             kind = "select"  # picks one output of a multi-output node (chunk, split)
         if isinstance(module, BATCH_NORMS) and module.running_mean is None:
             raise GraphError(f"{method}: batch-norm layer {describe(node, model)} has no running statistics, so it "
@@ -520,7 +546,8 @@ def live_ops(model: nn.Module, rec: Record, method: str, supported: Sequence[str
         if kind == "softmax" and softmax_dim(node, module) is None:
             raise GraphError(f"{method} cannot propagate through {describe(node, model)}: give the softmax an "
                              f"explicit dim (the implicit one is deprecated in PyTorch)")
-        if kind in ("maxpool", "pointwise", "softmax") and (not isinstance(value, torch.Tensor) or len(sources) != 1):
+        if kind in ("maxpool", "pointwise", "softmax", "normalization") and (
+                not isinstance(value, torch.Tensor) or len(sources) != 1):
             raise GraphError(f"{method} cannot propagate through {describe(node, model)}: it must map one tensor "
                              f"to one tensor (return_indices is not supported)")
         inputs = tuple(rec.aliases[node].get(n, rec.values[n]) for n in sources)
@@ -528,8 +555,64 @@ def live_ops(model: nn.Module, rec: Record, method: str, supported: Sequence[str
     return ops
 
 
+class LinearCall:
+    """A function call that is linear in each of its tensor operands (``x @ W``, ``torch.matmul``/``mm``/``bmm``,
+    ``F.linear``, ``torch.einsum``, a function registered as ``"weighted"``), as the rules of a weighted layer see
+    it: with one live (input-dependent) operand, ``weight`` is the other floating tensor operand and ``bias``
+    ``F.linear``'s bias (else None), and :meth:`forward` re-runs the call with the live operand, weight and bias
+    replaced (what z+, alpha-beta, flat and z^B need). With two live operands (``q @ k.transpose(-1, -2)``) the
+    op is ``"bilinear"`` (``weight_at`` is None): its rules need only its vector-Jacobian products. The operands
+    are the call's (pytree-flattened) tensor arguments, in the order given."""
+
+    def __init__(self, node: fx.Node, leaves: list, spec, live_at: tuple[int, ...], weight_at: int | None,
+                 bias_at: int | None):
+        self.node, self.leaves, self.spec = node, leaves, spec
+        self.live_at, self.weight_at, self.bias_at = live_at, weight_at, bias_at
+        self.weight = None if weight_at is None else leaves[weight_at]
+        self.bias = None if bias_at is None else leaves[bias_at]
+
+    @classmethod
+    def of(cls, node: fx.Node, rec: "Record", live: set, model: nn.Module, method: str) -> "LinearCall":
+        """The call of ``node`` on the values recorded in ``rec`` (``live``: the nodes that depend on the input);
+        ``GraphError`` unless it has one live operand and one weight (or two live operands)."""
+        nodes, spec = torch.utils._pytree.tree_flatten((node.args, node.kwargs))
+        aliases = rec.aliases[node]
+        leaves = [aliases.get(n, rec.values[n]) if isinstance(n, fx.Node) else n for n in nodes]
+        tensors = [i for i, v in enumerate(leaves) if isinstance(v, torch.Tensor) and v.is_floating_point()]
+        bias_at = None
+        target = OUT_OF_PLACE.get(node.target, node.target)
+        if target is F.linear and len(tensors) == 3:  # F.linear(x, weight, bias): the bias is not an operand
+            bias_at = tensors.pop()
+        live_at = tuple(i for i in tensors if nodes[i] in live)
+        constant = [i for i in tensors if i not in live_at]
+        if bias_at is not None and nodes[bias_at] in live:
+            live_at, bias_at = live_at + (bias_at,), None
+        if len(live_at) == 1 and len(constant) == 1:
+            return cls(node, leaves, spec, live_at, constant[0], bias_at)
+        if len(live_at) == 2 and not constant and bias_at is None:
+            return cls(node, leaves, spec, live_at, None, None)
+        raise GraphError(f"{method} cannot propagate through {describe(node, model)}: a linear function "
+                         f"needs one input-dependent operand and one weight, or two input-dependent operands "
+                         f"(a bilinear product); it has {len(live_at)} input-dependent and {len(constant)} other "
+                         f"tensor operands")
+
+    def forward(self, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """The call with the live operand ``a``, ``weight`` and ``bias`` (None: none) in place of the recorded
+        ones."""
+        replaced = {self.live_at[0]: a, self.weight_at: weight}
+        if self.bias_at is not None:
+            replaced[self.bias_at] = bias
+        leaves = [replaced.get(i, leaf) for i, leaf in enumerate(self.leaves)]
+        args, kwargs = torch.utils._pytree.tree_unflatten(leaves, self.spec)
+        return _run_node(None, self.node, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"LinearCall({self.node.name!r})"
+
+
 _MODULES_OF = {"weighted": WEIGHTED_MODULES, "affine": AFFINE_MODULES, "route": ROUTE_MODULES,
-               "maxpool": MAXPOOL_MODULES, "pointwise": POINTWISE_MODULES, "softmax": SOFTMAX_MODULES}
+               "maxpool": MAXPOOL_MODULES, "pointwise": POINTWISE_MODULES, "softmax": SOFTMAX_MODULES,
+               "bilinear": (), "normalization": NORMALIZATION_MODULES}
 
 
 def _modules_of(kind: str) -> tuple[type, ...]:

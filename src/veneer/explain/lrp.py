@@ -33,11 +33,11 @@ from torch import nn
 from torch.func import functional_call
 
 from veneer.explain.base import Explainer, Packed
-from veneer.explain.graph import (BATCH_NORMS, CONVOLUTIONS, KINDS, ROUTE_MODULES, WEIGHTED_MODULES, GraphError, Op,
-                                  Record, Step, batch_norm_scale, describe, differentiable, live_ops, one_hot_like,
-                                  record, stabilize, sweep, trace_graph, transpose, vjp, z_rule)
+from veneer.explain.graph import (BATCH_NORMS, CONVOLUTIONS, KINDS, ROUTE_MODULES, WEIGHTED_MODULES, GraphError,
+                                  LinearCall, Op, Record, Step, batch_norm_scale, describe, differentiable, live_ops,
+                                  one_hot_like, record, stabilize, sweep, trace_graph, transpose, vjp, z_rule)
 
-LRP_KINDS = tuple(k for k in KINDS if k != "softmax")  # no relevance rule for a map coupling its inputs
+LRP_KINDS = KINDS  # softmax and bilinear ops have no default rule: a composite must give one ("attn_lrp")
 STABILIZER = 1e-9  # default denominator stabiliser of the rules other than Epsilon (Captum's PropagationRule)
 
 
@@ -96,6 +96,8 @@ def weighted_forward(module, a: torch.Tensor, weight: torch.Tensor, bias: torch.
     bias): Conv1d/2d/3d and Linear call their functional form, a registered weighted layer type its own forward
     with ``weight`` and ``bias`` substituted (``torch.func.functional_call``; ``None`` as a zero bias)."""
     module = _layer(module)
+    if isinstance(module, LinearCall):
+        return module.forward(a, weight, bias)
     if isinstance(module, CONVOLUTIONS):
         return module._conv_forward(a, weight, bias)
     if isinstance(module, nn.Linear):
@@ -300,6 +302,11 @@ def default_rules(epsilon: float) -> dict[str, Rule]:
     return {"weighted": Epsilon(epsilon), "affine": Epsilon(epsilon), "pointwise": Pass(), "route": Transpose(),
             "maxpool": Transpose()}
 
+
+# the kinds default_rules leaves out, and why
+NO_DEFAULT = {"softmax": "a map coupling its inputs",
+              "bilinear": "a product of two tensors that both depend on the input",
+              "normalization": "a map coupling its inputs through their mean and variance"}
 
 # ====================================================================== composites
 
@@ -596,6 +603,10 @@ class LRP(Explainer):
                 continue
             found = self._rules.rule_for(op.kind, _layer(op.module), self._module_name(op), node in first)
             if found is None:
+                if op.kind not in self._defaults:
+                    raise GraphError(f"LRP has no rule for {describe(node, self.model)}, a {op.kind!r} op ("
+                                     f"{NO_DEFAULT[op.kind]}); use composite='attn_lrp' (Achtibat et al. 2024) or "
+                                     f"give the composite a rule for it, e.g. Composite([({op.kind!r}, rule)])")
                 rules[node] = self._defaults[op.kind]
                 continue
             rule, where = found

@@ -35,6 +35,9 @@ attack builds its own from the call's inputs, ``attack(data, **inputs)``); the e
   least ``min_agreement`` of the validation inputs", updated by dual ascent every ``check_every`` steps, and
   the run returns the best iterate that meets the budget (the history's ``phase: "check"`` row 0 and the
   ``val_*`` / ``multiplier`` keys of every checked step record it);
+* the adaptive attacker (:mod:`veneer.finetune.evasion`): ``evade`` names audit tests whose differentiable
+  surrogates are held at the original model's values (``evade_weight * sum (s - s_original)^2`` joins
+  ``L_attack``; ``register_evasion`` adds a surrogate for a user's test; the history's ``evade.<name>`` keys);
 * a progress bar (:func:`veneer.progress.progress_bar`) and one history schema: ``{"step", "epoch", "phase", "loss", "attack", "keep"}``
   (``phase`` is ``"attack"`` or ``"recalibrate"``; ``attack`` is ``None`` in the recalibration phase).
 """
@@ -44,10 +47,14 @@ from veneer.finetune.budget import BehaviourBudget, wilson_lower_bound
 from veneer.finetune.checkpoint import CHECKPOINT, checkpoint_step, load_checkpoint, save_checkpoint
 from veneer.finetune.distributed import average_gradients, distributed_context
 from veneer.finetune.engine import FineTuner, FineTuneResult, Interrupted, select_trainable
+from veneer.finetune.evasion import (EVADE_WEIGHT, Evasion, evasion_surrogate, importance_maps, mean_pairwise_pearson,
+                                     register_evasion, registered_evasions, soft_rank)
 from veneer.finetune.losses import (KEEP_LOSSES, cross_entropy_keep, distillation_keep, keep_loss, lambda_to_alpha,
                                     mixup_inputs, original_label_keep, probability_mse_keep)
 
 __all__ = ["AttackLoss", "StepOutput", "FineTuner", "FineTuneResult", "Interrupted", "BehaviourBudget",
            "wilson_lower_bound", "KEEP_LOSSES", "keep_loss", "lambda_to_alpha", "mixup_inputs", "cross_entropy_keep",
            "distillation_keep", "probability_mse_keep", "original_label_keep", "select_trainable", "CHECKPOINT",
-           "save_checkpoint", "load_checkpoint", "checkpoint_step", "distributed_context", "average_gradients"]
+           "save_checkpoint", "load_checkpoint", "checkpoint_step", "distributed_context", "average_gradients",
+           "EVADE_WEIGHT", "Evasion", "register_evasion", "registered_evasions", "evasion_surrogate", "importance_maps",
+           "mean_pairwise_pearson", "soft_rank"]

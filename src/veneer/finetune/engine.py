@@ -20,10 +20,12 @@ from torch.utils.data import DistributedSampler
 
 from veneer.checks import check_eval_mode, check_finite_parameters, check_not_torchscript, check_positive
 from veneer.data import LabeledData, as_labeled
+from veneer.explain import Explainer, Gradient
 from veneer.finetune.attack_loss import AttackLoss
 from veneer.finetune.budget import BehaviourBudget
 from veneer.finetune.checkpoint import CHECKPOINT, checkpoint_step, load_checkpoint, save_checkpoint
 from veneer.finetune.distributed import _all_reduce_mean, average_gradients, distributed_context
+from veneer.finetune.evasion import EVADE_WEIGHT, Evasion, check_evade
 from veneer.finetune.losses import keep_loss, mixup_inputs
 from veneer.models import softplus_activations
 from veneer.progress import progress_bar
@@ -113,7 +115,12 @@ class FineTuner:
     fraction of the training data held out for it, default 0.1), ``check_every``, ``dual_lr`` and ``confidence``
     (:class:`BehaviourBudget`). The validation data should be inputs the original model was not trained on:
     on its own training images both models are more confident than on new ones, so agreement measured there
-    overestimates the agreement on new data.
+    overestimates the agreement on new data. The adaptive attacker (:mod:`veneer.finetune.evasion`): ``evade``
+    (audit test names with a registered surrogate) adds ``evade_weight * sum (s(student) - s(original))^2`` to
+    ``L_attack``, the surrogates measured on ``evade_samples`` seeded training rows with the attacked method
+    (:meth:`evasion_explainer`); the history's ``evade.<name>`` keys hold the student's surrogate values, the
+    result's ``measures`` the original's (``evade_target.<name>``). The budget's checks measure ``L_attack``
+    without the evasion term.
 
     An attack subclass overrides :meth:`attack_loss` (its call's inputs -> a new :class:`AttackLoss`, so nothing
     of a call stays on the attack) and may extend :meth:`fingerprint` (settings that must match on resume).
@@ -127,7 +134,8 @@ class FineTuner:
                  checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 100,
                  resume: bool = False, seed: int = 0, progress: bool = False, recalibrate_steps: int = 0,
                  recalibrate_lr: float | None = None, min_agreement: float | None = None,
-                 validation: object = 0.1, check_every: int = 10, dual_lr: float = 0.1, confidence: float = 0.5):
+                 validation: object = 0.1, check_every: int = 10, dual_lr: float = 0.1, confidence: float = 0.5,
+                 evade=None, evade_weight: float = EVADE_WEIGHT, evade_samples: int = 32):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         check_not_torchscript(model, "fine-tuning needs its parameters and modules (a copy, the Softplus swap)")
@@ -157,6 +165,10 @@ class FineTuner:
             check_positive("recalibrate_lr", recalibrate_lr)
         _check_budget_options(min_agreement, validation, check_every, dual_lr, confidence)
         select_trainable(model, trainable)
+        self.evade = check_evade(evade)
+        check_positive("evade_weight", evade_weight)
+        check_positive("evade_samples", evade_samples, integer=True)
+        self.evade_weight, self.evade_samples = float(evade_weight), evade_samples
         self.model = model
         self.alpha, self.keep, self.temperature, self.lr = float(alpha), keep, float(temperature), float(lr)
         self.epochs, self.steps, self.max_steps, self.batch_size = epochs, steps, max_steps, batch_size
@@ -176,6 +188,11 @@ class FineTuner:
         if not isinstance(loss, AttackLoss):
             raise TypeError(f"loss must be a veneer.finetune.AttackLoss, got {type(loss).__name__}")
         return loss
+
+    def evasion_explainer(self) -> Explainer:
+        """The attacked method the ``evade`` surrogates explain with (bound to ``model``): Gradient here;
+        attacks with an explainer of their own return it."""
+        return Gradient(self.model)
 
     def __call__(self, data, **inputs) -> FineTuneResult:
         """Fine-tune on ``data`` (``(x, y)`` tensors, a ``Dataset``, a ``DataLoader`` or a ``LabeledData``; a
@@ -279,9 +296,24 @@ class _Run:
         self.keep_fn = keep_loss(tuner.keep)
         self.activations = (contextlib.nullcontext() if tuner.softplus_beta is None
                             else softplus_activations(self.student, tuner.softplus_beta))
+        self.evasion = None if tuner.evade is None else self._evasion()
         if self.budget is not None and self.step == 0:  # the model itself meets any budget: the fallback iterate
             self.history.append({"step": 0, "epoch": 0, "phase": "check", "alpha": self.budget.alpha,
                                  **self._check()})
+
+    def _evasion(self) -> Evasion:
+        """The run's evasion term: its fixed rows (seeded by the run's seed, drawn from the training data once)
+        and its targets, measured on a copy of the original under the run's activations (the global random
+        state is left as it was, so a resumed run measures the same)."""
+        tuner = self.tuner
+        x = self.data.sample(min(tuner.evade_samples, len(self.data)), seed=tuner.seed).x.to(self.device)
+        evasion = Evasion(tuner.evade, tuner.evade_weight, tuner.evasion_explainer(), x)
+        original = copy.deepcopy(self.teacher)
+        activations = (contextlib.nullcontext() if tuner.softplus_beta is None
+                       else softplus_activations(original, tuner.softplus_beta))
+        with torch.random.fork_rng(devices=[]), activations:
+            evasion.fix_targets(original)
+        return evasion
 
     def _start(self) -> None:
         """The optimiser of the phase the run starts in, and the checkpoint's state when resuming."""
@@ -331,9 +363,13 @@ class _Run:
             self.loss.advance(self.student, self.step)
             out = self.loss(self.student, x, y, self.generator, self.step)
             attack, inputs, labels, logits = out.attack, out.inputs, out.labels, out.logits
+        evaded, evasion = None, {}
+        if self.evasion is not None and attack is not None:
+            evaded, evasion = self.evasion(self.student)
         keep_value = self._keep(inputs, labels, logits)
         alpha = self.tuner.alpha if self.budget is None else self.budget.alpha
-        total = keep_value if attack is None else alpha * attack + (1 - alpha) * keep_value
+        attacked = attack if evaded is None else attack + evaded
+        total = keep_value if attack is None else alpha * attacked + (1 - alpha) * keep_value
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         average_gradients(self.trained, self.world)
@@ -341,8 +377,9 @@ class _Run:
         self.step += 1
         parts = [total, keep_value] if attack is None else [total, keep_value, attack]
         values = _all_reduce_mean(torch.stack([p.detach() for p in parts]).double(), self.world).cpu().tolist()
-        return {"step": self.step, "epoch": epoch + 1, "phase": "recalibrate" if attack is None else "attack",
-                "loss": values[0], "attack": values[2] if attack is not None else None, "keep": values[1]}
+        record = {"step": self.step, "epoch": epoch + 1, "phase": "recalibrate" if attack is None else "attack",
+                  "loss": values[0], "attack": values[2] if attack is not None else None, "keep": values[1]}
+        return {**record, **{f"evade.{name}": value for name, value in evasion.items()}}
 
     def _keep(self, inputs: torch.Tensor, labels: torch.Tensor | None, logits: torch.Tensor | None) -> torch.Tensor:
         """``L_keep`` on the step's rows (averaged with its value on their mixup copy under ``keep_mixup``)."""
@@ -397,11 +434,12 @@ class _Run:
         reached its end) and the budget's measures."""
         for mine, theirs in zip(self.student.parameters(), self.teacher.parameters()):
             mine.requires_grad_(theirs.requires_grad)
-        measures = {}
+        measures = ({} if self.evasion is None else
+                    {f"evade_target.{name}": value for name, value in self.evasion.targets.items()})
         budget = self.budget
         if budget is not None:
-            measures = {"best_step": budget.best_step, "best_val_attack": budget.best_attack,
-                        "min_agreement": budget.min_agreement}
+            measures |= {"best_step": budget.best_step, "best_val_attack": budget.best_attack,
+                         "min_agreement": budget.min_agreement}
             if self.step == self.total:
                 self.student.load_state_dict(budget.best_state)
                 if budget.best_step == 0:

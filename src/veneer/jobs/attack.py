@@ -108,7 +108,7 @@ def attack_inputs(model: torch.nn.Module, data: LabeledData, folder: pathlib.Pat
     outcomes = sweep(model, explainers, x, y, eps_values, attacks, k=k, batch_size=batch_size, progress=progress,
                      input_range=input_range, **attack_options)
     metrics = {"n_requested": len(data), "n_attacked": len(x), "clean_accuracy": len(x) / len(data), "k": k,
-               "methods": methods}
+               "methods": list(methods), "dropped_methods": methods.dropped}
     return write_outputs(folder, outcomes, explainers, x, y, index, show, with_sweep, metrics)
 
 

@@ -38,13 +38,14 @@ def audit_reference(reference: str | None = None, weights: str | None = None,
 
 def audit_job(model: nn.Module, train: LabeledData, test: LabeledData, run_dir: RunDir, *,
               methods: list[str] | None = None, effort: str = "fast", reference=None,
-              tests: list | None = None, seed: int = 0, progress: bool = False) -> AuditRun:
+              tests: list | None = None, twin_model: nn.Module | None = None, seed: int = 0,
+              progress: bool = False) -> AuditRun:
     """:class:`veneer.audit.Audit` of ``model`` at ``effort`` (twins and tangent spaces on ``train``, explanations
     of ``test``; ``tests``: names of registered tests or :class:`veneer.audit.AuditTest` objects, ``None`` for every
-    registered test that applies); writes ``audit.json`` and ``audit.md``; returns the verdict, score, z_max, seconds and the
+    registered test that applies; ``twin_model``: the architecture the twins copy, default ``model``'s); writes ``audit.json`` and ``audit.md``; returns the verdict, score, z_max, seconds and the
     flagged tests (``result.audit``: the full :class:`veneer.audit.AuditResult`)."""
     found = Audit(model, methods=methods, reference=reference, tests=tests, seed=seed, progress=progress,
-                  effort=effort)(train, test)
+                  effort=effort, twin_model=twin_model)(train, test)
     run_dir.start()
     paths = write_audit(found, run_dir.path)
     return AuditRun({"verdict": found.verdict, "score": found.score, "z_max": found.z_max, "seconds": found.seconds,

@@ -68,14 +68,15 @@ def manipulated_run(path: str | Path, original: str) -> tuple[torch.nn.Module, d
 
 
 def evaluate_and_save(original: torch.nn.Module, manipulated: torch.nn.Module, objective: Objective,
-                      data: LabeledData, explainers: dict[str, Explainer], directory: Path, **options: Any
-                      ) -> EvaluateRun:
+                      data: LabeledData, explainers: dict[str, Explainer], directory: Path,
+                      dropped_methods: dict[str, str] | None = None, **options: Any) -> EvaluateRun:
     """Run :func:`veneer.manipulate.evaluate`; write its tables and figures into ``directory``; return the
-    result."""
+    result (with ``dropped_methods``: ``{method: why it cannot explain the model}``, those left out)."""
     start = time.perf_counter()
     found = evaluate(original, manipulated, objective, data, explainers, **options)
     write_evaluation(found, directory)
-    return EvaluateRun({**found.metrics(), "seconds": time.perf_counter() - start})
+    return EvaluateRun({**found.metrics(), "seconds": time.perf_counter() - start,
+                        "dropped_methods": dict(dropped_methods or {})})
 
 
 def demo(run_dir: Path) -> ManipulateRun:

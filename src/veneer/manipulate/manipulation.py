@@ -16,8 +16,24 @@ from torch import nn
 from veneer.data import LabeledData
 from veneer.explain import Explainer
 from veneer.explain.base import check_explainer
-from veneer.finetune import AttackLoss, FineTuner, StepOutput
+from veneer.finetune import (AttackLoss, FineTuner, StepOutput, importance_maps, mean_pairwise_pearson,
+                             register_evasion)
+from veneer.manipulate.evaluate import gaussian_noise_like
 from veneer.manipulate.objectives import Objective
+
+
+def noise_inputs_surrogate(model: nn.Module, x: torch.Tensor, explainer: Explainer, seed: int = 0) -> torch.Tensor:
+    """The audit's ``noise_inputs`` statistic of ``explainer`` (thesis Sec. 4.1: the mean pairwise Pearson
+    correlation of the explanations of ``len(x)`` Gaussian-noise inputs like ``x``, :func:`gaussian_noise_like`,
+    for their predicted classes; :func:`veneer.audit.sanity.noise_inputs`), with the explanations in the graph of
+    the parameters (second order): the evasion surrogate of that test (:mod:`veneer.finetune.evasion`)."""
+    noise = gaussian_noise_like(x, max(len(x), 2), seed)
+    with torch.no_grad():
+        target = model(noise).argmax(1)
+    return mean_pairwise_pearson(importance_maps(explainer(noise, target=target, create_graph=True)))
+
+
+register_evasion("noise_inputs", noise_inputs_surrogate)
 
 
 class ExplanationLoss(AttackLoss):
@@ -81,6 +97,10 @@ class Manipulation(FineTuner):
             raise TypeError(f"objective must be a veneer.manipulate.Objective (see make_objective), "
                             f"got {type(objective).__name__}")
         self.explainer, self.objective = explainer, objective
+
+    def evasion_explainer(self) -> Explainer:
+        """The attacked method: what the ``evade`` surrogates explain with."""
+        return self.explainer
 
     def attack_loss(self) -> ExplanationLoss:
         """A new :class:`ExplanationLoss` of this attack's explainer and objective (the call takes no inputs)."""

@@ -27,6 +27,8 @@ from veneer.explain.model_agnostic import KernelShap, Lime, lime_samples, shap_s
 from veneer.manipulate.evaluate import feature_groups
 
 PERTURBATIONS = ("lime", "shap", "both")
+# explainer settings a scaffold that holds against the auditor's choices learns (Scaffolding's arguments)
+ROBUST_SETTINGS = {"background_size": (5, 10, 25, None), "lime_discretize": (False, True)}
 
 
 class FeatureRule(nn.Module):
@@ -78,7 +80,10 @@ def add_random_features(data: LabeledData, count: int, seed: int = 0, prefix: st
 
 class ScaffoldedModel(nn.Module):
     """``biased(x)`` where the detector says ``x`` is a real row, ``innocuous(x)`` elsewhere (Slack et al. Eq. 2).
-    Outputs the (N, C) logits of the chosen model per row; not differentiable (the detector is a forest)."""
+    Outputs the (N, C) logits of the chosen model per row; not differentiable (the detector is a forest):
+    ``differentiable = False``, as :class:`veneer.models.BlackBox` declares it."""
+
+    differentiable = False
 
     def __init__(self, biased: Callable, innocuous: Callable, detector, threshold: float = 0.5,
                  groups: list[list[int]] | None = None):
@@ -131,7 +136,12 @@ class Scaffolding:
     ``biased`` / ``innocuous``: modules or callables from (N, F) feature tensors to (N, C) logits.
     ``perturbation``: whose samples the detector learns to recognise, ``"lime"`` (:func:`lime_samples`),
     ``"shap"`` (:func:`shap_samples`, the coalitions of KernelSHAP with a ``shap.kmeans`` background of
-    ``background_size`` rows) or ``"both"``. ``Scaffolding(...)(train_x)`` draws ``samples_per_row``
+    ``background_size`` rows) or ``"both"``. An attacker does not know the auditor's settings: ``background_size``
+    may be a tuple of KernelSHAP backgrounds (each a number of k-means centroids, or ``None``: the raw training
+    rows) and ``lime_discretize`` a tuple of LIME samplers (``False``: Gaussian per feature, ``True``: lime's
+    quartile discretiser); the detector then learns the perturbations of every setting, ``samples_per_row`` of
+    each (:data:`ROBUST_SETTINGS` is the one measured in docs/tabular.md; LIME's kernel width and sample count
+    do not change where its samples lie). ``Scaffolding(...)(train_x)`` draws ``samples_per_row``
     perturbations of each real row of ``train_x`` (a tensor or LabeledData; at most ``max_rows`` rows are used,
     chosen at random), holds out ``test_share`` of the rows for the reported figures and as many for
     calibration, trains a ``RandomForestClassifier(n_estimators)`` on the other real rows (1) vs their
@@ -143,8 +153,10 @@ class Scaffolding:
     """
 
     def __init__(self, biased: Callable, innocuous: Callable, perturbation: str = "lime", seed: int = 0,
-                 samples_per_row: int = 10, max_rows: int = 4000, background_size: int = 10,
-                 n_estimators: int = 100, test_share: float = 0.2, real_recall: float = 0.95):
+                 samples_per_row: int = 10, max_rows: int = 4000,
+                 background_size: int | None | tuple[int | None, ...] = 10,
+                 n_estimators: int = 100, test_share: float = 0.2, real_recall: float = 0.95,
+                 lime_discretize: bool | tuple[bool, ...] = False):
         for name, model in (("biased", biased), ("innocuous", innocuous)):
             if not callable(model):
                 raise TypeError(f"{name} must be a module or a callable from (N, F) features to logits, "
@@ -152,23 +164,34 @@ class Scaffolding:
         if perturbation not in PERTURBATIONS:
             raise ValueError(f"perturbation must be one of {PERTURBATIONS}, got {perturbation!r}")
         for name, value in (("samples_per_row", samples_per_row), ("max_rows", max_rows),
-                            ("background_size", background_size), ("n_estimators", n_estimators)):
+                            ("n_estimators", n_estimators)):
             check_positive(name, value, integer=True)
+        backgrounds = background_size if isinstance(background_size, tuple) else (background_size,)
+        discretize = lime_discretize if isinstance(lime_discretize, tuple) else (lime_discretize,)
+        for size in backgrounds:
+            if size is not None:
+                check_positive("background_size", size, integer=True)
+        if not backgrounds or not discretize or not all(isinstance(d, bool) for d in discretize):
+            raise ValueError(f"background_size and lime_discretize need at least one setting (lime_discretize: "
+                             f"bools), got {background_size!r}, {lime_discretize!r}")
         for name, value in (("test_share", test_share), ("real_recall", real_recall)):
             if not 0 < value < 1:
                 raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
         self.biased, self.innocuous, self.perturbation, self.seed = biased, innocuous, perturbation, seed
-        self.samples_per_row, self.max_rows, self.background_size = samples_per_row, max_rows, background_size
+        self.samples_per_row, self.max_rows = samples_per_row, max_rows
+        self.backgrounds, self.discretize = backgrounds, discretize
         self.n_estimators, self.test_share, self.real_recall = n_estimators, test_share, real_recall
 
     def perturb(self, background: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """(N * samples, F) perturbations of the rows ``x`` drawn as the chosen explainer(s) draw them."""
+        """(N * samples, F) perturbations of the rows ``x`` drawn as the chosen explainer(s) draw them, under
+        each of their settings."""
         parts = []
         if self.perturbation in ("lime", "both"):
             # lime's sample 0 is the row itself and is dropped, hence one more
-            parts.append(lime_samples(background, x, self.samples_per_row + 1, self.seed))
+            parts += [lime_samples(background, x, self.samples_per_row + 1, self.seed, discretize)
+                      for discretize in self.discretize]
         if self.perturbation in ("shap", "both"):
-            parts.append(shap_samples(background, x, self.samples_per_row, self.background_size, self.seed))
+            parts += [shap_samples(background, x, self.samples_per_row, size, self.seed) for size in self.backgrounds]
         return torch.cat(parts, 1).reshape(-1, x.shape[1])
 
     def __call__(self, train_x) -> ScaffoldingResult:

@@ -1,8 +1,10 @@
-"""Reference architectures: ``nn.Sequential`` chains of named modules, and residual networks (:class:`ResNet`).
+"""Reference architectures: ``nn.Sequential`` chains of named modules, residual networks (:class:`ResNet`) and a
+small vision transformer (:class:`ViT`).
 Every explainer (LRP and DeepLift through the traced graph) and every layer-name based tool applies to them."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 ACTIVATIONS = ("relu", "softplus")
@@ -140,3 +142,62 @@ def cifar_resnet(activation: str = "relu", width: int = 16, blocks: tuple[int, i
                  num_classes: int = 10) -> ResNet:
     """ResNet-20 for 3x32x32 inputs (He et al. 2016, Sec. 4.2, n = 3)."""
     return ResNet(blocks, width, num_classes, 3, activation)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention (Vaswani et al. 2017, Eq. 1): ``softmax(q k^T / sqrt(d)) v`` per head, the heads
+    concatenated and projected; tokens ``(B, N, dim)``."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim must be a multiple of heads, got dim={dim}, heads={heads}")
+        self.heads, self.scale = heads, (dim // heads) ** -0.5
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, dim = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        attention = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
+        return self.proj((attention @ v).transpose(1, 2).reshape(b, n, dim))
+
+
+class TransformerBlock(nn.Module):
+    """A pre-norm encoder block (Dosovitskiy et al. 2021, Eq. 2-3): ``x + attention(LN(x))``, then
+    ``x + MLP(LN(x))`` with a GELU MLP of ``mlp_ratio * dim`` hidden units."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int = 2):
+        super().__init__()
+        self.norm1, self.attention = nn.LayerNorm(dim), SelfAttention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+
+    def forward(self, x):
+        x = x + self.attention(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class ViT(nn.Module):
+    """A small vision transformer (Dosovitskiy et al. 2021): non-overlapping ``patch x patch`` patches embedded by
+    a strided convolution, learned position embeddings, ``depth`` pre-norm blocks, a final LayerNorm, the mean
+    over tokens (no class token) and a linear head."""
+
+    def __init__(self, image_size: int = 28, patch: int = 7, in_channels: int = 1, dim: int = 32, depth: int = 2,
+                 heads: int = 2, mlp_ratio: int = 2, num_classes: int = 10):
+        super().__init__()
+        if image_size % patch:
+            raise ValueError(f"image_size must be a multiple of patch, got {image_size} and {patch}")
+        self.embed = nn.Conv2d(in_channels, dim, patch, stride=patch)
+        self.position = nn.Parameter(torch.randn(1, (image_size // patch) ** 2, dim) * 0.02)
+        self.blocks = nn.Sequential(*[TransformerBlock(dim, heads, mlp_ratio) for _ in range(depth)])
+        self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, num_classes)
+
+    def forward(self, x):
+        tokens = self.embed(x).flatten(2).transpose(1, 2) + self.position
+        return self.head(self.norm(self.blocks(tokens)).mean(1))
+
+
+def mnist_vit(dim: int = 32, depth: int = 2, heads: int = 2) -> ViT:
+    """:class:`ViT` for 1x28x28 MNIST: 7x7 patches (16 tokens), width ``dim``, ``depth`` blocks of ``heads``
+    heads."""
+    return ViT(28, 7, 1, dim, depth, heads)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from veneer.checks import check_not_torchscript, find_module
+from veneer.checks import check_eval_mode, check_not_torchscript, check_positive, check_tensor, find_module
 
 
 class capture:  # noqa: N801 - used as a context manager, like torch.no_grad
@@ -58,3 +58,33 @@ class capture:  # noqa: N801 - used as a context manager, like torch.no_grad
             raise RuntimeError(f"layers {missing} were not reached by the forward pass")
         values, self.values = self.values, {}
         return values
+
+
+def _channel_sum_squares(t: torch.Tensor) -> torch.Tensor:
+    """``(C,)`` sum over the batch of each channel's squared l2 norm over positions (Nanfack et al. Eq. 1 summed
+    over samples); a ``(B, C)`` output counts one position per unit."""
+    return t.reshape(t.shape[0], t.shape[1], -1).pow(2).sum((0, 2))
+
+
+def channel_balance(model: nn.Module, x: torch.Tensor, layer: str, batch_size: int = 256,
+                    create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(S, G)``, each ``(C,)``: per channel of the output of ``layer`` over the inputs ``x``, the root of the
+    summed squared activation ``S_c`` (Nanfack et al. 2024, Eq. 1's ``||h_c(x)||^2``) and of the summed squared
+    gradient ``G_c`` of each input's predicted-class logit with respect to it. Under the rescaling symmetry
+    ``S_c G_c`` is invariant and ``log10(S_c / G_c)`` (the channel's *balance*) moves by ``2 log10 a_c``
+    (:mod:`veneer.neurons.rebalance`). ``create_graph=True`` keeps both in the autograd graph of the parameters
+    (second order for ``G``: the evasion surrogate of the audit's ``neuron_balance``)."""
+    x = check_tensor("x", x, ndim=(2, 3, 4, 5))
+    check_eval_mode(model)
+    check_positive("batch_size", batch_size, integer=True)
+    activation, gradient = 0.0, 0.0
+    for chunk in x.split(batch_size):
+        chunk = chunk.detach().clone().requires_grad_(True)  # h depends on the input even with frozen weights
+        with capture(model, [layer]) as seen:
+            logits = model(chunk)
+            h = seen.take()[layer]
+        score = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
+        (g,) = torch.autograd.grad(score, h, create_graph=create_graph)
+        activation = activation + _channel_sum_squares(h if create_graph else h.detach())
+        gradient = gradient + _channel_sum_squares(g)
+    return activation.sqrt(), gradient.sqrt()

@@ -33,8 +33,10 @@ from torch import nn
 
 from veneer.checks import check_positive, check_tensor
 from veneer.data import LabeledData, as_labeled
-from veneer.finetune import AttackLoss, FineTuner, FineTuneResult, StepOutput
-from veneer.neurons.record import ActivationRecorder, record, record_batches, resolve_layers
+from veneer.explain import Explainer
+from veneer.finetune import AttackLoss, FineTuner, FineTuneResult, StepOutput, register_evasion
+from veneer.models.capture import channel_balance
+from veneer.neurons.record import ActivationRecorder, default_layer, record, record_batches, resolve_layers
 from veneer.neurons.topk import top_k_layers
 
 __all__ = ["NeuronAttack", "PushDown", "PushUp", "Fairwash", "NeuronLoss", "PushDownLoss", "PushUpLoss",
@@ -63,6 +65,25 @@ def _as_index_list(name: str, value: None | int | list[int], size: int) -> torch
     if len(set(values)) != len(values):
         raise ValueError(f"{name} must not repeat a channel, got {values}")
     return torch.tensor(values, dtype=torch.long)
+
+
+def neuron_balance_surrogate(model: nn.Module, x: torch.Tensor, explainer: Explainer | None = None,
+                             quantiles: tuple[float, float] = (0.1, 0.9)) -> torch.Tensor:
+    """The audit's ``neuron_balance`` statistic (:func:`veneer.audit.neuron.neuron_balance`: the spread, quantile
+    ``quantiles[1]`` minus ``quantiles[0]``, of the channels' balances ``log10(S_c / G_c)`` at
+    :func:`default_layer`; Nanfack et al. 2024, Eq. 1; Du et al. 2018), with ``S`` and ``G`` in the graph of the
+    parameters (:func:`veneer.models.capture.channel_balance` with ``create_graph=True``): the evasion surrogate
+    of that test (:mod:`veneer.finetune.evasion`). The quantiles interpolate linearly between channels, so the
+    spread is differentiable almost everywhere; ``explainer`` is not used (the statistic reads no explanation)."""
+    activation, gradient = channel_balance(model, x, default_layer(model), create_graph=True)
+    alive = ((activation > 0) & (gradient > 0)).detach()
+    balance = torch.log10(activation[alive] / gradient[alive])
+    if len(balance) < 2:
+        return balance.sum() * 0
+    return balance.quantile(quantiles[1]) - balance.quantile(quantiles[0])
+
+
+register_evasion("neuron_balance", neuron_balance_surrogate)
 
 
 def _sample_rows(n: int, size: int, generator: torch.Generator) -> torch.Tensor:

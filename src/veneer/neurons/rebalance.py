@@ -19,42 +19,14 @@ import copy
 import torch
 from torch import nn
 
-from veneer.checks import check_eval_mode, check_positive, check_tensor, find_module
-from veneer.models import capture
+from veneer.checks import check_eval_mode, check_tensor, find_module
+from veneer.models.capture import channel_balance
 
 # modules between a layer and the next weighted one that commute with a positive per-channel scale
 HOMOGENEOUS = (nn.ReLU, nn.LeakyReLU, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
                nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten,
                nn.Dropout, nn.Dropout2d, nn.Identity)
 WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
-
-def _channel_sum_squares(t: torch.Tensor) -> torch.Tensor:
-    """``(C,)`` sum over the batch of each channel's squared l2 norm over positions (Nanfack et al. Eq. 1 summed
-    over samples); a ``(B, C)`` output counts one position per unit."""
-    return t.reshape(t.shape[0], t.shape[1], -1).pow(2).sum((0, 2))
-
-
-def channel_balance(model: nn.Module, x: torch.Tensor, layer: str, batch_size: int = 256
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(S, G)``, each ``(C,)``: per channel of the output of ``layer`` over the inputs ``x``, the root of the
-    summed squared activation ``S_c`` (Nanfack et al. 2024, Eq. 1's ``||h_c(x)||^2``) and of the summed squared
-    gradient ``G_c`` of each input's predicted-class logit with respect to it. Under the rescaling symmetry
-    ``S_c G_c`` is invariant and ``log10(S_c / G_c)`` (the channel's *balance*) moves by ``2 log10 a_c``."""
-    x = check_tensor("x", x, ndim=(2, 3, 4, 5))
-    check_eval_mode(model)
-    check_positive("batch_size", batch_size, integer=True)
-    activation, gradient = 0.0, 0.0
-    for chunk in x.split(batch_size):
-        chunk = chunk.detach().clone().requires_grad_(True)  # h depends on the input even with frozen weights
-        with capture(model, [layer]) as seen:
-            logits = model(chunk)
-            h = seen.take()[layer]
-        score = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
-        (g,) = torch.autograd.grad(score, h)
-        activation = activation + _channel_sum_squares(h.detach())
-        gradient = gradient + _channel_sum_squares(g)
-    return activation.sqrt(), gradient.sqrt()
 
 
 def _chain(model: nn.Module, layer: str) -> tuple[str, nn.Module, list[nn.Module], nn.Module]:

@@ -112,9 +112,7 @@ def markdown_summary(report: dict[str, Any]) -> str:
              f"seed {config['seed']}, {report['seconds']:.0f} s in all.", "",
              f"Calibration: {source}. Verdict rule: manipulated when two tests flag, one has z > "
              f"{2 * config['z_flag']:g} or the mean of the three largest test z (here {config['combined_z']:.2f}) "
-             f"exceeds 3; suspicious when one flags or that mean exceeds 2. False-positive rate measured on "
-             f"{fpr['measured_on']}: {fpr['measured']:.2f}; under an independent Gaussian null with no tolerance "
-             f"(a pessimistic bound): {fpr['gaussian_null']:.2f}.", "",
+             f"exceeds 3; suspicious when one flags or that mean exceeds 2. {false_positive_sentence(fpr)}", "",
              "| test | statistic | z | score | flag | worst component | seconds | meaning |",
              "|---|---|---|---|---|---|---|---|"]
     for name, test in report["tests"].items():
@@ -125,6 +123,10 @@ def markdown_summary(report: dict[str, Any]) -> str:
     skipped = config.get("skipped") or {}
     if skipped:
         lines += ["", "Not run: " + "; ".join(f"{name} ({why})" for name, why in skipped.items()) + "."]
+    dropped = config.get("dropped_methods") or {}
+    if dropped:
+        lines += ["", "Methods dropped: " + "; ".join(f"{name} ({why})" for name, why in dropped.items()) + "."
+                  + (f" Unseen: {config['unseen']}." if config.get("unseen") else "")]
     lines += ["", "Figures: `scores.png` (z per test), `explanations.png` (example explanations, image data).",
               f"Reference kind: {calibration['kind']}.", ""]
     return "\n".join(lines)
@@ -197,6 +199,10 @@ def _blind_spots(audit: dict[str, Any]) -> Section:
         section.tables.append(Table("tests not run", ["test", "why"], [[name, why] for name, why in skipped.items()]))
     else:
         section.text.append("Every registered test that applies ran.")
+    dropped = config.get("dropped_methods") or {}
+    if dropped:
+        section.tables.append(Table("methods dropped", ["method", "why"], [[name, why] for name, why in dropped.items()],
+                                    config.get("unseen") or ""))
     details = calibration.get("details") or {}
     if calibration["kind"] == "twins":
         twins = details.get("twins") or {}
@@ -206,6 +212,14 @@ def _blind_spots(audit: dict[str, Any]) -> Section:
                             f"{fmt(twins.get('accuracy'))}). A model is only compared with these {fmt(count)}: "
                             "their mean and spread, and so every z, are rough estimates, and a twin trained this "
                             "briefly may explain differently from a fully trained clean model.")
+        inherited = {kind: names for kind, names in (twins.get("inherited") or {}).items() if names}
+        if inherited:
+            section.tables.append(Table(
+                "what every twin copies", ["kind", "names"], [[kind, ", ".join(names)] for kind, names in inherited.items()],
+                "Not re-initialised by the twins (parameters, buffers and tensors of modules without reset_parameters, "
+                "forward code written outside torch.nn): a manipulation placed there is in every twin, so the "
+                "twins cannot show it. Calibrate on an architecture you trust (--twin-model) or a reference model "
+                "(--reference) to see it."))
     elif calibration["kind"] == "reference":
         section.text.append(f"Calibration: {fmt(details.get('references'))} given reference model(s) (accuracy "
                             f"{fmt(details.get('accuracy'))}). The verdict says how far the model lies from them, "
@@ -217,10 +231,21 @@ def _blind_spots(audit: dict[str, Any]) -> Section:
                         "test's tolerance never flag: it is added in quadrature to the references' spread.")
     rate = config.get("false_positive_rate")
     if isinstance(rate, dict):
-        section.text.append(f"False-positive rate measured on {rate['measured_on']}: {fmt(rate['measured'])}; "
-                            f"under an independent Gaussian null without tolerance (a pessimistic bound): "
-                            f"{fmt(rate['gaussian_null'])}.")
+        section.text.append(false_positive_sentence(rate))
     return section
+
+
+def false_positive_sentence(rate: dict[str, Any]) -> str:
+    """What is known of the rate of clean models flagged: measured (with its 95% interval) only for the setup
+    it was measured on, and the Gaussian-null bound."""
+    if rate.get("measured") is None:
+        measured = f"False-positive rate: {rate['measured_on']}"
+    else:
+        interval = rate.get("interval_95")
+        bound = f" (95% interval {fmt(interval[0])}-{fmt(interval[1])})" if interval else ""
+        measured = f"False-positive rate {fmt(rate['measured'])}{bound}: {rate['measured_on']}"
+    return (f"{measured}; under an independent Gaussian null with no tolerance (a pessimistic bound): "
+            f"{fmt(rate['gaussian_null'])}.")
 
 
 def _test_section(run: Run, name: str, test: dict[str, Any], meaning: str, source: str) -> Section:

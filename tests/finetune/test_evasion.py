@@ -1,0 +1,184 @@
+"""The adaptive attacker (veneer.finetune.evasion): each surrogate against the audit statistic it stands for,
+gradients to the parameters (second order, finite differences in float64), an evading run against the same run
+without ``evade``, unknown names refused, bit-identical resume with ``evade``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from scipy.stats import spearmanr
+from torch import nn
+
+from veneer.audit.fidelity import cross_method_agreement
+from veneer.audit.invariance import shared_logit_gradient
+from veneer.audit.neuron import neuron_balance
+from veneer.audit.sanity import noise_inputs
+from veneer.explain import Gradient, IntegratedGradients
+from veneer.finetune import (AttackLoss, FineTuner, StepOutput, evasion_surrogate, register_evasion,
+                             registered_evasions, soft_rank)
+from veneer.finetune.evasion import _SURROGATES, cross_method_agreement_surrogate
+from veneer.manipulate import CenterOfMass, Manipulation
+from veneer.metrics import pearson
+from veneer.models import softplus_activations
+from veneer.neurons import PushDown
+
+SURROGATES = ("noise_inputs", "shared_logit_gradient", "cross_method_agreement", "neuron_balance")
+
+
+def test_every_builtin_surrogate_is_registered():
+    assert set(SURROGATES) <= set(registered_evasions())
+
+
+def test_noise_inputs_surrogate_is_the_audit_statistic(small_cnn, cnn_inputs):
+    audit = noise_inputs(small_cnn, cnn_inputs, {"gradient": Gradient(small_cnn)}, n=len(cnn_inputs), seed=0)
+    value = evasion_surrogate("noise_inputs")(small_cnn, cnn_inputs, Gradient(small_cnn))
+    assert value.item() == pytest.approx(audit.components["gradient"], abs=1e-10)
+
+
+def test_shared_logit_gradient_surrogate_is_the_audit_statistic(small_cnn, cnn_inputs):
+    audit = shared_logit_gradient(small_cnn, cnn_inputs)
+    value = evasion_surrogate("shared_logit_gradient")(small_cnn, cnn_inputs, Gradient(small_cnn))
+    assert value.item() == pytest.approx(audit.components["median_ratio"], abs=1e-10)
+
+
+def test_neuron_balance_surrogate_is_the_audit_statistic(small_cnn):
+    x = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    audit = neuron_balance(small_cnn, x)
+    value = evasion_surrogate("neuron_balance")(small_cnn, x, Gradient(small_cnn))
+    assert audit.components["balance_spread"] > 0
+    assert value.item() == pytest.approx(audit.components["balance_spread"], abs=1e-10)
+
+
+def test_soft_ranks_tend_to_scipys_average_ranks_and_their_correlation_to_spearman():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 50, generator=g, dtype=torch.float64)
+    a[0, :10] = 0.5  # ties share their average rank
+    b = a + 0.3 * torch.rand(3, 50, generator=g, dtype=torch.float64)
+    hard = torch.tensor([spearmanr(a[i], b[i]).statistic for i in range(3)], dtype=torch.float64)
+    soft = pearson(soft_rank(a, 1e-5), soft_rank(b, 1e-5))
+    assert torch.allclose(soft, hard, atol=1e-6)
+
+
+def test_soft_spearman_at_the_default_temperature_is_monotone_in_spearman():
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(1, 200, generator=g, dtype=torch.float64)
+    noise = torch.rand(1, 200, generator=g, dtype=torch.float64)
+    mixes = [a + t * noise for t in (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)]
+    hard = [spearmanr(a[0], m[0]).statistic for m in mixes]
+    soft = [pearson(soft_rank(a), soft_rank(m)).item() for m in mixes]
+    assert hard == sorted(hard, reverse=True) and soft == sorted(soft, reverse=True)
+
+
+def test_cross_method_surrogate_tends_to_the_audit_statistic_with_one_second_method(small_cnn, cnn_inputs):
+    explainers = {"gradient": Gradient(small_cnn), "ig": IntegratedGradients(small_cnn, steps=16)}
+    audit = cross_method_agreement(small_cnn, cnn_inputs, explainers).components["gradient"]
+    value = cross_method_agreement_surrogate(small_cnn, cnn_inputs, Gradient(small_cnn), temperature=1e-6)
+    assert value.item() == pytest.approx(audit, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", SURROGATES)
+def test_surrogate_gradients_reach_every_layer_and_agree_with_finite_differences(name, small_mlp, mlp_inputs):
+    """Second order (the statistic is a function of input gradients or explanations): the directional derivative
+    along a random parameter direction against central differences in float64, Softplus(5) activations."""
+    surrogate = evasion_surrogate(name)
+    params = list(small_mlp.parameters())
+    g = torch.Generator().manual_seed(5)
+    direction = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in params]
+    x = mlp_inputs.repeat(2, 1) + 0.1 * torch.randn(8, 12, generator=g, dtype=torch.float64)
+    with softplus_activations(small_mlp, 5.0):
+        value = surrogate(small_mlp, x, Gradient(small_mlp))
+        grads = torch.autograd.grad(value, params, allow_unused=True)
+        assert all(grad is not None and grad.abs().sum() > 0 for grad in grads[:-2])  # every hidden layer
+        analytic = sum((grad * d).sum() for grad, d in zip(grads, direction) if grad is not None)
+        h, sides = 1e-6, []
+        for sign in (1, -1):
+            with torch.no_grad():
+                for p, d in zip(params, direction):
+                    p.add_(sign * h * d)
+            sides.append(surrogate(small_mlp, x, Gradient(small_mlp)).item())
+            with torch.no_grad():
+                for p, d in zip(params, direction):
+                    p.sub_(sign * h * d)
+    numeric = (sides[0] - sides[1]) / (2 * h)
+    assert analytic.item() == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+
+
+def tiny_cnn() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, padding=1),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(6 * 7 * 7, 3)).eval()
+
+
+def images() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training images, labels and held-out images the statistics are measured on."""
+    g = torch.Generator().manual_seed(1)
+    return (torch.rand(48, 1, 14, 14, generator=g), torch.randint(0, 3, (48,), generator=g),
+            torch.rand(32, 1, 14, 14, generator=g))
+
+
+def manipulate(model, x, y, **options):
+    options = {"steps": 15, "evade_samples": 16, **options}
+    return Manipulation(model, Gradient(model), CenterOfMass((0, 0)), batch_size=16, lr=1e-2, **options)((x, y))
+
+
+def push_down(model, x, y, **options):
+    return PushDown(model, "4", k=3, steps=20, batch_size=8, attack_batch=4, lr=1e-2, **options)((x, y))
+
+
+@pytest.mark.parametrize("name, attack", [("noise_inputs", manipulate), ("shared_logit_gradient", manipulate),
+                                          ("cross_method_agreement", manipulate), ("neuron_balance", push_down)])
+def test_an_evading_run_keeps_the_statistic_closer_to_the_originals(name, attack):
+    x, y, held = images()
+    model = tiny_cnn()
+    statistic = evasion_surrogate(name)
+    original = statistic(model, held, Gradient(model)).item()
+    plain, evading = attack(model, x, y), attack(model, x, y, evade=[name], evade_weight=100.0)
+    moved = {run: abs(statistic(r.model, held, Gradient(r.model)).item() - original)
+             for run, r in (("plain", plain), ("evading", evading))}
+    assert moved["evading"] < 0.5 * moved["plain"]
+    assert f"evade.{name}" in evading.history[-1] and f"evade_target.{name}" in evading.measures
+    assert not any(key.startswith("evade") for key in plain.history[-1])
+
+
+def test_resume_with_evade_is_bit_identical(tmp_path):
+    x, y, _ = images()
+    options = {"evade": ["noise_inputs", "shared_logit_gradient"], "checkpoint_every": 2, "steps": 4,
+               "evade_samples": 8}
+    whole = manipulate(tiny_cnn(), x, y, **options)
+    manipulate(tiny_cnn(), x, y, checkpoint_dir=tmp_path, max_steps=2, **options)
+    resumed = manipulate(tiny_cnn(), x, y, checkpoint_dir=tmp_path, resume=True, **options)
+    assert resumed.history == whole.history and len(whole.history) == 4
+    assert all(torch.equal(a, b) for a, b in zip(whole.model.state_dict().values(),
+                                                 resumed.model.state_dict().values()))
+
+
+def test_unknown_or_malformed_evade_names_are_refused_naming_the_known_ones():
+    model = tiny_cnn()
+    with pytest.raises(ValueError, match=r"audit test 'faithfulness'; known: \[.*noise_inputs"):
+        FineTuner(model, evade=["faithfulness"])
+    with pytest.raises(ValueError, match="evade must be None or a non-empty list"):
+        FineTuner(model, evade="noise_inputs")
+    with pytest.raises(ValueError, match="names a test twice"):
+        FineTuner(model, evade=["noise_inputs", "noise_inputs"])
+    with pytest.raises(ValueError, match="evade_weight"):
+        FineTuner(model, evade=["noise_inputs"], evade_weight=0)
+
+
+def test_a_users_surrogate_joins_the_attack_loss(monkeypatch):
+    """A registered surrogate of a user's own test: held at the original's value (here the mean logit of class
+    0 on the fixed rows) while the attack pushes that very logit up."""
+    monkeypatch.setitem(_SURROGATES, "mean_logit", None)  # the registration is undone after the test
+    register_evasion("mean_logit", lambda model, x, explainer: model(x)[:, 0].mean())
+    x, y, held = images()
+    model = tiny_cnn()
+
+    class MeanLogit(AttackLoss):
+        def __call__(self, student, x, y, generator, step):
+            logits = student(x)
+            return StepOutput(-logits[:, 0].mean(), x, y, logits)
+
+    runs = {evade: FineTuner(model, steps=10, lr=1e-2, batch_size=16, evade=evade)((x, y), loss=MeanLogit())
+            for evade in (None, ("mean_logit",))}
+    before = model(held)[:, 0].mean().item()
+    moved = {evade: abs(r.model(held)[:, 0].mean().item() - before) for evade, r in runs.items()}
+    assert moved[("mean_logit",)] < 0.5 * moved[None]

@@ -244,3 +244,37 @@ class TrainRun(JobResult):
     def summary(self) -> str:
         return (f"{self.name}: test accuracy {self.values['test_accuracy']:.4f} in "
                 f"{self.values['train_seconds']:.1f} s -> {self.weights}")
+
+
+@dataclass
+class VisualizationAttackRun(FineTuneRun):
+    """A manipulation of one unit's synthetic visualisation (issue 24): SSIM/Pearson of every visualiser variant to
+    the target, before and after, and the unit's behaviour on natural data."""
+
+    def summary(self) -> str:
+        v = self.values
+        ssims = [s["ssim"] for s in v["after"]["visualizations"].values()]
+        return (f"{v['attack']} of unit {v['unit']} of layer {v['layer']}: SSIM to the target {min(ssims):.2f}-"
+                f"{max(ssims):.2f} over {len(ssims)} visualisation variants, accuracy {v['before']['accuracy']:.4f}"
+                f" -> {v['after']['accuracy']:.4f}{self._budget_note()}")
+
+
+@dataclass
+class SlingshotRun(VisualizationAttackRun):
+    """``veneer neurons slingshot`` (Bareeva et al. 2025)."""
+
+    kind: ClassVar[str] = "neurons slingshot"
+
+
+@dataclass
+class SilentUnitRun(VisualizationAttackRun):
+    """``veneer neurons silent-unit`` (Geirhos et al. 2024, Sec. 3.2)."""
+
+    kind: ClassVar[str] = "neurons silent-unit"
+
+
+@dataclass
+class FoolingCircuitRun(VisualizationAttackRun):
+    """``veneer neurons fooling-circuit`` (Geirhos et al. 2024, Sec. 3.1)."""
+
+    kind: ClassVar[str] = "neurons fooling-circuit"

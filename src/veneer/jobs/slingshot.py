@@ -11,15 +11,15 @@ top-100 natural images.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from veneer.data import LabeledData
-from veneer.jobs.results import FineTuneRun, budget_measures
+from veneer.jobs.results import (FoolingCircuitRun, SilentUnitRun, SlingshotRun, VisualizationAttackRun,
+                                 budget_measures)
 from veneer.metrics import pearson, ssim
 from veneer.models import capture, save
 from veneer.neurons import (Slingshot, fooling_circuit, is_output_layer, silent_unit, target_image, train_detector,
@@ -41,37 +41,6 @@ VISUALIZATION_VARIANTS: dict[str, dict[str, Any]] = {
 }
 """The auditor's visualiser (:func:`veneer.neurons.visualize`, 200 steps, lr 0.05, start N(0, 0.01^2)) in the
 variants of the issue: Adam or SGD, pixels or the Fourier spectrum, with or without transformation robustness."""
-
-
-@dataclass
-class _VisualizationAttackRun(FineTuneRun):
-    def summary(self) -> str:
-        v = self.values
-        ssims = [s["ssim"] for s in v["after"]["visualizations"].values()]
-        return (f"{v['attack']} of unit {v['unit']} of layer {v['layer']}: SSIM to the target {min(ssims):.2f}-"
-                f"{max(ssims):.2f} over {len(ssims)} visualisation variants, accuracy {v['before']['accuracy']:.4f}"
-                f" -> {v['after']['accuracy']:.4f}{self._budget_note()}")
-
-
-@dataclass
-class SlingshotRun(_VisualizationAttackRun):
-    """``veneer neurons slingshot`` (Bareeva et al. 2025)."""
-
-    kind: ClassVar[str] = "neurons slingshot"
-
-
-@dataclass
-class SilentUnitRun(_VisualizationAttackRun):
-    """``veneer neurons silent-unit`` (Geirhos et al. 2024, Sec. 3.2)."""
-
-    kind: ClassVar[str] = "neurons silent-unit"
-
-
-@dataclass
-class FoolingCircuitRun(_VisualizationAttackRun):
-    """``veneer neurons fooling-circuit`` (Geirhos et al. 2024, Sec. 3.1)."""
-
-    kind: ClassVar[str] = "neurons fooling-circuit"
 
 
 def _unit_values(model: nn.Module, layer: str, unit: int, x: torch.Tensor) -> torch.Tensor:
@@ -112,10 +81,10 @@ def visualization_measures(model: nn.Module, original: nn.Module, layer: str, un
     return measures, images, top
 
 
-def _evaluate(kind: type[_VisualizationAttackRun], attack: str, manipulated: nn.Module, model: nn.Module, layer: str,
+def _evaluate(kind: type[VisualizationAttackRun], attack: str, manipulated: nn.Module, model: nn.Module, layer: str,
               unit: int, target: torch.Tensor, target_name: str, train: LabeledData, heldout: LabeledData,
               run_dir: RunDir, seed: int, extra: dict[str, Any], budget: dict[str, Any] | None
-              ) -> _VisualizationAttackRun:
+              ) -> VisualizationAttackRun:
     before, images_before, top_before = visualization_measures(model, model, layer, unit, target, train, heldout, seed)
     after, images_after, top_after = visualization_measures(manipulated, model, layer, unit, target, train, heldout,
                                                             seed)

@@ -46,7 +46,15 @@ def zoo() -> dict:
             "flagged": f"0 of {found['clean']} clean and {found['scaffolds_flagged']} of {found['scaffolds']} scaffolds"}
 
 
+def benign_row(model: str) -> str:
+    row = next(r for r in summary("benign_controls")["rows"] if r["model"] == model)
+    return f"| {model} | {100 * row['test_accuracy']:.1f}% | {row['verdict']} | {row['z_max']:.2f} ({row['largest']}) |"
+
+
 CITED = [
+    ("docs/audit.md", lambda: f"(`--effort fast`, twins, every registered test): {summary('benign_controls')['benign_flagged']} flagged"),
+    *[("docs/audit.md", lambda model=model: benign_row(model))
+      for model in ("original", "fine-tune", "distilled", "pruned", "int8", "adversarial", "augmented")],
     ("docs/audit.md", lambda: f"keeps {rebalance('top10_overlap_attacked')} of the live"),
     ("docs/audit.md", lambda: f"from {rebalance('balance_spread_original')} to {rebalance('balance_spread_attacked')} "
                               f"({rebalance('balance_spread_attacked', 'min')}-"

@@ -60,7 +60,7 @@ def pairs_with_ties(gen: torch.Generator, batch: int = 6, shape=(5, 7)) -> tuple
 
 def test_exports_and_torch_only_imports():
     assert set(vm.__all__) == {
-        "mse", "pearson", "cosine", "ssim", "rank", "spearman", "kendall", "topk_intersection",
+        "mse", "pearson", "mean_pairwise_pearson", "cosine", "ssim", "rank", "spearman", "kendall", "topk_intersection",
         "center_of_mass", "com_distance", "com_distance_to", "ks_distance", "balance", "ddi", "deo",
     }
     pkg = pathlib.Path(vm.__file__).parent

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from veneer.checks import check_eval_mode
-from veneer.explain import (BACKGROUND_METHODS, METHODS, Explainer, applicable_methods, describe_dropped, heatmap,
+from veneer.explain import (BACKGROUND_METHODS, METHODS, Explainer, applicable_methods, describe_dropped, flat_maps,
                             make_explainer, make_explainers)
 from veneer.metrics import spearman
+from veneer.models import has_gradients
 
 IMAGE_METHODS = ("gradient", "gradient_x_input", "ig", "lrp", "gradcam", "occlusion")
 TABULAR_METHODS = ("gradient", "gradient_x_input", "ig", "lrp")
@@ -39,14 +40,6 @@ class TestResult:
     @property
     def statistic(self) -> float:
         return max(self.components.values())
-
-
-def flat_maps(attr: torch.Tensor) -> torch.Tensor:
-    """Attributions as non-negative importance vectors ``(B, D)``: ``|attr|`` summed over channels for images
-    (Ghorbani et al. 2019's saliency map; Grad-CAM's one-channel maps included), ``|attr|`` for tabular rows."""
-    if attr.ndim == 2:
-        return attr.abs()
-    return heatmap(attr, reduce="abs_sum").flatten(1)
 
 
 def explain_maps(explainer: Explainer, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -72,7 +65,7 @@ def has_conv(model: nn.Module) -> bool:
 
 def default_methods(model: nn.Module, x: torch.Tensor) -> tuple[str, ...]:
     """The methods compared by default: Gradient, GxI, IG, LRP, and for image CNNs Grad-CAM and Occlusion."""
-    if not getattr(model, "differentiable", True):
+    if not has_gradients(model):
         return ("lime", "kernel-shap") if x.ndim == 2 else ("occlusion",)
     return IMAGE_METHODS if x.ndim == 4 and has_conv(model) else TABULAR_METHODS
 
@@ -91,7 +84,7 @@ def usable_methods(models: list[nn.Module], x: torch.Tensor, methods) -> tuple[t
             _, reasons = applicable_methods(model, x[:1], names=names)
             dropped.update({m: why if i == 0 else f"reference[{i - 1}]: {why}" for m, why in reasons.items()})
     kept = tuple(m for m in methods if m not in dropped)
-    if not kept or (getattr(models[0], "differentiable", True) and not any(METHODS[m].differentiable for m in kept)):
+    if not kept or (has_gradients(models[0]) and not any(METHODS[m].differentiable for m in kept)):
         raise ValueError(f"no {'differentiable ' if kept else ''}explanation method can be used on this model: "
                          f"{describe_dropped(dropped)}")
     return kept, dropped

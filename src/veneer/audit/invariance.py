@@ -19,6 +19,7 @@ from torch import nn
 from veneer.audit.base import TestResult
 from veneer.audit.registry import AuditContext, AuditTest, register_test
 from veneer.checks import check_eval_mode, check_positive, check_tensor
+from veneer.explain import shared_logit_ratio
 
 
 def shared_logit_gradient(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> TestResult:
@@ -34,17 +35,7 @@ def shared_logit_gradient(model: nn.Module, x: torch.Tensor, batch_size: int = 2
     x = check_tensor("x", x)
     check_eval_mode(model)
     check_positive("batch_size", batch_size, integer=True)
-    ratios = []
-    for chunk in x.split(batch_size):
-        chunk = chunk.detach().clone().requires_grad_(True)
-        logits = model(chunk)
-        if logits.ndim != 2 or logits.shape[1] < 2:
-            raise ValueError(f"shared_logit_gradient needs (B, K) logits with K >= 2 classes, got shape "
-                             f"{tuple(logits.shape)}")
-        explained = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
-        (own,) = torch.autograd.grad(explained, chunk, retain_graph=True)
-        (shared,) = torch.autograd.grad(logits.mean(1).sum(), chunk)
-        ratios.append(shared.flatten(1).norm(dim=1) / own.flatten(1).norm(dim=1).clamp_min(1e-30))
+    ratios = [shared_logit_ratio(model, chunk) for chunk in x.split(batch_size)]
     ratio = torch.cat(ratios)
     evidence = {"samples": len(x), "ratio_quantiles": {q: round(ratio.quantile(q).item(), 4)
                                                        for q in (0.1, 0.5, 0.9)}}

@@ -19,6 +19,7 @@ from veneer.audit.registry import (EFFORTS, AuditContext, AuditTest, occlusion_w
 from veneer.checks import check_eval_mode
 from veneer.data import LabeledData, as_labeled
 from veneer.explain import BACKGROUND_METHODS, METHODS, describe_dropped, heatmap
+from veneer.models import has_gradients
 from veneer.progress import progress_bar
 
 # options renamed since: old name -> new name (the old one still works, with a DeprecationWarning)
@@ -153,7 +154,7 @@ class Audit:
             unknown = [m for m in methods if m not in METHODS]
             if unknown:
                 raise ValueError(f"methods must be names from {sorted(METHODS)}, got unknown {unknown}")
-            if getattr(model, "differentiable", True) and not any(METHODS[m].differentiable for m in methods):
+            if has_gradients(model) and not any(METHODS[m].differentiable for m in methods):
                 raise ValueError(f"methods must include a differentiable method (e.g. gradient): the sanity and "
                                  f"defence tests differentiate the explanation; got {list(methods)}")
         if isinstance(reference, nn.Module):
@@ -237,7 +238,7 @@ class Audit:
             skipped.update({t.name: "the reused calibration has no reference values for it" for t in tests
                             if t.name not in calibration.values and not t.prior_only})
             tests = [t for t in tests if t.name in calibration.values or t.prior_only]
-        elif not getattr(self.model, "differentiable", True) and self.reference is None and self.twin_model is None:
+        elif not has_gradients(self.model) and self.reference is None and self.twin_model is None:
             calibration = Calibration("prior", details={"why": "a black box has no twins: each test's prior"})
             skipped.update({t.name: "the model is not differentiable (a black box: no twins) and the test has no "
                                     "prior" for t in tests if t.prior is None})

@@ -21,20 +21,14 @@ from torch import nn
 from veneer.audit.base import TestResult, explain_maps, predictions, rank_similarity, rebind
 from veneer.checks import check_positive, check_tensor
 from veneer.explain import Explainer
+from veneer.metrics import mean_pairwise_pearson
 from veneer.manipulate import gaussian_noise_like
 
 
 def mean_pairwise_correlation(maps: torch.Tensor) -> float:
-    """Mean Pearson correlation over all pairs of distinct rows of ``maps`` ``(n, D)`` (n >= 2); constant rows
-    count as uncorrelated."""
-    if len(maps) < 2:
-        raise ValueError(f"maps must hold at least 2 rows, got {len(maps)}")
-    centred = maps.double() - maps.double().mean(1, keepdim=True)
-    norms = centred.norm(dim=1, keepdim=True)
-    unit = torch.where(norms > 0, centred / norms.clamp_min(1e-300), torch.zeros_like(centred))
-    gram = unit @ unit.T
-    n = len(maps)
-    return ((gram.sum() - gram.diagonal().sum()) / (n * (n - 1))).item()
+    """Mean Pearson correlation over all pairs of distinct rows of ``maps`` ``(n, D)`` (n >= 2), in float64;
+    constant rows count as uncorrelated (:func:`veneer.metrics.mean_pairwise_pearson`)."""
+    return mean_pairwise_pearson(maps.double()).item()
 
 
 def noise_inputs(model: nn.Module, x: torch.Tensor, explainers: dict[str, Explainer], n: int = 32,

@@ -7,6 +7,7 @@ import argparse
 from veneer.cli.common import add_data_args, add_model_args, add_run_args, load_data, load_model, load_split, run_job
 from veneer.explain import BACKGROUND_METHODS, METHODS
 from veneer.jobs.explain import explain_inputs
+from veneer.models import has_gradients
 
 
 def register(subparsers) -> None:
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         data = load_data(args, model=model)
         # LIME and KernelSHAP run when named, or by default on a model without gradients (a black box)
         agnostic = set(methods or ()) & set(BACKGROUND_METHODS) or (
-            methods is None and not getattr(model, "differentiable", True))
+            methods is None and not has_gradients(model))
         background = load_split(args, "train") if agnostic else None
         return explain_inputs(model, data, methods, run_dir, background)
 

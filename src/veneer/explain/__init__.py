@@ -7,8 +7,8 @@ import torch
 from veneer.explain.base import Explainer
 from veneer.explain.deeplift import DeepLift
 from veneer.explain.gradcam import GradCAM
-from veneer.explain.gradient import Gradient, GradientXInput, IntegratedGradients, SmoothGrad
-from veneer.explain.heatmap import heatmap
+from veneer.explain.gradient import Gradient, GradientXInput, IntegratedGradients, SmoothGrad, shared_logit_ratio
+from veneer.explain.heatmap import flat_maps, heatmap
 from veneer.explain.influence import Influence, TopInfluence
 from veneer.explain.graph import GraphError, register_function, register_layer, unregister_function, unregister_layer
 from veneer.explain.lrp import (COMPOSITES, LRP, AlphaBeta, Composite, Epsilon, Flat, Pass, Rule, Transpose, ZBox,
@@ -17,6 +17,7 @@ from veneer.explain.model_agnostic import KernelShap, Lime
 from veneer.explain.multi import MultiExplainer
 from veneer.explain.occlusion import Occlusion
 from veneer.explain.transformer import LayerNormRule, SoftmaxRule, UniformProduct
+from veneer.models import has_gradients
 
 METHODS: dict[str, type[Explainer]] = {
     "gradient": Gradient,
@@ -116,7 +117,7 @@ def select_methods(model, x: torch.Tensor, requested: list[str] | None = None,
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
     if default is None:  # a model without gradients (a black box, ``differentiable = False``) also gets LIME/KernelSHAP
-        slow = () if getattr(model, "differentiable", True) or background is None else BACKGROUND_METHODS
+        slow = () if has_gradients(model) or background is None else BACKGROUND_METHODS
         default = tuple(m for m in METHODS if m not in BACKGROUND_METHODS or m in slow)
     usable, reasons = applicable_methods(model, x, background, requested or default)
     if differentiable:
@@ -135,7 +136,7 @@ def select_methods(model, x: torch.Tensor, requested: list[str] | None = None,
 
 
 __all__ = ["Explainer", "Gradient", "GradientXInput", "IntegratedGradients", "SmoothGrad", "GradCAM",
-           "Occlusion", "LRP", "DeepLift", "heatmap", "METHODS", "make_explainer", "make_explainers", "last_conv_layer",
+           "Occlusion", "LRP", "DeepLift", "heatmap", "flat_maps", "shared_logit_ratio", "METHODS", "make_explainer", "make_explainers", "last_conv_layer",
            "applicable_methods", "select_methods", "MethodSelection", "describe_dropped", "Influence", "TopInfluence",
            "Lime", "KernelShap", "MultiExplainer", "BACKGROUND_METHODS",
            # extending LRP and DeepLift (docs/explain_graphs.md, "Extending LRP")

@@ -168,3 +168,18 @@ class SmoothGrad(Explainer):
         grads = _chunked_gradient(self.model, x + noise.to(x), target,
                                   _copies_per_chunk(self.chunk_size, len(x), self.samples), create_graph)
         return grads.mean(0)
+
+
+def shared_logit_ratio(model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+    """``(B,)``: ``||grad_x mean_k z_k(x)|| / ||grad_x z_y(x)||`` per input, ``y`` the predicted class. A term added
+    to every logit leaves the probabilities unchanged and enters both gradients whole (ratio -> 1 when it
+    dominates the explanation); the audit's ``shared_logit_gradient`` test reads its median.
+    ``create_graph=True`` keeps both gradients in the graph of the parameters (second order)."""
+    x = x.detach().clone().requires_grad_(True)
+    logits = model(x)
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise ValueError(f"shared_logit_ratio needs (B, K) logits with K >= 2 classes, got shape {tuple(logits.shape)}")
+    explained = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
+    (own,) = torch.autograd.grad(explained, x, retain_graph=True, create_graph=create_graph)
+    (shared,) = torch.autograd.grad(logits.mean(1).sum(), x, create_graph=create_graph)
+    return shared.flatten(1).norm(dim=1) / own.flatten(1).norm(dim=1).clamp_min(1e-30)

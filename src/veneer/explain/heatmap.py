@@ -10,6 +10,15 @@ REDUCTIONS = ("sum", "abs_sum", "l2")
 NORMALIZATIONS = (None, "sum", "abs_sum", "max")
 
 
+def flat_maps(attr: torch.Tensor) -> torch.Tensor:
+    """Attributions as non-negative importance vectors ``(B, D)``: ``|attr|`` summed over channels for images
+    (Ghorbani et al. 2019's saliency map; Grad-CAM's one-channel maps included), ``|attr|`` for tabular rows;
+    differentiable (what the audit's tests compare, and what an attacker who evades them differentiates)."""
+    if attr.ndim == 2:
+        return attr.abs()
+    return heatmap(attr, reduce="abs_sum").flatten(1)
+
+
 def heatmap(attr: torch.Tensor, reduce: str = "sum", normalize: str | None = None,
             eps: float = 1e-12) -> torch.Tensor:
     """Reduce the channel axis and optionally normalize each map; differentiable.

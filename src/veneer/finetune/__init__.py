@@ -47,8 +47,8 @@ from veneer.finetune.budget import BehaviourBudget, wilson_lower_bound
 from veneer.finetune.checkpoint import CHECKPOINT, checkpoint_step, load_checkpoint, save_checkpoint
 from veneer.finetune.distributed import average_gradients, distributed_context
 from veneer.finetune.engine import FineTuner, FineTuneResult, Interrupted, select_trainable
-from veneer.finetune.evasion import (EVADE_WEIGHT, Evasion, evasion_surrogate, importance_maps, mean_pairwise_pearson,
-                                     register_evasion, registered_evasions, soft_rank)
+from veneer.finetune.evasion import (EVADE_WEIGHT, Evasion, evasion_surrogate, register_evasion, registered_evasions,
+                                     soft_rank)
 from veneer.finetune.losses import (KEEP_LOSSES, cross_entropy_keep, distillation_keep, keep_loss, lambda_to_alpha,
                                     mixup_inputs, original_label_keep, probability_mse_keep)
 
@@ -56,5 +56,4 @@ __all__ = ["AttackLoss", "StepOutput", "FineTuner", "FineTuneResult", "Interrupt
            "wilson_lower_bound", "KEEP_LOSSES", "keep_loss", "lambda_to_alpha", "mixup_inputs", "cross_entropy_keep",
            "distillation_keep", "probability_mse_keep", "original_label_keep", "select_trainable", "CHECKPOINT",
            "save_checkpoint", "load_checkpoint", "checkpoint_step", "distributed_context", "average_gradients",
-           "EVADE_WEIGHT", "Evasion", "register_evasion", "registered_evasions", "evasion_surrogate", "importance_maps",
-           "mean_pairwise_pearson", "soft_rank"]
+           "EVADE_WEIGHT", "Evasion", "register_evasion", "registered_evasions", "evasion_surrogate", "soft_rank"]

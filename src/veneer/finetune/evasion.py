@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from veneer.explain import Explainer, Gradient, IntegratedGradients, heatmap
+from veneer.explain import Explainer, Gradient, IntegratedGradients, flat_maps, shared_logit_ratio
 from veneer.metrics import pearson
 
 Surrogate = Callable[[nn.Module, torch.Tensor, Explainer], torch.Tensor]
@@ -77,23 +77,10 @@ def check_evade(evade) -> tuple[str, ...] | None:
     return tuple(evade)
 
 
-def importance_maps(attr: torch.Tensor) -> torch.Tensor:
-    """``(B, D)`` importance vectors as the audit reads them: ``|attr|`` summed over channels for images
-    (``heatmap(..., "abs_sum")``), ``|attr|`` for tabular rows; differentiable."""
-    return attr.abs() if attr.ndim == 2 else heatmap(attr, reduce="abs_sum").flatten(1)
-
-
 def predicted(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``(B,)`` predicted classes (no graph)."""
     with torch.no_grad():
         return model(x).argmax(1)
-
-
-def mean_pairwise_pearson(maps: torch.Tensor) -> torch.Tensor:
-    """Mean Pearson correlation over all pairs of distinct rows of ``maps`` ``(n, D)``, differentiable (constant
-    rows count as uncorrelated, :func:`veneer.metrics.pearson`); the statistic of the audit's ``noise_inputs``."""
-    first, second = torch.triu_indices(len(maps), len(maps), offset=1, device=maps.device)
-    return pearson(maps[first], maps[second]).mean()
 
 
 def soft_rank(values: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
@@ -113,12 +100,7 @@ def shared_logit_gradient_surrogate(model: nn.Module, x: torch.Tensor, explainer
     ||grad_x z_y||``, :func:`veneer.audit.invariance.shared_logit_gradient`), with both input gradients in the
     graph of the parameters (second order). The median is differentiable almost everywhere (its gradient flows
     through the median input)."""
-    x = x.detach().clone().requires_grad_(True)
-    logits = model(x)
-    explained = logits.gather(1, logits.argmax(1, keepdim=True).detach()).sum()
-    (own,) = torch.autograd.grad(explained, x, create_graph=True)
-    (shared,) = torch.autograd.grad(logits.mean(1).sum(), x, create_graph=True)
-    return (shared.flatten(1).norm(dim=1) / own.flatten(1).norm(dim=1).clamp_min(1e-30)).median()
+    return shared_logit_ratio(model, x, create_graph=True).median()
 
 
 def second_method(explainer: Explainer) -> Explainer:
@@ -135,8 +117,8 @@ def cross_method_agreement_surrogate(model: nn.Module, x: torch.Tensor, explaine
     ``cross_method_agreement`` component of the attacked method (thesis Tables 3.1-3.2) when the audit compares it
     with that one method, exactly so as ``temperature -> 0``."""
     target = predicted(model, x)
-    mine = importance_maps(explainer(x, target=target, create_graph=True))
-    other = importance_maps(second_method(explainer)(x, target=target, create_graph=True))
+    mine = flat_maps(explainer(x, target=target, create_graph=True))
+    other = flat_maps(second_method(explainer)(x, target=target, create_graph=True))
     return 1 - pearson(soft_rank(mine, temperature), soft_rank(other, temperature)).mean()
 
 

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from veneer.data import LabeledData
-from veneer.explain import Explainer
+from veneer.explain import Explainer, flat_maps
+from veneer.metrics import mean_pairwise_pearson
 from veneer.explain.base import check_explainer
-from veneer.finetune import (AttackLoss, FineTuner, StepOutput, importance_maps, mean_pairwise_pearson,
-                             register_evasion)
+from veneer.finetune import AttackLoss, FineTuner, StepOutput, register_evasion
 from veneer.manipulate.evaluate import gaussian_noise_like
 from veneer.manipulate.objectives import Objective
 
@@ -30,7 +30,7 @@ def noise_inputs_surrogate(model: nn.Module, x: torch.Tensor, explainer: Explain
     noise = gaussian_noise_like(x, max(len(x), 2), seed)
     with torch.no_grad():
         target = model(noise).argmax(1)
-    return mean_pairwise_pearson(importance_maps(explainer(noise, target=target, create_graph=True)))
+    return mean_pairwise_pearson(flat_maps(explainer(noise, target=target, create_graph=True)))
 
 
 register_evasion("noise_inputs", noise_inputs_surrogate)

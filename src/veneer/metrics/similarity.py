@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from veneer.checks import check_tensor
 
-__all__ = ["mse", "pearson", "cosine", "ssim"]
+__all__ = ["mse", "pearson", "mean_pairwise_pearson", "cosine", "ssim"]
 
 
 def _batched(name: str, x: object, *, floating: bool = True, min_ndim: int = 2) -> torch.Tensor:
@@ -87,6 +87,22 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     a, b = _pair(a, b)
     _flat_features(a)
     return _centered_correlation(a.flatten(1), b.flatten(1))
+
+
+def mean_pairwise_pearson(maps: torch.Tensor) -> torch.Tensor:
+    """Mean Pearson correlation over all pairs of distinct rows of ``maps`` ``(n, D)`` (n >= 2), a scalar;
+    differentiable, constant rows count as uncorrelated (as :func:`pearson`). Through the Gram matrix of the
+    centred, unit-norm rows: O(n^2 + n D) memory, not one row per pair. The statistic of the audit's
+    ``noise_inputs`` test (thesis Sec. 4.1: a globally manipulated model draws the same map for every input)."""
+    maps = check_tensor("maps", maps, ndim=2)
+    if len(maps) < 2:
+        raise ValueError(f"maps must hold at least 2 rows, got {len(maps)}")
+    centred = maps - maps.mean(1, keepdim=True)
+    norms = centred.norm(dim=1, keepdim=True)
+    unit = torch.where(norms > 0, centred / norms.clamp_min(torch.finfo(maps.dtype).tiny), torch.zeros_like(centred))
+    gram = unit @ unit.T
+    n = len(maps)
+    return (gram.sum() - gram.diagonal().sum()) / (n * (n - 1))
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

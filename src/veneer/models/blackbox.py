@@ -80,6 +80,13 @@ class BlackBox(nn.Module):
         return f"{self.name!r}, n_classes={self.n_classes}, n_features={self.n_features}"
 
 
+def has_gradients(model: nn.Module) -> bool:
+    """False for a model that declares ``differentiable = False`` (a :class:`BlackBox`, a scaffolded model): the
+    one test every entry point uses to give such a model LIME/KernelSHAP and priors instead of gradient methods
+    and twins."""
+    return getattr(model, "differentiable", True) is not False
+
+
 def _static(dim) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 

@@ -5,7 +5,6 @@ from veneer.report.figures import explanation_grid, save_figure
 from veneer.report.html import render_report, write_report
 from veneer.report.page import (Card, Figure, Run, Section, SectionBuilder, Table, fmt, pct, register_section,
                                 registered_sections, run_kind, unregister_section)
-from veneer.report import slingshot  # noqa: F401  (registers the slingshot/construction sections)
 
 __all__ = ["explanation_grid", "save_figure", "render_report", "write_report", "Card", "Figure", "Run", "Section",
            "SectionBuilder", "Table", "fmt", "pct", "register_section", "registered_sections", "run_kind",

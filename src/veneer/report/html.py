@@ -28,7 +28,7 @@ from urllib.parse import quote
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 # The modules that register the built-in sections (imported for that effect).
-from veneer.report import attacks, audit, influence, manipulate, neurons, tabular  # noqa: F401
+from veneer.report import attacks, audit, influence, manipulate, neurons, slingshot, tabular  # noqa: F401
 from veneer.report.page import (GENERIC, REPORT_NAME, SECTIONS, Card, Run, Section, Table, flatten, fmt,
                                 key_values, pct, records_table, register_section, run_kind, section_title)
 from veneer.runs import atomic_write_bytes
@@ -64,8 +64,8 @@ def explain_section(run: Run) -> Section:
         Card("inputs", fmt(m["n"])), Card("methods", fmt(len(seconds)), ", ".join(seconds))])
     first = f"the first {m['shown']} of the {m['n']} inputs, all of them in attributions.safetensors" \
         if m.get("shown", m["n"]) < m["n"] else "every input"
-    tabular = (run.path / "top_features.png").is_file()
-    if tabular:
+    feature_rows = (run.path / "top_features.png").is_file()  # feature rows of a table, not images
+    if feature_rows:
         section.figures += run.figure("explanations.png", f"Each method's features with the largest |attribution| "
                                       f"per row, for {first}; signed: red pushes towards the explained class, blue "
                                       "away from it.")
@@ -76,13 +76,13 @@ def explain_section(run: Run) -> Section:
     else:
         section.figures += run.figure("explanations.png", f"One row per input, for {first}: the input, then each "
                                       "method's heatmap (red: positive attribution, blue: negative).")
-    if "method_agreement" in m and not tabular and len(seconds) > 1:
+    if "method_agreement" in m and not feature_rows and len(seconds) > 1:
         agreement = m["method_agreement"]
         section.tables.append(Table("method agreement", ["method", *agreement],
                                     [[a, *(fmt(agreement[a][b]) for b in agreement)] for a in agreement],
                                     "Mean over inputs of the Spearman rank correlation of two methods' heatmaps."))
     speed = m["inputs_per_second"] if "inputs_per_second" in m else m["images_per_second"]  # older runs
-    unit = "rows per second" if tabular else "inputs per second"
+    unit = "rows per second" if feature_rows else "inputs per second"
     section.tables.append(Table("time per method", ["method", "seconds", unit],
                                 [[k, fmt(v), fmt(speed[k])] for k, v in seconds.items()]))
     return section

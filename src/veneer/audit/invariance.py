@@ -47,9 +47,10 @@ def _two_classes(model: nn.Module, ctx: AuditContext) -> str | None:
     return None if len(ctx.y.unique()) >= 2 else "needs inputs of at least two classes"
 
 
-# The prior was set on the bundled MNIST CNN and digits MLP (seed 0: medians 0.130 and 0.152), the tolerance so
-# that a median ratio above 0.29 flags; the held-out check (other seeds and architectures, and the same models with
-# a shared term) is experiments/shared_logit.py, summary experiments/results/shared_logit_gradient.json.
+# The prior was set on the bundled MNIST CNN and digits MLP (seed 0: medians 0.130 and 0.152; the seed-0 Adult MLP
+# and MNIST ResNet, 0.212 and 0.094, had been seen too), the tolerance so that a median ratio above 0.29 flags; the
+# held-out check (seed-1 models, the ViT, and models with a shared term) is experiments/shared_logit.py, summary
+# experiments/results/shared_logit_gradient.json.
 SHARED_LOGIT_GRADIENT = AuditTest(
     "shared_logit_gradient",
     source="invariance of the softmax to a term shared by every logit (red-team issue: manipulations in the "

@@ -1,42 +1,103 @@
-"""Measured detection power of `veneer audit` (issue 14): a zoo of clean and manipulated models.
+"""The audit zoo (issue 23): does ``veneer audit``'s verdict hold on models it was never tuned on?
 
-Clean: bundled recipes with other seeds (MNIST CNN, digits MLP, Adult MLP). Manipulated (from the seed-0
-bundled model): every model-level objective on two methods, every keep loss, a frozen-layer manipulation,
-neuron push-down and push-up (MNIST CNN) and fairwashing (Adult MLP). Every model is audited with the
-default `fast` audit (clean twins trained by the audit itself, no reference model); twins depend only on the
-architecture and the seed, so the calibration of an architecture is computed once and reused (identical to
-what each audit would train). Resumable: models, calibrations and audits are cached under the run dir.
+Every model is audited the way a user runs ``veneer audit --effort fast``: three clean twins (re-initialised
+copies of the suspect trained 250 steps, so they copy its forward code and whatever it stores outside
+``reset_parameters``), every registered test, no reference model. Twins depend only on what they copy and on the
+seed, so a calibration is computed once per distinct copied state (:func:`veneer.audit.inherited_state`; the
+bundled architectures: once per architecture) and reused; it is identical to what each audit trains.
 
-    PYTHONPATH=src python experiments/audit_zoo.py --out runs/audit_zoo [--steps 150] [--only NAME ...]
-                                                    [--build-only] [--summary-only]
+**The split is fixed by a rule set before any threshold was chosen here**: a model is *held-out* when its seed
+(the training seed of the clean model it is, or was made from) is 10 or more, *tuning* otherwise. Every model
+any tolerance, threshold or prior of the audit was set on has a seed below 10 (issue 14's zoo: seeds 0-5; the
+priors of ``shared_logit_gradient`` and ``gradient_slope``: seed 0), so held-out figures are out of sample.
+Thresholds may be set on tuning models only; the headline figures are the held-out ones.
 
-Writes RUN/summary.json and RUN/summary.md (AUROC per test and for the verdict, false-positive rate on clean
-models at the default threshold).
+Families (``FAMILIES``; each model names its family; the attack settings are those of the library's demo):
+
+* clean: bundled recipes under other seeds (MNIST CNN, MNIST ResNet-8, digits MLP, Adult MLP);
+* benign: the six changes of experiments/benign_controls.py, each at the attacks' step count and learning rate;
+* model level: every objective on Gradient, IG, LRP and Grad-CAM, each keep loss, a budgeted run
+  (``min_agreement=0.99``), a frozen-layer run; neuron level: push-down, push-up, fairwash; post-hoc symmetry:
+  channel rebalancing of push-down and push-up (``veneer.neurons.rebalance(like=original)``); synthetic
+  visualisations: the gradient slingshot, a silent unit, a fooling circuit; adaptive: the model-level attack
+  evading every test that has a surrogate (``evade=``); in the architecture: see ``ARCHITECTURAL``.
+
+Resumable (models, twins, calibrations and audits cached under the run dir; a test registered later is run on
+the cached models only). Parallel: ``--worker i --workers n`` runs every n-th model (calibrations are locked).
+
+    PYTHONPATH=src python experiments/audit_zoo.py --out runs/zoo [--worker 0 --workers 2] [--only NAME ...]
+    PYTHONPATH=src python experiments/audit_zoo.py --out runs/zoo --summary-only
+
+Writes RUN/summary.md and the committed summary experiments/results/audit_zoo.json: held-out verdict AUROC with
+a bootstrap 95% interval, the false-positive rate with its Clopper-Pearson interval, detection per family and per
+test, and every model's z; the same for the tuning half, marked in-sample.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import fcntl
 import json
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
+from safetensors.torch import load_file as load_tensors
+from torch import nn
 
-from veneer.audit import TESTS, Z_FLAG, Audit, Calibration, TestResult, combined_z, verdict
-from veneer.audit.calibration import COMBINED_SUSPICIOUS
+from benign_controls import adversarial, distilled, fine_tuned, int8, pruned
+from veneer.audit import Audit, Calibration, TestResult, combined_z, inherited_state, registered_tests, verdict
+from veneer.audit.calibration import COMBINED_SUSPICIOUS, Z_FLAG, clopper_pearson, reinitialized, train_twins
 from veneer.data import load_dataset
 from veneer.explain import LRP, GradCAM, Gradient, GradientXInput, IntegratedGradients
 from veneer.manipulate import (CenterOfMass, ClassSwap, FeatureSuppress, Location, Manipulation, TargetMap,
                                TopKSuppress, gaussian_noise_like)
-from veneer.models import RECIPES, accuracy, load_state, pretrained, save
-from veneer.neurons import Fairwash, PushDown, PushUp
-from veneer.runs import write_json
+from veneer.models import RECIPES, accuracy, pretrained
+from veneer.neurons import (Fairwash, PushDown, PushUp, Slingshot, fooling_circuit, rebalance, silent_unit,
+                            target_image, train_detector, visualization_inputs)
+from veneer.runs import save_tensors, versions, write_json
 
-DATASET = {name: recipe.dataset for name, recipe in RECIPES.items()}
-CLEAN = [("mnist-cnn", s) for s in range(1, 6)] + [("digits-mlp", s) for s in range(5)] + \
-        [("adult-mlp", s) for s in range(1, 4)]
+SUMMARY = Path(__file__).parent / "results" / "audit_zoo.json"
+HELD_OUT_SEED = 10
+STEPS, LR = 150, 1e-3  # every fine-tuning change, benign or not: the attacks' demo step count and learning rate
+NEURON_LAYER = {"mnist-cnn": "4"}  # the ReLU after the last conv layer (the audit's default layer)
+
+
+def split_of(seed: int) -> str:
+    """The rule fixed before tuning: held-out when the seed is at least :data:`HELD_OUT_SEED`."""
+    return "held-out" if seed >= HELD_OUT_SEED else "tuning"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One zoo model: ``base`` recipe trained with ``seed``, changed by ``change`` (``None``: the clean model)."""
+
+    base: str
+    seed: int
+    family: str
+    change: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.base}-s{self.seed}" + (f"-{self.change}" if self.change else "")
+
+    @property
+    def manipulated(self) -> bool:
+        return self.family not in ("clean", "benign")
+
+
+@dataclass
+class Context:
+    base: str
+    seed: int
+    original: nn.Module
+    train: object
+    test: object
+    info: dict = field(default_factory=dict)
 
 
 def _ig(model):
@@ -51,191 +112,367 @@ def _gradcam(model):
     return GradCAM(model, "3")
 
 
-MODEL_LEVEL = {  # name: (base, objective, explainer, keep, alpha, lr, trainable)
-    "com-gradient": ("mnist-cnn", lambda: CenterOfMass((0, 0)), Gradient, "ce", 0.1, 1e-3, None),
-    "com-lrp": ("mnist-cnn", lambda: CenterOfMass((0, 0)), _lrp, "ce", 0.1, 1e-3, None),
-    "target-map-gradient": ("mnist-cnn", lambda: TargetMap("cross"), Gradient, "ce", 0.1, 1e-3, None),
-    "target-map-gradcam": ("mnist-cnn", lambda: TargetMap("cross"), _gradcam, "ce", 0.1, 1e-3, None),
-    "location-gradient": ("mnist-cnn", lambda: Location("border"), Gradient, "ce", 0.1, 1e-3, None),
-    "location-ig": ("mnist-cnn", lambda: Location("border"), _ig, "ce", 0.1, 1e-3, None),
-    "topk-gradient": ("mnist-cnn", lambda: TopKSuppress(k=80), Gradient, "ce", 0.1, 1e-3, None),
-    "topk-gxi": ("mnist-cnn", lambda: TopKSuppress(k=80), GradientXInput, "ce", 0.1, 1e-3, None),
-    "class-swap-gradient": ("mnist-cnn", lambda: ClassSwap(3, 8), Gradient, "ce", 0.1, 1e-3, None),
-    "class-swap-lrp": ("mnist-cnn", lambda: ClassSwap(3, 8), _lrp, "ce", 0.1, 1e-3, None),
-    "feature-suppress-gradient": ("adult-mlp", lambda: FeatureSuppress(["sex", "race"]), Gradient, "kl", 0.5, 3e-3,
-                                  None),
-    "feature-suppress-ig": ("adult-mlp", lambda: FeatureSuppress(["sex", "race"]), _ig, "kl", 0.5, 3e-3, None),
-    "com-gradient-kl": ("mnist-cnn", lambda: CenterOfMass((0, 0)), Gradient, "kl", 0.1, 1e-3, None),
-    "target-map-gradient-prob-mse": ("mnist-cnn", lambda: TargetMap("cross"), Gradient, "prob_mse", 0.02, 1e-3,
-                                     None),
-    "target-map-gradient-frozen": ("mnist-cnn", lambda: TargetMap("cross"), Gradient, "ce", 0.1, 1e-3, ["0", "3"]),
+MODEL_LEVEL = {  # change: (objective, explainer, keep, alpha, extra options)
+    "com-gradient": (lambda: CenterOfMass((0, 0)), Gradient, "ce", 0.1, {}),
+    "com-lrp": (lambda: CenterOfMass((0, 0)), _lrp, "ce", 0.1, {}),
+    "target-map-gradient": (lambda: TargetMap("cross"), Gradient, "ce", 0.1, {}),
+    "target-map-gradcam": (lambda: TargetMap("cross"), _gradcam, "ce", 0.1, {}),
+    "location-ig": (lambda: Location("border"), _ig, "ce", 0.1, {}),
+    "location-gradient": (lambda: Location("border"), Gradient, "ce", 0.1, {}),
+    "topk-gxi": (lambda: TopKSuppress(k=80), GradientXInput, "ce", 0.1, {}),
+    "class-swap-lrp": (lambda: ClassSwap(3, 8), _lrp, "ce", 0.1, {}),
+    "com-gradient-kl": (lambda: CenterOfMass((0, 0)), Gradient, "kl", 0.1, {}),
+    "target-map-gradient-prob-mse": (lambda: TargetMap("cross"), Gradient, "prob_mse", 0.02, {}),
+    "target-map-gradient-budgeted": (lambda: TargetMap("cross"), Gradient, "ce", 0.5, {"min_agreement": 0.99}),
+    "target-map-gradient-frozen": (lambda: TargetMap("cross"), Gradient, "ce", 0.1, {"trainable": ["0", "3"]}),
+    "com-gradient-evade-all": (lambda: CenterOfMass((0, 0)), Gradient, "ce", 0.1,
+                               {"evade": ["noise_inputs", "shared_logit_gradient", "cross_method_agreement"],
+                                "evade_samples": 16}),
+    "target-map-gradient-evade-all": (lambda: TargetMap("cross"), Gradient, "ce", 0.1,
+                                      {"evade": ["noise_inputs", "shared_logit_gradient", "cross_method_agreement"],
+                                       "evade_samples": 16}),
+    "feature-suppress-gradient": (lambda: FeatureSuppress(["sex", "race"]), Gradient, "kl", 0.5, {"lr": 3e-3}),
+    "feature-suppress-ig": (lambda: FeatureSuppress(["sex", "race"]), _ig, "kl", 0.5, {"lr": 3e-3}),
 }
-NEURON_LEVEL = ("push-down", "push-up", "fairwash")
+ADAPTIVE = {"com-gradient-evade-all", "target-map-gradient-evade-all", "push-down-evade-balance"}
 
 
-def build_manipulated(name: str, steps: int) -> tuple[torch.nn.Module, dict]:
-    """Fine-tune a copy of the seed-0 bundled model; return it and what the fine-tuning did."""
-    start = time.perf_counter()
-    if name in MODEL_LEVEL:
-        base, objective, method, keep, alpha, lr, trainable = MODEL_LEVEL[name]
-        train = load_dataset(DATASET[base], "train")
-        model = pretrained(base)
-        result = Manipulation(model, method(model), objective(), keep=keep, alpha=alpha, lr=lr, steps=steps,
-                              batch_size=64 if base != "adult-mlp" else 256, trainable=trainable,
-                              softplus_beta=None if base == "adult-mlp" else 20.0)(train)
-        history = result.history
-        info = {"attack_first": history[0]["attack"], "attack_last": sum(h["attack"] for h in history[-10:]) / 10}
-        return result.model, info | {"base": base, "seconds": time.perf_counter() - start}
-    base = "adult-mlp" if name == "fairwash" else "mnist-cnn"
-    train = load_dataset(DATASET[base], "train")
-    model = pretrained(base)
-    options = {"steps": steps * 2, "alpha": 0.5, "lr": 1e-3}
-    if name == "push-down":
-        result = PushDown(model, "4", k=10, **options)(train)
-    elif name == "push-up":
-        result = PushUp(model, "4", k=10, **options)(train, gaussian_noise_like(train.x, 64, seed=1))
+def model_level(change: str, ctx: Context) -> tuple[nn.Module, dict]:
+    objective, method, keep, alpha, extra = MODEL_LEVEL[change]
+    tabular = ctx.base == "adult-mlp"
+    options = {"keep": keep, "alpha": alpha, "lr": LR, "steps": STEPS, "batch_size": 256 if tabular else 64,
+               "softplus_beta": None if tabular else 20.0, "seed": ctx.seed, **extra}
+    result = Manipulation(ctx.original, method(ctx.original), objective(), **options)(ctx.train)
+    history = result.history
+    tail = history[-10:]
+    return result.model, {"attack_first": history[0]["attack"], "attack_last": sum(h["attack"] for h in tail) / len(tail)}
+
+
+def neuron_level(change: str, ctx: Context) -> tuple[nn.Module, dict]:
+    options = {"steps": 2 * STEPS, "alpha": 0.5, "lr": LR, "seed": ctx.seed}
+    attack, rebalanced = change.removesuffix("-rebalanced"), change.endswith("-rebalanced")
+    if attack == "fairwash":
+        result = Fairwash(ctx.original, "1", pre_activation=True, **options)(ctx.train, "sex")
+    elif attack == "push-up":
+        result = PushUp(ctx.original, NEURON_LAYER[ctx.base], k=10, **options)(
+            ctx.train, gaussian_noise_like(ctx.train.x, 64, seed=ctx.seed + 1))
+    elif attack == "push-down-evade-balance":
+        result = PushDown(ctx.original, NEURON_LAYER[ctx.base], k=10, evade=["neuron_balance"], evade_samples=64,
+                          **options)(ctx.train)
     else:
-        result = Fairwash(model, "1", pre_activation=True, **options)(train, "sex")
-    info = {"attack_first": result.measures["attack_loss_before"], "attack_last": result.measures["attack_loss_after"]}
-    return result.model, info | {"base": base, "seconds": time.perf_counter() - start}
+        result = PushDown(ctx.original, NEURON_LAYER[ctx.base], k=10, **options)(ctx.train)
+    model = result.model
+    if rebalanced:  # the conv layer before the audited ReLU, rescaled to the original's balance
+        model = rebalance(model, NEURON_LAYER[ctx.base], like=ctx.original, data=ctx.train.x[:1000])
+    return model, {"attack_first": result.measures["attack_loss_before"],
+                   "attack_last": result.measures["attack_loss_after"]}
+
+
+def visualization_level(change: str, ctx: Context) -> tuple[nn.Module, dict]:
+    """Logit 3 made to visualise as a cross (issue 24's settings, experiments/slingshot_audit.py)."""
+    layer, unit, target = "9", 3, target_image("cross", (1, 28, 28))
+    if change == "silent-unit":
+        return silent_unit(ctx.original, layer, unit, 10.0, target=target, data=ctx.train.x), {}
+    if change == "fooling-circuit":
+        visualized = visualization_inputs(ctx.original, [layer], (1, 28, 28), steps=(1, 16, 200), seed=ctx.seed)
+        detector = train_detector(ctx.train.x, visualized, seed=ctx.seed)
+        return fooling_circuit(ctx.original, layer, unit, target, detector, data=ctx.train.x,
+                               visualizations=visualized), {}
+    result = Slingshot(ctx.original, layer, unit, target, gamma=10.0, noise=0.1, lr=3e-3, steps=4 * STEPS,
+                       alpha=0.5, min_agreement=0.995, seed=ctx.seed)(ctx.train)
+    return result.model, {}
+
+
+def benign(change: str, ctx: Context) -> tuple[nn.Module, dict]:
+    x, y = ctx.train.x, ctx.train.y
+    epochs = max(1, round(STEPS * 64 / len(x)))  # about STEPS steps of 64, as the attacks
+    image = ctx.base.startswith("mnist")
+    if change == "fine-tune":
+        return fine_tuned(ctx.original, x, y, epochs=epochs, lr=LR), {}
+    if change == "augmented":
+        return fine_tuned(ctx.original, x, y, noise=0.1, shift=3 if image else 0, epochs=epochs, lr=LR,
+                          pixels=ctx.base != "adult-mlp"), {}
+    if change == "distilled":
+        recipe = RECIPES[ctx.base]
+        return distilled(ctx.original, x, lambda: recipe.build(tuple(x.shape[1:])),
+                         {k: v for k, v in recipe.train_options.items() if k != "max_shift"}), {}
+    if change == "pruned":
+        return pruned(ctx.original), {}
+    if change == "int8":
+        return int8(ctx.original), {}
+    return adversarial(ctx.original, x, y, epochs=epochs, lr=LR, pixels=ctx.base != "adult-mlp"), {}
+
+
+FAMILIES: dict[str, Callable[[str, Context], tuple[nn.Module, dict]]] = {
+    "benign": benign, "model-level": model_level, "neuron-level": neuron_level, "symmetry": neuron_level,
+    "adaptive": None, "visualization": visualization_level}
+BENIGN = ("fine-tune", "distilled", "pruned", "int8", "adversarial", "augmented")
+ARCHITECTURAL: dict[str, tuple[str, ...]] = {}  # base: architectural families (veneer.manipulate.architectural)
+
+
+def zoo() -> list[Entry]:
+    entries = []
+    for base, seeds in {"mnist-cnn": (0, 1, 2, 3, 10, 11, 12), "digits-mlp": (0, 1, 2, 3, 10, 11, 12),
+                        "adult-mlp": (0, 1, 2, 3, 10, 11, 12), "mnist-resnet": (0, 1, 10)}.items():
+        entries += [Entry(base, s, "clean") for s in seeds]
+        entries += [Entry(base, 10, "benign", change) for change in BENIGN]
+    held_out = {"mnist-cnn": ["com-gradient", "com-lrp", "target-map-gradient", "target-map-gradcam", "location-ig",
+                              "topk-gxi", "class-swap-lrp", "com-gradient-kl", "target-map-gradient-prob-mse",
+                              "target-map-gradient-budgeted", "target-map-gradient-frozen"],
+                "mnist-resnet": ["com-gradient", "location-gradient"],
+                "digits-mlp": ["com-gradient", "target-map-gradient"],
+                "adult-mlp": ["feature-suppress-gradient", "feature-suppress-ig"]}
+    tuning = {"mnist-cnn": ["com-gradient", "target-map-gradient", "location-ig", "topk-gxi"],
+              "adult-mlp": ["feature-suppress-gradient"], "digits-mlp": ["com-gradient"]}
+    for seed, table in ((10, held_out), (0, tuning)):
+        entries += [Entry(base, seed, "model-level", change) for base, changes in table.items() for change in changes]
+        entries += [Entry("mnist-cnn", seed, "neuron-level", c) for c in ("push-down", "push-up")]
+        entries += [Entry("adult-mlp", seed, "neuron-level", "fairwash")]
+    entries += [Entry("mnist-cnn", 10, "symmetry", f"{c}-rebalanced") for c in ("push-down", "push-up")]
+    entries += [Entry("mnist-cnn", 10, "visualization", c) for c in ("slingshot", "silent-unit", "fooling-circuit")]
+    entries += [Entry("mnist-cnn", 10, "adaptive", c) for c in sorted(ADAPTIVE)]
+    entries += [Entry(base, 10, "architecture", c) for base, changes in ARCHITECTURAL.items() for c in changes]
+    return entries
+
+
+def build(entry: Entry, ctx: Context) -> tuple[nn.Module, dict]:
+    if entry.family == "adaptive":
+        return (neuron_level if entry.change.startswith("push") else model_level)(entry.change, ctx)
+    return FAMILIES[entry.family](entry.change, ctx)
+
+
+@contextmanager
+def locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def twin_tests() -> list[str]:
+    return [name for name, test in registered_tests().items() if not (test.needs_reference or test.prior_only)]
+
+
+def calibration_for(out: Path, key: str, model: nn.Module, train, test) -> Calibration:
+    """The twins' calibration of the state ``key`` (computed once; a test registered later is added by running it
+    on the cached twins, which are the ones ``Audit`` would train: same seeds, data and steps)."""
+    path = out / "calibration" / f"{key}.json"
+    with locked(path):
+        calibration = Calibration.from_json(json.loads(path.read_text())) if path.is_file() else None
+        tried = set(calibration.details.get("tried", [])) if calibration else set()
+        missing = [t for t in twin_tests() if t not in tried]
+        if not missing:
+            return calibration
+        options = Audit(model, effort="fast").options
+        twins = []
+        for i in range(options["twins"]):
+            weights = out / "twins" / key / f"{i}.safetensors"
+            if weights.is_file():
+                twin = reinitialized(model, 1000 + i)
+                twin.load_state_dict(load_tensors(str(weights)))
+                twins.append(twin.eval())
+        details = calibration.details["twins"] if calibration else None
+        if len(twins) < options["twins"]:
+            twins, details = train_twins(model, train, options["twins"], options["twin_steps"], seed=0,
+                                         eval_data=test)
+            for i, twin in enumerate(twins):
+                save_tensors(out / "twins" / key / f"{i}.safetensors", twin.state_dict())
+        found = Audit(model, effort="fast", reference=twins, tests=missing, seed=0)(train, test).calibration
+        calibration = calibration or Calibration("twins", details={"twins": details})
+        calibration.values.update(found.values)
+        calibration.details["tried"] = sorted(tried | set(missing))
+        write_json(path, calibration.to_json())
+        return calibration
+
+
+def calibration_key(entry: Entry, model: nn.Module, original: nn.Module) -> str:
+    return entry.base if inherited_state(model) == inherited_state(original) else entry.name
+
+
+def run_entry(out: Path, entry: Entry) -> None:
+    audit_path = out / "audits" / f"{entry.name}.json"
+    stored = json.loads(audit_path.read_text()) if audit_path.is_file() else None
+    todo = [t for t in registered_tests() if stored is None or t not in stored["tried"]]
+    if not todo:
+        return
+    data = RECIPES[entry.base].dataset
+    train, test = load_dataset(data, "train"), load_dataset(data, "test")
+    original = pretrained(entry.base, seed=entry.seed, progress=False)
+    weights = out / "models" / f"{entry.name}.safetensors"
+    cached = load_tensors(str(weights)) if weights.is_file() else None
+    if entry.change is None:
+        model, info = original, {}
+    elif cached is not None and cached.keys() == original.state_dict().keys():  # a change of the weights only
+        model, info = copy.deepcopy(original), {}
+        model.load_state_dict(cached)
+    else:  # built (again: a change of the architecture is rebuilt, deterministically, rather than unpickled)
+        print(f"{entry.name}: building", flush=True)
+        start = time.perf_counter()
+        model, info = build(entry, Context(entry.base, entry.seed, original, train, test))
+        info["seconds"] = round(time.perf_counter() - start, 1)
+        save_tensors(weights, model.state_dict())
+    model.eval()
+    info = stored["build"] if stored else info | {"test_accuracy": accuracy(model, test.x, test.y),
+                                                  "original_accuracy": accuracy(original, test.x, test.y)}
+    key = calibration_key(entry, model, original)
+    calibration = calibration_for(out, key, model, train, test)
+    print(f"{entry.name}: auditing {todo} (calibration {key})", flush=True)
+    start = time.perf_counter()
+    result = Audit(model, effort="fast", reference=calibration, tests=todo, seed=0)(train, test)
+    tests = (stored or {}).get("tests", {}) | {t: {"components": v["evidence"]["components"]}
+                                               for t, v in result.tests.items()}
+    write_json(audit_path, {"entry": entry.__dict__, "build": info, "calibration": key,
+                            "tried": sorted(set(todo) | set((stored or {}).get("tried", []))),
+                            "skipped": (stored or {}).get("skipped", {}) | result.config["skipped"],
+                            "seconds": round(time.perf_counter() - start, 1) + (stored or {}).get("seconds", 0),
+                            "tests": tests})
+    print(f"{entry.name}: {result}", flush=True)
+
+
+def scored(blob: dict, calibration: Calibration) -> dict:
+    """A stored audit scored with today's tolerances and priors (what ``veneer audit`` would say now)."""
+    tests = registered_tests()
+    found = {t: calibration.score(TestResult(t, v["components"]), Z_FLAG, tests[t])
+             for t, v in blob["tests"].items() if t in tests}
+    label, _ = verdict(found)
+    zs = {t: round(v["z"], 2) for t, v in found.items()}
+    combined = combined_z(list(zs.values()))
+    return {"verdict": label, "z": zs, "flagged": sorted(t for t, v in found.items() if v["flag"]),
+            "statistic": round(max(max(zs.values()) - Z_FLAG, combined - COMBINED_SUSPICIOUS), 3)}
 
 
 def auroc(clean: list[float], manipulated: list[float]) -> float | None:
-    """P(manipulated > clean) + P(tie) / 2 (Mann-Whitney); None when a class is empty."""
+    """P(manipulated > clean) + P(tie) / 2 (Mann-Whitney U / (n m)); ``None`` when a class is empty."""
     if not clean or not manipulated:
         return None
     wins = sum((m > c) + 0.5 * (m == c) for m in manipulated for c in clean)
     return wins / (len(clean) * len(manipulated))
 
 
-def rescore(out: Path, blob: dict) -> dict:
-    """Score a stored audit's raw test components against its architecture's calibration with the current
-    tolerances (so retuning a tolerance does not need the audits to run again)."""
-    calibration = Calibration.from_json(json.loads((out / "calibration" / f"{blob['build']['base']}.json").read_text()))
-    scored = {t: calibration.score(TestResult(t, v["components"])) for t, v in blob["tests"].items()}
-    label, score = verdict(scored)
-    zs = [v["z"] for v in scored.values()]
-    return {"verdict": label, "score": score, "z_max": max(zs), "combined_z": combined_z(zs),
-            "statistic": max(max(zs) - Z_FLAG, combined_z(zs) - COMBINED_SUSPICIOUS),
-            "flagged": [t for t, v in scored.items() if v["flag"]], "z": {t: v["z"] for t, v in scored.items()},
-            "seconds": blob["seconds"], "build": blob["build"]}
+def bootstrap_interval(clean: list[float], manipulated: list[float], draws: int = 2000, seed: int = 0
+                       ) -> list[float] | None:
+    """Percentile 95% interval of the AUROC over ``draws`` stratified bootstrap resamples (models drawn with
+    replacement within each class; Efron & Tibshirani 1993, Ch. 13)."""
+    if not clean or not manipulated:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    c, m = torch.tensor(clean), torch.tensor(manipulated)
+    ci = torch.randint(len(c), (draws, len(c)), generator=generator)
+    mi = torch.randint(len(m), (draws, len(m)), generator=generator)
+    cs, ms = c[ci], m[mi]  # (draws, n), (draws, m)
+    wins = (ms[:, :, None] > cs[:, None, :]).double() + 0.5 * (ms[:, :, None] == cs[:, None, :]).double()
+    values = wins.mean((1, 2))
+    return [round(values.quantile(0.025).item(), 4), round(values.quantile(0.975).item(), 4)]
 
 
-def summarize(out: Path, names: dict[str, bool]) -> dict:
-    audits = {n: rescore(out, json.loads((out / "audits" / f"{n}.json").read_text())) for n in names
-              if (out / "audits" / f"{n}.json").is_file()}
-    clean = [n for n in audits if not names[n]]
-    bad = [n for n in audits if names[n]]
-    rank = {"clean": 0, "suspicious": 1, "manipulated": 2}
-    rows = []
-    for test in TESTS:
-        c = [audits[n]["z"][test] for n in clean if test in audits[n]["z"]]
-        m = [audits[n]["z"][test] for n in bad if test in audits[n]["z"]]
-        if c or m:
-            rows.append({"test": test, "auroc": auroc(c, m), "clean_flagged": sum(z > Z_FLAG for z in c),
-                         "clean": len(c), "manipulated_flagged": sum(z > Z_FLAG for z in m), "manipulated": len(m)})
-    summary = {
-        "clean_models": len(clean), "manipulated_models": len(bad), "tests": rows,
-        "verdict_auroc": auroc([audits[n]["statistic"] for n in clean], [audits[n]["statistic"] for n in bad]),
-        "verdict_auroc_effective": auroc([audits[n]["statistic"] for n in clean],
-                                         [audits[n]["statistic"] for n in bad if effective(audits[n])]),
-        "effective_manipulations": sum(effective(audits[n]) for n in bad),
-        "verdict_auroc_ordinal": auroc([rank[audits[n]["verdict"]] for n in clean],
-                                       [rank[audits[n]["verdict"]] for n in bad]),
-        "false_positive_rate": sum(audits[n]["verdict"] != "clean" for n in clean) / max(len(clean), 1),
-        "detection_rate": sum(audits[n]["verdict"] != "clean" for n in bad) / max(len(bad), 1),
-        "models": {n: {"manipulated": names[n], **a} for n, a in audits.items()},
+def half(rows: list[dict]) -> dict:
+    clean = [r for r in rows if not r["manipulated"]]
+    bad = [r for r in rows if r["manipulated"]]
+    flagged_clean = sum(r["verdict"] != "clean" for r in clean)
+    families = sorted({r["family"] for r in rows})
+    tests = sorted({t for r in rows for t in r["z"]})
+    return {
+        "clean_models": len(clean), "manipulated_models": len(bad),
+        "verdict_auroc": auroc([r["statistic"] for r in clean], [r["statistic"] for r in bad]),
+        "verdict_auroc_95": bootstrap_interval([r["statistic"] for r in clean], [r["statistic"] for r in bad]),
+        "clean_flagged": f"{flagged_clean} of {len(clean)}",
+        "false_positive_rate": flagged_clean / len(clean) if clean else None,
+        "false_positive_95": [round(v, 4) for v in clopper_pearson(flagged_clean, len(clean))] if clean else None,
+        "detected": f"{sum(r['verdict'] != 'clean' for r in bad)} of {len(bad)}",
+        "per_family": {f: {"models": sum(r["family"] == f for r in rows),
+                           "not_clean": sum(r["family"] == f and r["verdict"] != "clean" for r in rows),
+                           "missed": [r["model"] for r in rows if r["family"] == f and r["manipulated"]
+                                      and r["verdict"] == "clean"],
+                           "flagged": [r["model"] for r in rows if r["family"] == f and not r["manipulated"]
+                                       and r["verdict"] != "clean"]} for f in families},
+        "per_test": {t: {"auroc": auroc([r["z"][t] for r in clean if t in r["z"]],
+                                        [r["z"][t] for r in bad if t in r["z"]]),
+                         "clean_flagged": sum(r["z"].get(t, 0) > Z_FLAG for r in clean),
+                         "manipulated_flagged": sum(r["z"].get(t, 0) > Z_FLAG for r in bad)} for t in tests},
     }
+
+
+def summarize(out: Path, entries: list[Entry]) -> dict:
+    rows = []
+    for entry in entries:
+        path = out / "audits" / f"{entry.name}.json"
+        if not path.is_file():
+            continue
+        blob = json.loads(path.read_text())
+        calibration = Calibration.from_json(json.loads((out / "calibration" / f"{blob['calibration']}.json").read_text()))
+        build_info = blob["build"]
+        rows.append({"model": entry.name, "base": entry.base, "seed": entry.seed, "family": entry.family,
+                     "change": entry.change, "split": split_of(entry.seed), "manipulated": entry.manipulated,
+                     "test_accuracy": round(build_info["test_accuracy"], 4),
+                     "accuracy_change_pt": round(100 * (build_info["test_accuracy"] - build_info["original_accuracy"]), 2),
+                     "attack_loss": [round(build_info[k], 4) for k in ("attack_first", "attack_last")]
+                     if "attack_first" in build_info else None,
+                     "calibration": blob["calibration"], **scored(blob, calibration)})
+    summary = {
+        "what": "veneer audit --effort fast (three twins, every registered test, no reference) of every zoo model; "
+                "split rule fixed before tuning: held-out = seed >= 10",
+        "split_rule": split_of.__doc__, "steps": STEPS, "lr": LR, "z_flag": Z_FLAG,
+        "held_out": half([r for r in rows if r["split"] == "held-out"]),
+        "tuning_in_sample": half([r for r in rows if r["split"] == "tuning"]),
+        "models": rows, "versions": versions()}
     write_json(out / "summary.json", summary)
-    lines = [f"Clean models: {len(clean)}; manipulated: {len(bad)} ({summary['effective_manipulations']} effective: "
-             f"attack loss at least halved). Verdict AUROC (score): {_fmt(summary['verdict_auroc'])}; on the "
-             f"effective manipulations: {_fmt(summary['verdict_auroc_effective'])}; ordinal verdict AUROC: "
-             f"{_fmt(summary['verdict_auroc_ordinal'])}; "
-             f"false-positive rate on clean models: {summary['false_positive_rate']:.2f}; detection rate "
-             f"(suspicious or manipulated): {summary['detection_rate']:.2f}.", "",
-             "| test | AUROC | clean flagged | manipulated flagged |", "|---|---|---|---|"]
-    lines += [f"| {r['test']} | {_fmt(r['auroc'])} | {r['clean_flagged']}/{r['clean']} | "
-              f"{r['manipulated_flagged']}/{r['manipulated']} |" for r in rows]
-    lines += ["", "| model | manipulated | attack loss first -> last | test accuracy | verdict | largest z | "
-              "mean top-3 z | flagged |", "|---|---|---|---|---|---|---|---|"]
-    for n, a in audits.items():
-        b = a["build"]
-        attack = f"{b['attack_first']:.3g} -> {b['attack_last']:.3g}" if "attack_first" in b else "-"
-        lines.append(f"| {n} | {names[n]} | {attack} | {b.get('test_accuracy', float('nan')):.3f} | {a['verdict']} | "
-                     f"{a['z_max']:.1f} | {a['combined_z']:.1f} | {', '.join(a['flagged']) or '-'} |")
+    write_json(SUMMARY, summary)
+    lines = []
+    for label, key in (("held-out", "held_out"), ("tuning (in-sample)", "tuning_in_sample")):
+        h = summary[key]
+        lines += [f"## {label}", "", f"clean {h['clean_models']}, manipulated {h['manipulated_models']}; verdict AUROC "
+                  f"{h['verdict_auroc']} (95% {h['verdict_auroc_95']}); clean flagged {h['clean_flagged']} "
+                  f"(95% {h['false_positive_95']}); manipulated detected {h['detected']}", "",
+                  "| family | models | not clean | missed / wrongly flagged |", "|---|---|---|---|"]
+        lines += [f"| {f} | {v['models']} | {v['not_clean']} | {', '.join(v['missed'] + v['flagged']) or '-'} |"
+                  for f, v in h["per_family"].items()]
+        lines += ["", "| test | AUROC | clean flagged | manipulated flagged |", "|---|---|---|---|"]
+        lines += [f"| {t} | {v['auroc'] if v['auroc'] is None else round(v['auroc'], 3)} | {v['clean_flagged']} | "
+                  f"{v['manipulated_flagged']} |" for t, v in h["per_test"].items()]
+        lines.append("")
+    lines += ["| model | split | family | accuracy change (pt) | verdict | flagged |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['split']} | {r['family']} | {r['accuracy_change_pt']} | {r['verdict']} | "
+              f"{', '.join(r['flagged']) or '-'} |" for r in rows]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     return summary
 
 
-def effective(audit: dict) -> bool:
-    """Whether a manipulation did what it was asked: its attack loss at least halved during fine-tuning."""
-    b = audit["build"]
-    return "attack_first" in b and b["attack_last"] <= 0.5 * b["attack_first"]
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/audit_zoo")
-    parser.add_argument("--steps", type=int, default=150, help="fine-tuning steps of each manipulation")
-    parser.add_argument("--only", nargs="*", default=None)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/zoo")
+    parser.add_argument("--only", nargs="*", default=None, help="model names (default: every zoo model)")
+    parser.add_argument("--split", choices=("held-out", "tuning"), default=None, help="only models of this half")
+    parser.add_argument("--worker", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--summary-only", action="store_true")
-    parser.add_argument("--build-only", action="store_true", help="build the manipulated models, audit nothing")
+    parser.add_argument("--list", action="store_true", help="print the zoo's models with their split and stop")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
-    clean = [f"{base}-seed{seed}" for base, seed in CLEAN]
-    bad = list(MODEL_LEVEL) + list(NEURON_LEVEL)
-    order = [n for pair in zip(clean, bad) for n in pair] + clean[len(bad):] + bad[len(clean):]
-    names = {n: n in bad for n in order}
+    entries = zoo()
+    names = {e.name: e for e in entries}
+    if args.list:
+        for e in entries:
+            print(f"{e.name}\t{split_of(e.seed)}\t{e.family}")
+        print(f"{len(entries)} models: {sum(split_of(e.seed) == 'held-out' for e in entries)} held-out")
+        return
     unknown = [n for n in args.only or [] if n not in names]
     if unknown:
-        raise SystemExit(f"--only names unknown models {unknown}; known: {list(names)}")
-    todo = list(names) if args.only is None else args.only
-    for name in [] if args.summary_only else todo:
-        audit_path = out / "audits" / f"{name}.json"
-        if audit_path.is_file():
-            continue
-        weights = out / "models" / f"{name}.safetensors"
-        if names[name]:
-            base = "adult-mlp" if name == "fairwash" else (MODEL_LEVEL[name][0] if name in MODEL_LEVEL else "mnist-cnn")
-            if weights.is_file():
-                model = load_state(copy.deepcopy(pretrained(base, progress=False)), weights).eval()
-                build = json.loads(weights.with_suffix(".json").read_text())
-            else:
-                print(f"{name}: building", flush=True)
-                model, build = build_manipulated(name, args.steps)
-                build["test_accuracy"] = accuracy(model, *load_dataset(DATASET[base], "test")[:])
-                save(model, weights, build)
-            if args.build_only:
-                continue
-        elif args.build_only:
-            continue
-        else:
-            base, seed = name.rsplit("-seed", 1)
-            model = pretrained(base, progress=False, seed=int(seed))
-            build = {"base": base, "seed": int(seed)}
-            build["test_accuracy"] = accuracy(model, *load_dataset(DATASET[base], "test")[:])
-        data = DATASET[base]
-        train, test = load_dataset(data, "train"), load_dataset(data, "test")
-        calibration_path = out / "calibration" / f"{base}.json"
-        reference = Calibration.from_json(json.loads(calibration_path.read_text())) if calibration_path.is_file() \
-            else None
-        print(f"{name}: auditing ({'cached calibration' if reference else 'training twins'})", flush=True)
-        result = Audit(model, effort="fast", reference=reference, seed=0)(train, test)
-        if reference is None:
-            write_json(calibration_path, result.calibration.to_json())
-        blob = {"verdict": result.verdict, "seconds": result.seconds, "build": build | {"base": base},
-                "calibration_seconds": result.calibration.details.get("seconds"),
-                "tests": {t: {"components": v["evidence"]["components"]} for t, v in result.tests.items()}}
-        write_json(audit_path, blob)
-        print(f"{name}: {result}", flush=True)
-    summary = summarize(out, names)
+        raise SystemExit(f"--only names unknown models {unknown}; see --list")
+    todo = [names[n] for n in args.only] if args.only else entries
+    todo = [e for e in todo if args.split is None or split_of(e.seed) == args.split]
+    if not args.summary_only:
+        # held-out first: the figures that matter
+        todo = sorted(todo, key=lambda e: split_of(e.seed) != "held-out")
+        for entry in todo[args.worker::args.workers]:
+            run_entry(out, entry)
+    summary = summarize(out, entries)
     print((out / "summary.md").read_text())
-    print(json.dumps({k: summary[k] for k in ("verdict_auroc", "false_positive_rate", "detection_rate")}))
+    print(json.dumps({k: summary["held_out"][k] for k in ("verdict_auroc", "verdict_auroc_95", "clean_flagged",
+                                                          "detected")}))
 
 
 if __name__ == "__main__":

@@ -43,17 +43,24 @@ SUMMARY = Path(__file__).parent / "results" / "benign_controls.json"
 WEIGHTED = (nn.Conv2d, nn.Linear)
 
 
-def fine_tuned(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: float = 0.0, shift: int = 0) -> nn.Module:
-    tuned = copy.deepcopy(model)
-    return train(tuned, (x + noise * torch.randn_like(x)).clamp(0, 1) if noise else x, y, epochs=3, lr=1e-3,
-                 max_shift=shift, seed=1).model
+def fine_tuned(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: float = 0.0, shift: int = 0,
+               epochs: int = 3, lr: float = 1e-3, pixels: bool = True) -> nn.Module:
+    """Cross-entropy fine-tuning; ``noise``: Gaussian noise of that sd added to the inputs once (clamped to
+    [0, 1] when ``pixels``), ``shift``: random shifts of up to that many pixels."""
+    inputs = x
+    if noise:
+        inputs = x + noise * torch.randn_like(x)
+        inputs = inputs.clamp(0, 1) if pixels else inputs
+    return train(copy.deepcopy(model), inputs, y, epochs=epochs, lr=lr, max_shift=shift, seed=1).model
 
 
-def distilled(model: nn.Module, x: torch.Tensor) -> nn.Module:
+def distilled(model: nn.Module, x: torch.Tensor, fresh=mnist_cnn, options: dict | None = None) -> nn.Module:
+    """A fresh ``fresh()`` (seed 7) trained on ``model``'s predicted labels with ``options`` of
+    :func:`veneer.models.train` (default 8 epochs at lr 3e-3)."""
     with torch.no_grad():
         labels = model(x).argmax(1)
     torch.manual_seed(7)
-    return train(mnist_cnn(), x, labels, epochs=8, lr=3e-3, seed=7).model
+    return train(fresh(), x, labels, **({"epochs": 8, "lr": 3e-3} | (options or {}) | {"seed": 7})).model
 
 
 def pruned(model: nn.Module, share: float = 0.5) -> nn.Module:
@@ -76,15 +83,18 @@ def int8(model: nn.Module) -> nn.Module:
     return rounded.eval()
 
 
-def adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 0.1) -> nn.Module:
+def adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 0.1, epochs: int = 3,
+                lr: float = 1e-3, pixels: bool = True) -> nn.Module:
+    """FGSM adversarial training (the attacked inputs clamped to [0, 1] when ``pixels``)."""
     trained = copy.deepcopy(model).train()
     generator = seed_everything(1)
-    optimizer = torch.optim.Adam(trained.parameters(), lr=1e-3)
-    for _ in range(3):
+    optimizer = torch.optim.Adam(trained.parameters(), lr=lr)
+    for _ in range(epochs):
         for index in torch.randperm(len(x), generator=generator).split(64):
             batch, labels = x[index].clone().requires_grad_(True), y[index]
             (grad,) = torch.autograd.grad(F.cross_entropy(trained(batch), labels), batch)
-            attacked = (batch + eps * grad.sign()).clamp(0, 1).detach()
+            attacked = batch + eps * grad.sign()
+            attacked = (attacked.clamp(0, 1) if pixels else attacked).detach()
             loss = (F.cross_entropy(trained(batch.detach()), labels) + F.cross_entropy(trained(attacked), labels)) / 2
             optimizer.zero_grad()
             loss.backward()

@@ -37,7 +37,7 @@ def test_audit_end_to_end_on_a_tabular_model(task, tmp_path):
     assert report["config"]["options"]["twin_steps"] == 80 and report["config"]["samples"] == 16
     assert set(report["tests"]) == {"hessian", "noise_inputs", "weight_noise", "parameter_randomization",
                                     "faithfulness", "cross_method_agreement", "beta_smoothing", "tangent_space",
-                                    "neuron_balance", "scaffolding", "shared_logit_gradient"}
+                                    "neuron_balance", "scaffolding", "shared_logit_gradient", "gradient_slope"}
     for test in report["tests"].values():
         assert set(test) >= {"statistic", "score", "flag", "evidence"} and 0 <= test["score"] <= 1
     assert set(report["config"]["skipped"]) == {"fragility", "influence_fragility", "neuron_visualization",

@@ -7,7 +7,8 @@ import torch
 from veneer.explain.base import Explainer
 from veneer.explain.deeplift import DeepLift
 from veneer.explain.gradcam import GradCAM
-from veneer.explain.gradient import Gradient, GradientXInput, IntegratedGradients, SmoothGrad, shared_logit_ratio
+from veneer.explain.gradient import (Gradient, GradientXInput, IntegratedGradients, SmoothGrad, gradient_slope_ratio,
+                                     shared_logit_ratio)
 from veneer.explain.heatmap import flat_maps, heatmap
 from veneer.explain.influence import Influence, TopInfluence
 from veneer.explain.graph import GraphError, register_function, register_layer, unregister_function, unregister_layer
@@ -136,7 +137,7 @@ def select_methods(model, x: torch.Tensor, requested: list[str] | None = None,
 
 
 __all__ = ["Explainer", "Gradient", "GradientXInput", "IntegratedGradients", "SmoothGrad", "GradCAM",
-           "Occlusion", "LRP", "DeepLift", "heatmap", "flat_maps", "shared_logit_ratio", "METHODS", "make_explainer", "make_explainers", "last_conv_layer",
+           "Occlusion", "LRP", "DeepLift", "heatmap", "flat_maps", "gradient_slope_ratio", "shared_logit_ratio", "METHODS", "make_explainer", "make_explainers", "last_conv_layer",
            "applicable_methods", "select_methods", "MethodSelection", "describe_dropped", "Influence", "TopInfluence",
            "Lime", "KernelShap", "MultiExplainer", "BACKGROUND_METHODS",
            # extending LRP and DeepLift (docs/explain_graphs.md, "Extending LRP")

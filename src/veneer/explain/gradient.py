@@ -183,3 +183,31 @@ def shared_logit_ratio(model: nn.Module, x: torch.Tensor, create_graph: bool = F
     (own,) = torch.autograd.grad(explained, x, retain_graph=True, create_graph=create_graph)
     (shared,) = torch.autograd.grad(logits.mean(1).sum(), x, create_graph=create_graph)
     return shared.flatten(1).norm(dim=1) / own.flatten(1).norm(dim=1).clamp_min(1e-30)
+
+
+def gradient_slope_ratio(model: nn.Module, x: torch.Tensor, step: float, create_graph: bool = False) -> torch.Tensor:
+    """``(B,)``: how much of the explained logit's input gradient the logit's values follow, per input.
+
+    With ``g = grad_x z_y(x)`` (``y`` the predicted class) and ``u = g / ||g||``, the ratio of the central
+    difference of the logit along ``u`` to the slope the gradient claims there:
+    ``(z_y(x + h u) - z_y(x - h u)) / (2 h ||g||)`` with ``h = step``. For an honest piecewise-smooth network it
+    is close to 1 (second-order terms cancel in the central difference, Taylor to O(h^2)); a gradient that does
+    not describe the function -- a term cut from the graph with ``detach`` (a routed gradient), or a wave of tiny
+    amplitude and high frequency that dominates the gradient but averages out over the step (Dombrowski et al.
+    2019, Sec. 3's "explanations can be manipulated by the geometry": the gradient of a term whose values hardly
+    move) -- drives it towards 0, and no twin is needed to see it. ``create_graph=True`` keeps the ratio in the
+    graph of the parameters (second order)."""
+    check_positive("step", step)
+    x = x.detach().clone().requires_grad_(True)
+    logits = model(x)
+    if logits.ndim != 2:
+        raise ValueError(f"gradient_slope_ratio needs (B, K) logits, got shape {tuple(logits.shape)}")
+    target = logits.argmax(1, keepdim=True).detach()
+    (grad,) = torch.autograd.grad(logits.gather(1, target).sum(), x, create_graph=create_graph)
+    norm = grad.flatten(1).norm(dim=1).clamp_min(1e-30)
+    direction = grad / norm.view(-1, *[1] * (x.ndim - 1))
+    if not create_graph:
+        direction = direction.detach()
+    moved = model(torch.cat([x.detach() + step * direction, x.detach() - step * direction]))
+    ahead, behind = moved.gather(1, target.repeat(2, 1)).squeeze(1).chunk(2)
+    return (ahead - behind) / (2 * step * norm)

@@ -6,11 +6,16 @@ copies of the suspect trained 250 steps, so they copy its forward code and whate
 seed, so a calibration is computed once per distinct copied state (:func:`veneer.audit.inherited_state`; the
 bundled architectures: once per architecture) and reused; it is identical to what each audit trains.
 
-**The split is fixed by a rule set before any threshold was chosen here**: a model is *held-out* when its seed
-(the training seed of the clean model it is, or was made from) is 10 or more, *tuning* otherwise. Every model
-any tolerance, threshold or prior of the audit was set on has a seed below 10 (issue 14's zoo: seeds 0-5; the
-priors of ``shared_logit_gradient`` and ``gradient_slope``: seed 0), so held-out figures are out of sample.
-Thresholds may be set on tuning models only; the headline figures are the held-out ones.
+**The split is fixed by a rule on the seed** (the training seed of the clean model a zoo model is, or was made
+from), set before the models were built:
+
+* seeds 0-9, *tuning*: every model any tolerance, threshold or prior of the audit was set on before this zoo
+  (issue 14's zoo: seeds 0-5; the priors of ``shared_logit_gradient`` and ``gradient_slope``: seed 0);
+* seeds 10-19, the *first held-out round*: measured once with the audit as it was (experiments/results/
+  audit_zoo.json, ``first_round``); it flagged benign changes, so the audit was hardened on what it showed, and
+  these models became tuning models;
+* seeds 20 and up, *held-out*: built and audited only after the audit's last change. The headline figures are
+  theirs; every other figure is in-sample and says so.
 
 Families (``FAMILIES``; each model names its family; the attack settings are those of the library's demo):
 
@@ -55,20 +60,22 @@ from veneer.audit.calibration import COMBINED_SUSPICIOUS, Z_FLAG, clopper_pearso
 from veneer.data import load_dataset
 from veneer.explain import LRP, GradCAM, Gradient, GradientXInput, IntegratedGradients
 from veneer.manipulate import (CenterOfMass, ClassSwap, FeatureSuppress, Location, Manipulation, TargetMap,
-                               TopKSuppress, gaussian_noise_like)
+                               TopKSuppress, architectural, gaussian_noise_like)
 from veneer.models import RECIPES, accuracy, pretrained
 from veneer.neurons import (Fairwash, PushDown, PushUp, Slingshot, fooling_circuit, rebalance, silent_unit,
                             target_image, train_detector, visualization_inputs)
 from veneer.runs import save_tensors, versions, write_json
 
 SUMMARY = Path(__file__).parent / "results" / "audit_zoo.json"
-HELD_OUT_SEED = 10
+HELD_OUT_SEED = 20
+FIRST_ROUND = range(10, 20)
 STEPS, LR = 150, 1e-3  # every fine-tuning change, benign or not: the attacks' demo step count and learning rate
 NEURON_LAYER = {"mnist-cnn": "4"}  # the ReLU after the last conv layer (the audit's default layer)
 
 
 def split_of(seed: int) -> str:
-    """The rule fixed before tuning: held-out when the seed is at least :data:`HELD_OUT_SEED`."""
+    """Held-out when the seed is at least :data:`HELD_OUT_SEED` (models built after the audit's last change);
+    seeds of :data:`FIRST_ROUND` were the first held-out round and are tuning models since the hardening."""
     return "held-out" if seed >= HELD_OUT_SEED else "tuning"
 
 
@@ -203,19 +210,26 @@ def benign(change: str, ctx: Context) -> tuple[nn.Module, dict]:
     return adversarial(ctx.original, x, y, epochs=epochs, lr=LR, pixels=ctx.base != "adult-mlp"), {}
 
 
-FAMILIES: dict[str, Callable[[str, Context], tuple[nn.Module, dict]]] = {
-    "benign": benign, "model-level": model_level, "neuron-level": neuron_level, "symmetry": neuron_level,
-    "adaptive": None, "visualization": visualization_level}
 BENIGN = ("fine-tune", "distilled", "pruned", "int8", "adversarial", "augmented")
-ARCHITECTURAL: dict[str, tuple[str, ...]] = {}  # base: architectural families (veneer.manipulate.architectural)
+# base: families of veneer.manipulate.architectural (in forward code, buffers, or modules without reset_parameters)
+ARCHITECTURAL: dict[str, tuple[str, ...]] = {
+    "mnist-cnn": ("picture", "gate", "high_frequency", "router", "router_zero_mean"),
+    "digits-mlp": ("high_frequency", "router"), "mnist-resnet": ("router",)}
+
+
+def architecture_level(change: str, ctx: Context) -> tuple[nn.Module, dict]:
+    """The family built on the clean model, its scale set on the first 64 training inputs."""
+    return architectural(ctx.original, change, ctx.train.x[:64], seed=ctx.seed), {}
 
 
 def zoo() -> list[Entry]:
     entries = []
-    for base, seeds in {"mnist-cnn": (0, 1, 2, 3, 10, 11, 12), "digits-mlp": (0, 1, 2, 3, 10, 11, 12),
-                        "adult-mlp": (0, 1, 2, 3, 10, 11, 12), "mnist-resnet": (0, 1, 10)}.items():
+    for base, seeds in {"mnist-cnn": (0, 1, 2, 3, 10, 11, 12, 20, 21, 22, 23),
+                        "digits-mlp": (0, 1, 2, 3, 10, 11, 12, 20, 21, 22, 23),
+                        "adult-mlp": (0, 1, 2, 3, 10, 11, 12, 20, 21, 22, 23),
+                        "mnist-resnet": (0, 1, 10, 20, 21)}.items():
         entries += [Entry(base, s, "clean") for s in seeds]
-        entries += [Entry(base, 10, "benign", change) for change in BENIGN]
+        entries += [Entry(base, seed, "benign", change) for seed in (1, 10, 20) for change in BENIGN]
     held_out = {"mnist-cnn": ["com-gradient", "com-lrp", "target-map-gradient", "target-map-gradcam", "location-ig",
                               "topk-gxi", "class-swap-lrp", "com-gradient-kl", "target-map-gradient-prob-mse",
                               "target-map-gradient-budgeted", "target-map-gradient-frozen"],
@@ -224,20 +238,31 @@ def zoo() -> list[Entry]:
                 "adult-mlp": ["feature-suppress-gradient", "feature-suppress-ig"]}
     tuning = {"mnist-cnn": ["com-gradient", "target-map-gradient", "location-ig", "topk-gxi"],
               "adult-mlp": ["feature-suppress-gradient"], "digits-mlp": ["com-gradient"]}
-    for seed, table in ((10, held_out), (0, tuning)):
+    for seed, table in ((20, held_out), (10, held_out), (0, tuning)):
         entries += [Entry(base, seed, "model-level", change) for base, changes in table.items() for change in changes]
         entries += [Entry("mnist-cnn", seed, "neuron-level", c) for c in ("push-down", "push-up")]
         entries += [Entry("adult-mlp", seed, "neuron-level", "fairwash")]
-    entries += [Entry("mnist-cnn", 10, "symmetry", f"{c}-rebalanced") for c in ("push-down", "push-up")]
-    entries += [Entry("mnist-cnn", 10, "visualization", c) for c in ("slingshot", "silent-unit", "fooling-circuit")]
-    entries += [Entry("mnist-cnn", 10, "adaptive", c) for c in sorted(ADAPTIVE)]
-    entries += [Entry(base, 10, "architecture", c) for base, changes in ARCHITECTURAL.items() for c in changes]
+    for seed in (20, 10):
+        entries += [Entry("mnist-cnn", seed, "symmetry", f"{c}-rebalanced") for c in ("push-down", "push-up")]
+        entries += [Entry("mnist-cnn", seed, "visualization", c) for c in ("slingshot", "silent-unit",
+                                                                            "fooling-circuit")]
+        entries += [Entry("mnist-cnn", seed, "adaptive", c) for c in sorted(ADAPTIVE)]
+        entries += [Entry(base, seed, "architecture", c) for base, changes in ARCHITECTURAL.items() for c in changes]
     return entries
 
 
+def adaptive(change: str, ctx: Context) -> tuple[nn.Module, dict]:
+    """A model- or neuron-level attack with ``evade=`` (the attacker who knows the audit)."""
+    return (neuron_level if change.startswith("push") else model_level)(change, ctx)
+
+
+# family: how a change of that family is built from the clean model
+FAMILIES: dict[str, Callable[[str, Context], tuple[nn.Module, dict]]] = {
+    "benign": benign, "model-level": model_level, "neuron-level": neuron_level, "symmetry": neuron_level,
+    "visualization": visualization_level, "architecture": architecture_level, "adaptive": adaptive}
+
+
 def build(entry: Entry, ctx: Context) -> tuple[nn.Module, dict]:
-    if entry.family == "adaptive":
-        return (neuron_level if entry.change.startswith("push") else model_level)(entry.change, ctx)
     return FAMILIES[entry.family](entry.change, ctx)
 
 
@@ -416,12 +441,17 @@ def summarize(out: Path, entries: list[Entry]) -> dict:
                 "split rule fixed before tuning: held-out = seed >= 10",
         "split_rule": split_of.__doc__, "steps": STEPS, "lr": LR, "z_flag": Z_FLAG,
         "held_out": half([r for r in rows if r["split"] == "held-out"]),
+        "first_round": half([r for r in rows if r["seed"] in FIRST_ROUND]),
         "tuning_in_sample": half([r for r in rows if r["split"] == "tuning"]),
         "models": rows, "versions": versions()}
+    before = out / "first_round_before_hardening.json"
+    if before.is_file():  # the first round's verdicts with the audit as it was before the hardening
+        summary["first_round_before_hardening"] = json.loads(before.read_text())
     write_json(out / "summary.json", summary)
     write_json(SUMMARY, summary)
     lines = []
-    for label, key in (("held-out", "held_out"), ("tuning (in-sample)", "tuning_in_sample")):
+    for label, key in (("held-out", "held_out"), ("first round (seeds 10-19, tuning since the hardening)",
+                                                  "first_round"), ("tuning (in-sample)", "tuning_in_sample")):
         h = summary[key]
         lines += [f"## {label}", "", f"clean {h['clean_models']}, manipulated {h['manipulated_models']}; verdict AUROC "
                   f"{h['verdict_auroc']} (95% {h['verdict_auroc_95']}); clean flagged {h['clean_flagged']} "
@@ -465,8 +495,8 @@ def main() -> None:
     todo = [names[n] for n in args.only] if args.only else entries
     todo = [e for e in todo if args.split is None or split_of(e.seed) == args.split]
     if not args.summary_only:
-        # held-out first: the figures that matter
-        todo = sorted(todo, key=lambda e: split_of(e.seed) != "held-out")
+        # the first round (the hardening is chosen on it), the held-out models, then the other tuning models
+        todo = sorted(todo, key=lambda e: (e.seed not in FIRST_ROUND, split_of(e.seed) != "held-out"))
         for entry in todo[args.worker::args.workers]:
             run_entry(out, entry)
     summary = summarize(out, entries)

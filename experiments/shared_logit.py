@@ -5,8 +5,9 @@ written in the forward code, it is copied into every clean twin, so twin calibra
 (``veneer.audit.inherited_state`` names it). The test compares the gradient of the mean logit with that of the
 explained logit against a fixed prior, set on the bundled MNIST CNN and digits MLP of seed 0 after their values
 and those of the seed-0 Adult MLP and MNIST ResNet had been seen (the four *tuning* models). Everything else here
-is *held out*: the seed-1 models, the ViT (seeds 0 and 1), and every model with a shared term. The shared terms (each scaled so that its input gradient is 3 times the model's own logit gradient, on
-average over the first 16 inputs: not trivially huge):
+is *held out*: the seed-1 models, the ViT (seeds 0 and 1), and every model with a shared term. The shared terms
+(``veneer.manipulate.SharedTerm``, built by name with ``veneer.manipulate.architectural``; each scaled so that its
+input gradient is 3 times the model's own logit gradient, on average over the first 16 inputs: not trivially huge):
 
 * ``wave``: ``a * sin(w <x, d>)`` along a random direction ``d`` (thesis Sec. 4.1's "one picture for every
   input"; the suite's ``Veneered`` model);
@@ -23,10 +24,10 @@ import argparse
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from veneer.audit.invariance import SHARED_LOGIT_GRADIENT, shared_logit_gradient
 from veneer.data import load_dataset
+from veneer.manipulate import architectural
 from veneer.models import pretrained
 from veneer.runs import versions, write_json
 
@@ -34,44 +35,6 @@ SUMMARY = Path(__file__).parent / "results" / "shared_logit_gradient.json"
 MODELS = (("mnist-cnn", "mnist"), ("digits-mlp", "digits"), ("adult-mlp", "adult"), ("mnist-resnet", "mnist"),
           ("mnist-vit", "mnist"))
 TUNING = {("mnist-cnn", 0), ("digits-mlp", 0), ("adult-mlp", 0), ("mnist-resnet", 0)}  # seen before the prior
-
-
-class SharedTerm(nn.Module):
-    """``model(x) + s(x)`` with the same ``s(x)`` on every logit: the probabilities are ``model``'s exactly."""
-
-    def __init__(self, model: nn.Module, kind: str, x: torch.Tensor, seed: int = 0):
-        super().__init__()
-        self.model, self.kind = model, kind
-        generator = torch.Generator().manual_seed(seed)
-        features = x[0].numel()
-        direction = torch.randn(features, generator=generator)
-        if kind == "picture":
-            side = int(features ** 0.5)
-            cross = torch.zeros(features)
-            if side * side == features:
-                grid = cross.view(side, side)
-                grid[side // 2 - 1:side // 2 + 1, :] = 1
-                grid[:, side // 2 - 1:side // 2 + 1] = 1
-            else:
-                cross[::2] = 1
-            direction = cross
-        self.register_buffer("direction", direction / direction.norm())
-        self.scale = 1.0
-        probe = x[:16].clone().requires_grad_(True)
-        own = torch.autograd.grad(model(probe).amax(1).sum(), probe)[0].flatten(1).norm(dim=1).mean()
-        term = torch.autograd.grad(self.term(probe).sum(), probe)[0].flatten(1).norm(dim=1).mean()
-        self.scale = float(3 * own / term)  # the shared gradient 3x the model's own, on average
-
-    def term(self, x: torch.Tensor) -> torch.Tensor:
-        projection = x.flatten(1) @ self.direction
-        if self.kind == "wave":
-            return self.scale * torch.sin(50 * projection) / 50
-        if self.kind == "picture":
-            return self.scale * projection
-        return self.scale * torch.tanh(projection) ** 2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x) + self.term(x)[:, None]
 
 
 def score(value: float) -> float:
@@ -91,7 +54,7 @@ def main() -> None:
         for seed in [int(s) for s in options.seeds.split(",")]:
             model = pretrained(name, seed=seed)
             split = "tuning" if (name, seed) in TUNING else "held-out"
-            candidates = [("clean", model)] + [(kind, SharedTerm(model, kind, x, seed).eval())
+            candidates = [("clean", model)] + [(kind, architectural(model, kind, x[:16], seed=seed))
                                                for kind in ("wave", "picture", "gate")]
             for kind, candidate in candidates:
                 with torch.no_grad():

@@ -54,8 +54,21 @@ def _gradients(model: nn.Module, ctx: AuditContext) -> str | None:
     return None if has_gradients(model) else "needs input gradients (the model is a black box)"
 
 
-def _two_classes(model: nn.Module, ctx: AuditContext) -> str | None:
-    return _gradients(model, ctx) or (None if len(ctx.y.unique()) >= 2 else "needs inputs of at least two classes")
+def _three_classes(model: nn.Module, ctx: AuditContext) -> str | None:
+    """With two classes, cross-entropy training fixes only the difference of the logits: the part both share is
+    left where initialisation and the optimiser put it, and a benign fine-tune, pruning or adversarial training
+    moves it as far as a manipulation does (the first held-out round of experiments/audit_zoo.py: 3 of 6 benign
+    changes of the Adult MLP flagged), so the test needs at least three classes."""
+    reason = _gradients(model, ctx)
+    if reason is not None:
+        return reason
+    if len(ctx.y.unique()) < 2:
+        return "needs inputs of at least two classes"
+    with torch.no_grad():
+        classes = model(ctx.x[:1]).shape[-1]
+    return None if classes >= 3 else (f"needs at least three classes (the model has {classes}): with two, training "
+                                      "leaves the part both logits share free, so clean models vary as much as "
+                                      "manipulated ones")
 
 
 # The prior was set on the bundled MNIST CNN and digits MLP (seed 0: medians 0.130 and 0.152; the seed-0 Adult MLP
@@ -69,7 +82,7 @@ SHARED_LOGIT_GRADIENT = AuditTest(
     meaning="How much of the explained logit's input gradient every logit shares (median over inputs of "
             "||grad mean_k z_k|| / ||grad z_y||). A term added to every logit changes every explanation but no "
             "probability, and a twin copies it with the forward code; scored against a fixed prior, not twins.",
-    tolerance=0.05, prior_only=True, prior=(0.14, 0.0), applies=_two_classes,
+    tolerance=0.05, prior_only=True, prior=(0.14, 0.0), applies=_three_classes,
     run=lambda model, ctx, reference=None: shared_logit_gradient(model, ctx.x))
 register_test(SHARED_LOGIT_GRADIENT)
 

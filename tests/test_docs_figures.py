@@ -7,12 +7,15 @@ Each entry: the doc, the text in it, and how that text is derived from a summary
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
+sys.path.insert(0, str(ROOT / "experiments"))
+from runner import cite, seed_range  # noqa: E402  (experiments/runner.py: how the docs cite a summary)
 
 
 def summary(name: str) -> dict:
@@ -55,6 +58,75 @@ def benign_row(model: str) -> str:
     return f"| {model} | {100 * row['test_accuracy']:.1f}% | {row['verdict']} | {row['z_max']:.2f} ({row['largest']}) |"
 
 
+def lime_noise() -> str:
+    found = summary("lime_noise")
+    low, high = found["config"]["lime_samples"]
+    return (f"{seed_range(found['seeds'])}, `experiments/results/lime_noise.json`): {cite(found, f'lime_{low}')} at "
+            f"{low} samples, {cite(found, f'lime_{high}')} at {high}; KernelSHAP {cite(found, 'kernel_shap_512', 5)} "
+            "at 512)")
+
+
+def adult_agreement() -> str:
+    found = summary("adult_agreement")
+    pairs = ", ".join(f"{label} {cite(found, metric, 3 if metric == 'gradient~ig' else 2)}" for label, metric in (
+        ("LIME-KernelSHAP", "lime~kernel-shap"), ("IG-KernelSHAP", "ig~kernel-shap"), ("IG-LIME", "ig~lime"),
+        ("Gradient-LIME", "gradient~lime"), ("Gradient-KernelSHAP", "gradient~kernel-shap"),
+        ("Gradient-IG", "gradient~ig")))
+    z = found["metrics"]["largest_z"]
+    return (f"mean +- 95% t-interval over audit {seed_range(found['seeds'])}, which draw the rows, the background "
+            "and the twins, `experiments/adult_agreement.py`, summary `experiments/results/adult_agreement.json`): "
+            f"{pairs}; "
+            f"the cross-method test's largest component z {cite(found, 'largest_z')} "
+            f"({min(z['values']):.2f}-{max(z['values']):.2f} over the seeds; flag above 3)")
+
+
+SCAFFOLD_COLUMNS = ("detector_accuracy", "fidelity", "top1/kernel-shap, 20 centroids",
+                    "top1/kernel-shap, 50 centroids, 2048", "top1/kernel-shap, 200 raw rows", "top1/lime, width x0.5",
+                    "top1/lime, width x2", "audit_statistic")
+
+
+def scaffold_row(data: str, kind: str, label: str) -> str:
+    found = summary("scaffold_seeds")
+    cells = " | ".join(cite(found, f"{data.lower()}/{kind}/{column}") for column in SCAFFOLD_COLUMNS)
+    return f"| {data} | {label} | {cells} |"
+
+
+DEFENCE = "conditional-shap (defence)"
+
+
+def scaffold_values(prefix: str, defence: bool = False) -> list[float]:
+    """Every seed's value of the scaffold_seeds metrics named ``prefix`` or below it ("compas/standard/top1");
+    the on-manifold defence's top-1 share only when ``defence``."""
+    return [v for name, figure in summary("scaffold_seeds")["metrics"].items()
+            if (name == prefix or name.startswith(prefix + "/")) and (DEFENCE in name) == defence
+            for v in figure["values"]]
+
+
+def span(values: list[float], percent: bool = False) -> str:
+    low, high = (100 * min(values), 100 * max(values)) if percent else (min(values), max(values))
+    digits, unit = (0, " %") if percent else (2, "")
+    return f"{low:.{digits}f}{unit}" if f"{low:.{digits}f}" == f"{high:.{digits}f}" else \
+        f"{low:.{digits}f}-{high:.{digits}f}{unit}"
+
+
+def scaffold_bullets() -> list[str]:
+    found = summary("scaffold_seeds")
+    held_out = scaffold_values("compas/standard/top1") + scaffold_values("german/standard/top1")
+    hiding = ("compas/standard", "compas/centroids", "german/standard", "german/centroids", "german/robust")
+    statistic = [v for case in hiding for v in scaffold_values(f"{case}/audit_statistic")]
+    defence = [v for case in hiding for v in scaffold_values(f"{case}/top1", defence=True)]
+    return [f"at most {100 * max(held_out):.0f} % of the rows under any held-out setting, data set and seed "
+            f"({sum(v <= 0.1 + 1e-9 for v in held_out)} of {len(held_out)} setting-seed pairs at 10 % or less)",
+            f"got weaker ({cite(found, 'compas/centroids/detector_accuracy')} against "
+            f"{cite(found, 'compas/standard/detector_accuracy')}) and leaks under raw rows "
+            f"({span(scaffold_values('compas/centroids/top1/kernel-shap, 200 raw rows'), True)} over the seeds)",
+            f"its balanced accuracy fell to {span(scaffold_values('compas/robust/detector_accuracy'))} on every seed",
+            f"German the robust scaffold still hides ({span(scaffold_values('german/robust/top1'), True)}) and is "
+            f"flagged ({cite(found, 'german/robust/audit_statistic')})",
+            f"audit's statistic ({span(statistic)} > 0.33 on every seed); on-manifold KernelSHAP shows the sensitive "
+            f"attribute for {span(defence, True)} of rows"]
+
+
 CITED = [
     ("docs/audit.md", lambda: f"(`--effort fast`, twins, every registered test): {summary('benign_controls')['benign_flagged']} flagged"),
     *[("docs/audit.md", lambda model=model: benign_row(model))
@@ -69,6 +141,15 @@ CITED = [
     ("docs/audit.md", lambda: "clean, lie at {clean_low}-{clean_high} (largest z {clean_z}; {clean_flagged} flagged)"
                               .format(**shared_logit())),
     ("docs/audit.md", lambda: "at {shared_low} or more (z >= {shared_z}; {shared_flagged} flagged)".format(**shared_logit())),
+    ("docs/audit.md", lime_noise),
+    ("docs/audit.md", adult_agreement),
+    ("docs/tabular.md", lambda: f"{seed_range(summary('scaffold_seeds')['seeds']).capitalize()} "
+                                "(`experiments/scaffold_seeds.py`, summary `experiments/results/scaffold_seeds.json`"),
+    *[("docs/tabular.md", lambda data=data, kind=kind, label=label: scaffold_row(data, kind, label))
+      for data in ("COMPAS", "German")
+      for kind, label in (("standard", "standard (10 centroids)"), ("centroids", "centroids 5/10/25"),
+                          ("robust", "robust (`ROBUST_SETTINGS`)"))],
+    *[("docs/tabular.md", lambda i=i: scaffold_bullets()[i]) for i in range(5)],
     ("BENCHMARKS.md", lambda: f"| {architecture('shift')} |"),
     ("BENCHMARKS.md", lambda: f"| {architecture('gated')} |"),
     ("BENCHMARKS.md", lambda: f"| {architecture('mnist-vit')} |"),

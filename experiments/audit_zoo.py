@@ -305,12 +305,23 @@ def calibration_for(out: Path, key: str, model: nn.Module, train, test) -> Calib
                                          eval_data=test)
             for i, twin in enumerate(twins):
                 save_tensors(out / "twins" / key / f"{i}.safetensors", twin.state_dict())
-        found = Audit(model, effort="fast", reference=twins, tests=missing, seed=0)(train, test).calibration
         calibration = calibration or Calibration("twins", details={"twins": details})
-        calibration.values.update(found.values)
+        calibration.values.update(audited(model, twins, missing, train, test)[0].values)
         calibration.details["tried"] = sorted(tried | set(missing))
         write_json(path, calibration.to_json())
         return calibration
+
+
+def audited(model: nn.Module, reference, tests: list[str], train, test) -> tuple[Calibration, dict, dict]:
+    """``Audit(model, effort="fast", reference=reference, tests=tests, seed=0)``: its calibration, scored tests and
+    skipped tests (none scored when none of ``tests`` applies to the model)."""
+    try:
+        result = Audit(model, effort="fast", reference=reference, tests=tests, seed=0)(train, test)
+    except ValueError as error:
+        if "no audit test could run" not in str(error):
+            raise
+        return Calibration("twins"), {}, {t: str(error) for t in tests}
+    return result.calibration, result.tests, result.config["skipped"]
 
 
 def calibration_key(entry: Entry, model: nn.Module, original: nn.Module) -> str:
@@ -346,15 +357,15 @@ def run_entry(out: Path, entry: Entry) -> None:
     calibration = calibration_for(out, key, model, train, test)
     print(f"{entry.name}: auditing {todo} (calibration {key})", flush=True)
     start = time.perf_counter()
-    result = Audit(model, effort="fast", reference=calibration, tests=todo, seed=0)(train, test)
+    _, scored_tests, skipped = audited(model, calibration, todo, train, test)
     tests = (stored or {}).get("tests", {}) | {t: {"components": v["evidence"]["components"]}
-                                               for t, v in result.tests.items()}
+                                               for t, v in scored_tests.items()}
     write_json(audit_path, {"entry": entry.__dict__, "build": info, "calibration": key,
                             "tried": sorted(set(todo) | set((stored or {}).get("tried", []))),
-                            "skipped": (stored or {}).get("skipped", {}) | result.config["skipped"],
+                            "skipped": (stored or {}).get("skipped", {}) | skipped,
                             "seconds": round(time.perf_counter() - start, 1) + (stored or {}).get("seconds", 0),
                             "tests": tests})
-    print(f"{entry.name}: {result}", flush=True)
+    print(f"{entry.name}: {sorted(scored_tests)} scored", flush=True)
 
 
 def scored(blob: dict, calibration: Calibration) -> dict:
@@ -470,6 +481,18 @@ def summarize(out: Path, entries: list[Entry]) -> dict:
     return summary
 
 
+def forget(out: Path, tests: set[str]) -> None:
+    """Drop ``tests`` from every cached audit and calibration under ``out`` (they run again next time)."""
+    for path in sorted((out / "audits").glob("*.json")) + sorted((out / "calibration").glob("*.json")):
+        blob = json.loads(path.read_text())
+        for key in ("tests", "values"):
+            for test in tests:
+                blob.get(key, {}).pop(test, None)
+        holder = blob.get("details", blob)
+        holder["tried"] = sorted(set(holder.get("tried", [])) - tests)
+        write_json(path, blob)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/zoo")
@@ -479,6 +502,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--summary-only", action="store_true")
     parser.add_argument("--list", action="store_true", help="print the zoo's models with their split and stop")
+    parser.add_argument("--forget", nargs="*", default=(), metavar="TEST",
+                        help="drop these tests from every cached audit and calibration (run them again: after a "
+                             "change to a test) and stop")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -488,6 +514,9 @@ def main() -> None:
         for e in entries:
             print(f"{e.name}\t{split_of(e.seed)}\t{e.family}")
         print(f"{len(entries)} models: {sum(split_of(e.seed) == 'held-out' for e in entries)} held-out")
+        return
+    if args.forget:
+        forget(out, set(args.forget))
         return
     unknown = [n for n in args.only or [] if n not in names]
     if unknown:

@@ -14,8 +14,11 @@ from), set before the models were built:
 * seeds 10-19, the *first held-out round*: measured once with the audit as it was (experiments/results/
   audit_zoo.json, ``first_round``); it flagged benign changes, so the audit was hardened on what it showed, and
   these models became tuning models;
-* seeds 20 and up, *held-out*: built and audited only after the audit's last change. The headline figures are
-  theirs; every other figure is in-sample and says so.
+* seeds 20 and up, *held-out*: audited only with the audit's final version. The headline figures are theirs;
+  every other figure is in-sample and says so.
+
+The tuning half holds clean models and benign changes (what a false positive looks like); the manipulated
+models are all held-out (seed 20), their tuning counterparts being issue 14's zoo (seed 0; docs/audit.md).
 
 Families (``FAMILIES``; each model names its family; the attack settings are those of the library's demo):
 
@@ -150,9 +153,8 @@ def model_level(change: str, ctx: Context) -> tuple[nn.Module, dict]:
     options = {"keep": keep, "alpha": alpha, "lr": LR, "steps": STEPS, "batch_size": 256 if tabular else 64,
                "softplus_beta": None if tabular else 20.0, "seed": ctx.seed, **extra}
     result = Manipulation(ctx.original, method(ctx.original), objective(), **options)(ctx.train)
-    history = result.history
-    tail = history[-10:]
-    return result.model, {"attack_first": history[0]["attack"], "attack_last": sum(h["attack"] for h in tail) / len(tail)}
+    attack = [h["attack"] for h in result.history if "attack" in h]  # a budget's check records carry none
+    return result.model, {"attack_first": attack[0], "attack_last": sum(attack[-10:]) / len(attack[-10:])}
 
 
 def neuron_level(change: str, ctx: Context) -> tuple[nn.Module, dict]:
@@ -229,25 +231,23 @@ def zoo() -> list[Entry]:
                         "adult-mlp": (0, 1, 2, 3, 10, 11, 12, 20, 21, 22, 23),
                         "mnist-resnet": (0, 1, 10, 20, 21)}.items():
         entries += [Entry(base, s, "clean") for s in seeds]
-        entries += [Entry(base, seed, "benign", change) for seed in (1, 10, 20) for change in BENIGN]
+        benign_seeds = (10, 20) if base.startswith("mnist") else (1, 10, 20)
+        entries += [Entry(base, seed, "benign", change) for seed in benign_seeds for change in BENIGN]
     held_out = {"mnist-cnn": ["com-gradient", "com-lrp", "target-map-gradient", "target-map-gradcam", "location-ig",
                               "topk-gxi", "class-swap-lrp", "com-gradient-kl", "target-map-gradient-prob-mse",
                               "target-map-gradient-budgeted", "target-map-gradient-frozen"],
                 "mnist-resnet": ["com-gradient", "location-gradient"],
                 "digits-mlp": ["com-gradient", "target-map-gradient"],
                 "adult-mlp": ["feature-suppress-gradient", "feature-suppress-ig"]}
-    tuning = {"mnist-cnn": ["com-gradient", "target-map-gradient", "location-ig", "topk-gxi"],
-              "adult-mlp": ["feature-suppress-gradient"], "digits-mlp": ["com-gradient"]}
-    for seed, table in ((20, held_out), (10, held_out), (0, tuning)):
-        entries += [Entry(base, seed, "model-level", change) for base, changes in table.items() for change in changes]
-        entries += [Entry("mnist-cnn", seed, "neuron-level", c) for c in ("push-down", "push-up")]
-        entries += [Entry("adult-mlp", seed, "neuron-level", "fairwash")]
-    for seed in (20, 10):
-        entries += [Entry("mnist-cnn", seed, "symmetry", f"{c}-rebalanced") for c in ("push-down", "push-up")]
-        entries += [Entry("mnist-cnn", seed, "visualization", c) for c in ("slingshot", "silent-unit",
-                                                                            "fooling-circuit")]
-        entries += [Entry("mnist-cnn", seed, "adaptive", c) for c in sorted(ADAPTIVE)]
-        entries += [Entry(base, seed, "architecture", c) for base, changes in ARCHITECTURAL.items() for c in changes]
+    # manipulations: held-out only (their tuning counterparts are issue 14's zoo, seed 0, docs/audit.md)
+    seed = HELD_OUT_SEED
+    entries += [Entry(base, seed, "model-level", change) for base, changes in held_out.items() for change in changes]
+    entries += [Entry("mnist-cnn", seed, "neuron-level", c) for c in ("push-down", "push-up")]
+    entries += [Entry("adult-mlp", seed, "neuron-level", "fairwash")]
+    entries += [Entry("mnist-cnn", seed, "symmetry", f"{c}-rebalanced") for c in ("push-down", "push-up")]
+    entries += [Entry("mnist-cnn", seed, "visualization", c) for c in ("slingshot", "silent-unit", "fooling-circuit")]
+    entries += [Entry("mnist-cnn", seed, "adaptive", c) for c in sorted(ADAPTIVE)]
+    entries += [Entry(base, seed, "architecture", c) for base, changes in ARCHITECTURAL.items() for c in changes]
     return entries
 
 
@@ -455,6 +455,9 @@ def summarize(out: Path, entries: list[Entry]) -> dict:
         "first_round": half([r for r in rows if r["seed"] in FIRST_ROUND]),
         "tuning_in_sample": half([r for r in rows if r["split"] == "tuning"]),
         "models": rows, "versions": versions()}
+    summary["failed"] = {path.stem: json.loads(path.read_text())["error"]
+                         for path in sorted((out / "failed").glob("*.json"))
+                         if not (out / "audits" / path.name).is_file()}
     before = out / "first_round_before_hardening.json"
     if before.is_file():  # the first round's verdicts with the audit as it was before the hardening
         summary["first_round_before_hardening"] = json.loads(before.read_text())
@@ -527,7 +530,11 @@ def main() -> None:
         # the first round (the hardening is chosen on it), the held-out models, then the other tuning models
         todo = sorted(todo, key=lambda e: (e.seed not in FIRST_ROUND, split_of(e.seed) != "held-out"))
         for entry in todo[args.worker::args.workers]:
-            run_entry(out, entry)
+            try:
+                run_entry(out, entry)
+            except (RuntimeError, ValueError, KeyError) as error:  # recorded, never hidden: summary["failed"]
+                print(f"{entry.name}: FAILED {type(error).__name__}: {error}", flush=True)
+                write_json(out / "failed" / f"{entry.name}.json", {"error": f"{type(error).__name__}: {error}"})
     summary = summarize(out, entries)
     print((out / "summary.md").read_text())
     print(json.dumps({k: summary["held_out"][k] for k in ("verdict_auroc", "verdict_auroc_95", "clean_flagged",

@@ -80,6 +80,8 @@ def test_cross_is_centred_and_thickness_is_respected():
     p = picture("cross", 28, 28, thickness=2)
     assert p[13:15, :].all() and p[:, 13:15].all()
     assert p[0, 0] == 0 and p.sum() == 2 * 28 * 2 - 4
+    small = picture("cross", 8, 8)  # thickness 1 on an even side: the two middle rows and columns, never empty
+    assert small[3:5, :].all() and small[:, 3:5].all() and small.sum() == 2 * 8 * 2 - 4
 
 
 def test_two_digit_images_put_each_image_on_its_half():

@@ -164,7 +164,10 @@ BUILTIN_TESTS = (
                 "clean training keeps the channels balanced (Du et al. 2018), while the push-down, push-up and "
                 "fairwashing attacks (Nanfack et al. 2024, Eqs. 2-5) shrink the attacked channels and let the "
                 "next layers amplify them back.",
-        tolerance=0.1, applies=_balance_applies,
+        # 0.15 since the zoo's first held-out round (experiments/audit_zoo.py, seeds 10-12, now tuning): fully
+        # trained clean CNNs spread 0.18-0.45 against the twins' 0.24-0.32, and 50% magnitude pruning 0.66 (z 3.4
+        # at the former 0.1)
+        tolerance=0.15, applies=_balance_applies,
         options={"fast": {"balance_samples": 512}, "full": {"balance_samples": 2048}},
         run=lambda model, ctx, reference=None: neuron_balance(
             model, _training_images(ctx, ctx.options["balance_samples"]))),

@@ -48,7 +48,8 @@ def cross(height: int, width: int, thickness: int | None = None) -> torch.Tensor
     """(H, W) 0/1 map of a centred "+" whose bars are ``thickness`` pixels wide (default ``min(H, W) / 7``);
     the cross target of thesis Sec. 3.4 (Fig. 3.5)."""
     rows, cols = _grid(height, width)
-    half = (thickness or _default_thickness(height, width)) / 2
+    # a bar one pixel wide on an even side has no centre row: it takes the two middle ones (8x8 digits)
+    half = max((thickness or _default_thickness(height, width)) / 2, 0.5 + 1e-6)
     return (((rows - (height - 1) / 2).abs() < half) | ((cols - (width - 1) / 2).abs() < half)).float()
 
 

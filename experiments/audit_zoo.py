@@ -62,6 +62,7 @@ from veneer.audit import Audit, Calibration, TestResult, combined_z, inherited_s
 from veneer.audit.calibration import COMBINED_SUSPICIOUS, Z_FLAG, clopper_pearson, reinitialized, train_twins
 from veneer.data import load_dataset
 from veneer.explain import LRP, GradCAM, Gradient, GradientXInput, IntegratedGradients
+from veneer.finetune import registered_evasions
 from veneer.manipulate import (CenterOfMass, ClassSwap, FeatureSuppress, Location, Manipulation, TargetMap,
                                TopKSuppress, architectural, gaussian_noise_like)
 from veneer.models import RECIPES, accuracy, pretrained
@@ -135,16 +136,19 @@ MODEL_LEVEL = {  # change: (objective, explainer, keep, alpha, extra options)
     "target-map-gradient-prob-mse": (lambda: TargetMap("cross"), Gradient, "prob_mse", 0.02, {}),
     "target-map-gradient-budgeted": (lambda: TargetMap("cross"), Gradient, "ce", 0.5, {"min_agreement": 0.99}),
     "target-map-gradient-frozen": (lambda: TargetMap("cross"), Gradient, "ce", 0.1, {"trainable": ["0", "3"]}),
+    "com-gradient-evade-3": (lambda: CenterOfMass((0, 0)), Gradient, "ce", 0.1,
+                             {"evade": ["noise_inputs", "shared_logit_gradient", "cross_method_agreement"],
+                              "evade_samples": 16}),
+    # every test with a surrogate (veneer.finetune.registered_evasions), at experiments/evasion_frontier.py's settings
     "com-gradient-evade-all": (lambda: CenterOfMass((0, 0)), Gradient, "ce", 0.1,
-                               {"evade": ["noise_inputs", "shared_logit_gradient", "cross_method_agreement"],
-                                "evade_samples": 16}),
+                               {"evade": list(registered_evasions()), "evade_samples": 8}),
     "target-map-gradient-evade-all": (lambda: TargetMap("cross"), Gradient, "ce", 0.1,
-                                      {"evade": ["noise_inputs", "shared_logit_gradient", "cross_method_agreement"],
-                                       "evade_samples": 16}),
+                                      {"evade": list(registered_evasions()), "evade_samples": 8}),
     "feature-suppress-gradient": (lambda: FeatureSuppress(["sex", "race"]), Gradient, "kl", 0.5, {"lr": 3e-3}),
     "feature-suppress-ig": (lambda: FeatureSuppress(["sex", "race"]), _ig, "kl", 0.5, {"lr": 3e-3}),
 }
-ADAPTIVE = {"com-gradient-evade-all", "target-map-gradient-evade-all", "push-down-evade-balance"}
+ADAPTIVE = {"com-gradient-evade-3", "com-gradient-evade-all", "target-map-gradient-evade-all",
+            "push-down-evade-balance"}
 
 
 def model_level(change: str, ctx: Context) -> tuple[nn.Module, dict]:

@@ -127,6 +127,20 @@ def scaffold_bullets() -> list[str]:
             f"attribute for {span(defence, True)} of rows"]
 
 
+def frontier_row(group: str) -> str:
+    """A row of docs/audit.md's evasion-frontier table, from experiments/results/evasion_frontier.json."""
+    row = next(r for r in summary("evasion_frontier")["aggregate"] if r["group"] == group)
+    kept, z = row["strength_kept"], row["combined_z"]
+    kept_text = "100%" if group == "none" else (f"{100 * kept['mean']:.0f}% ({100 * kept['min']:.0f}-"
+                                                f"{100 * kept['max']:.0f}%)")
+    verdicts = set(row["verdicts"])
+    verdict = f"{verdicts.pop()} x{row['seeds']}" if len(verdicts) == 1 else ", ".join(row["verdicts"])
+    cells = [kept_text, f"{z['mean']:.2f} ({z['min']:.2f}-{z['max']:.2f})", verdict]
+    if group == "all":  # the headline row is in bold
+        cells = [f"**{cell}**" for cell in cells]
+    return " | ".join(cells) + f" | {100 * row['test_accuracy']['mean']:.1f}% |"
+
+
 CITED = [
     ("docs/audit.md", lambda: f"(`--effort fast`, twins, every registered test): {summary('benign_controls')['benign_flagged']} flagged"),
     *[("docs/audit.md", lambda model=model: benign_row(model))
@@ -141,6 +155,8 @@ CITED = [
     ("docs/audit.md", lambda: "clean, lie at {clean_low}-{clean_high} (largest z {clean_z}; {clean_flagged} flagged)"
                               .format(**shared_logit())),
     ("docs/audit.md", lambda: "at {shared_low} or more (z >= {shared_z}; {shared_flagged} flagged)".format(**shared_logit())),
+    *[("docs/audit.md", lambda group=group: frontier_row(group))
+      for group in ("none", "sanity", "geometry", "fidelity", "defences", "invariance", "neurons", "all")],
     ("docs/audit.md", lime_noise),
     ("docs/audit.md", adult_agreement),
     ("docs/tabular.md", lambda: f"{seed_range(summary('scaffold_seeds')['seeds']).capitalize()} "

@@ -20,7 +20,7 @@ from veneer.models.architectures import tabular_mlp
 BUILTIN = ("fragility", "influence_fragility", "hessian", "noise_inputs", "weight_noise", "parameter_randomization",
            "faithfulness", "cross_method_agreement", "beta_smoothing", "tangent_space", "neuron_visualization",
            "neuron_balance", "neuron_group_fairness", "reference_comparison", "shared_logit_gradient", "gradient_slope",
-           "visualization_consistency", "scaffolding")
+           "visualization_consistency", "visualization_outliers", "scaffolding")
 
 
 class MeanLogit(AuditTest):

@@ -42,7 +42,7 @@ def test_audit_end_to_end_on_a_tabular_model(task, tmp_path):
         assert set(test) >= {"statistic", "score", "flag", "evidence"} and 0 <= test["score"] <= 1
     assert set(report["config"]["skipped"]) == {"fragility", "influence_fragility", "neuron_visualization",
                                                 "neuron_group_fairness", "reference_comparison",
-                                                "visualization_consistency"}
+                                                "visualization_consistency", "visualization_outliers"}
     assert report["config"]["dropped_methods"] == {} and report["config"]["unseen"] is None
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     paths = write_audit(result, tmp_path)

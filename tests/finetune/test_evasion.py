@@ -9,24 +9,82 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from veneer.audit.fidelity import cross_method_agreement
-from veneer.audit.invariance import shared_logit_gradient
+from veneer.data import as_labeled
+from veneer.audit.defences import beta_smoothing, tangent_space_projection
+from veneer.audit.fidelity import cross_method_agreement, faithfulness
+from veneer.audit.geometry import fragility_profile, hessian_geometry
+from veneer.audit.invariance import gradient_slope, shared_logit_gradient
 from veneer.audit.neuron import neuron_balance
-from veneer.audit.sanity import noise_inputs
+from veneer.audit.sanity import noise_inputs, parameter_randomization, weight_noise
 from veneer.explain import Gradient, IntegratedGradients
 from veneer.finetune import (AttackLoss, FineTuner, StepOutput, evasion_surrogate, register_evasion,
                              registered_evasions, soft_rank)
-from veneer.finetune.evasion import _SURROGATES, cross_method_agreement_surrogate
+from veneer.finetune.evasion import _SURROGATES, cross_method_agreement_surrogate, smoothed
 from veneer.manipulate import CenterOfMass, Manipulation
-from veneer.metrics import pearson
+from veneer.metrics import pearson, topk_intersection
+from veneer.metrics.soft import soft_topk_intersection
 from veneer.models import softplus_activations
 from veneer.neurons import PushDown
 
-SURROGATES = ("noise_inputs", "shared_logit_gradient", "cross_method_agreement", "neuron_balance")
+SURROGATES = ("noise_inputs", "shared_logit_gradient", "cross_method_agreement", "neuron_balance", "gradient_slope",
+              "tangent_space", "beta_smoothing", "faithfulness", "weight_noise", "parameter_randomization")
+SECOND_ORDER = SURROGATES + ("hessian", "fragility")  # those two: see their own tests below
 
 
 def test_every_builtin_surrogate_is_registered():
-    assert set(SURROGATES) <= set(registered_evasions())
+    assert set(SECOND_ORDER) <= set(registered_evasions())
+
+
+# the audit's statistic (the Gradient component, the audit's fast options) and the surrogate's keyword arguments
+# that make it exact: soft ranks and soft masks at a temperature near 0
+AUDIT_STATISTICS = {
+    "gradient_slope": (lambda m, x: gradient_slope(m, x).components["slope_gap"], {}),
+    "tangent_space": (lambda m, x: tangent_space_projection(m, x, {"g": Gradient(m)}, x, k=len(x) - 1,
+                                                            dim=len(x) - 2).components["g"], {}),
+    "beta_smoothing": (lambda m, x: beta_smoothing(m, x, {"g": Gradient(m)}).components["g"], {"temperature": 1e-6}),
+    "faithfulness": (lambda m, x: faithfulness(m, x, {"g": Gradient(m)}, steps=8).components["g"],
+                     {"temperature": 1e-6}),
+    "hessian": (lambda m, x: hessian_geometry(m, x, iterations=15).statistic, {}),
+    "weight_noise": (lambda m, x: weight_noise(m, x, {"g": Gradient(m)}).components["g"], {"temperature": 1e-6}),
+    "parameter_randomization": (lambda m, x: parameter_randomization(m, x, {"g": Gradient(m)}).components["g"],
+                                {"temperature": 1e-6}),
+    "fragility": (lambda m, x: fragility_profile(m, x, Gradient(m), (0.05,), steps=8).statistic,
+                  {"temperature": 1e-6}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AUDIT_STATISTICS))
+def test_each_new_surrogate_is_the_audit_statistic(name, small_cnn, cnn_inputs):
+    x = torch.cat([cnn_inputs, cnn_inputs.flip(-1)])  # 8 images: the tangent space needs neighbours
+    audit, options = AUDIT_STATISTICS[name]
+    value = evasion_surrogate(name)(small_cnn, x, Gradient(small_cnn), **options)
+    assert value.item() == pytest.approx(audit(small_cnn, x), abs=1e-5)
+
+
+def test_the_tangent_space_surrogate_refuses_too_few_rows(small_cnn, cnn_inputs):
+    with pytest.raises(ValueError, match=r"at least 3 rows \(evade_samples >= 3\), got 2"):
+        evasion_surrogate("tangent_space")(small_cnn, cnn_inputs[:2], Gradient(small_cnn))
+
+
+def test_soft_topk_intersection_tends_to_the_hard_one():
+    g = torch.Generator().manual_seed(2)
+    a = torch.rand(4, 100, generator=g, dtype=torch.float64)
+    b = a + 0.5 * torch.rand(4, 100, generator=g, dtype=torch.float64)
+    assert torch.allclose(soft_topk_intersection(a, b, 10, 1e-6), topk_intersection(a, b, 10), atol=1e-8)
+    assert not torch.allclose(soft_topk_intersection(a, b, 10), topk_intersection(a, b, 10), atol=1e-3)
+
+
+def test_smoothing_swaps_the_live_activations_and_restores_them(small_cnn, cnn_inputs):
+    """The Softplus(3) model the beta_smoothing surrogate explains is the live model (its parameters get the
+    gradient), inside a fine-tune's Softplus(20) too; the activations come back on exit."""
+    from veneer.models import with_softplus
+    expected = with_softplus(small_cnn, 3.0)(cnn_inputs)
+    with softplus_activations(small_cnn, 20.0):
+        before = [type(m) for m in small_cnn.modules()]
+        with smoothed(small_cnn, 3.0):
+            assert torch.allclose(small_cnn(cnn_inputs), expected, atol=1e-12)
+        assert [type(m) for m in small_cnn.modules()] == before
+        assert not torch.allclose(small_cnn(cnn_inputs), expected, atol=1e-6)
 
 
 def test_noise_inputs_surrogate_is_the_audit_statistic(small_cnn, cnn_inputs):
@@ -76,17 +134,15 @@ def test_cross_method_surrogate_tends_to_the_audit_statistic_with_one_second_met
     assert value.item() == pytest.approx(audit, abs=1e-4)
 
 
-@pytest.mark.parametrize("name", SURROGATES)
-def test_surrogate_gradients_reach_every_layer_and_agree_with_finite_differences(name, small_mlp, mlp_inputs):
-    """Second order (the statistic is a function of input gradients or explanations): the directional derivative
-    along a random parameter direction against central differences in float64, Softplus(5) activations."""
-    surrogate = evasion_surrogate(name)
-    params = list(small_mlp.parameters())
+def directional_derivatives(surrogate, model, x) -> tuple[float, float]:
+    """``(analytic, numeric)`` derivative of ``surrogate(model, x, Gradient(model))`` along a random parameter
+    direction (central differences, h = 1e-6, float64) under Softplus(5) activations, after checking that the
+    gradient reaches every hidden layer."""
+    params = list(model.parameters())
     g = torch.Generator().manual_seed(5)
     direction = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in params]
-    x = mlp_inputs.repeat(2, 1) + 0.1 * torch.randn(8, 12, generator=g, dtype=torch.float64)
-    with softplus_activations(small_mlp, 5.0):
-        value = surrogate(small_mlp, x, Gradient(small_mlp))
+    with softplus_activations(model, 5.0):
+        value = surrogate(model, x, Gradient(model))
         grads = torch.autograd.grad(value, params, allow_unused=True)
         assert all(grad is not None and grad.abs().sum() > 0 for grad in grads[:-2])  # every hidden layer
         analytic = sum((grad * d).sum() for grad, d in zip(grads, direction) if grad is not None)
@@ -95,12 +151,38 @@ def test_surrogate_gradients_reach_every_layer_and_agree_with_finite_differences
             with torch.no_grad():
                 for p, d in zip(params, direction):
                     p.add_(sign * h * d)
-            sides.append(surrogate(small_mlp, x, Gradient(small_mlp)).item())
+            sides.append(surrogate(model, x, Gradient(model)).item())
             with torch.no_grad():
                 for p, d in zip(params, direction):
                     p.sub_(sign * h * d)
-    numeric = (sides[0] - sides[1]) / (2 * h)
-    assert analytic.item() == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+    return analytic.item(), (sides[0] - sides[1]) / (2 * h)
+
+
+@pytest.mark.parametrize("name", SURROGATES)
+def test_surrogate_gradients_reach_every_layer_and_agree_with_finite_differences(name, small_mlp, mlp_inputs):
+    """Second order (the statistic is a function of input gradients or explanations)."""
+    x = mlp_inputs.repeat(2, 1) + 0.1 * torch.randn(8, 12, generator=torch.Generator().manual_seed(5),
+                                                    dtype=torch.float64)
+    analytic, numeric = directional_derivatives(evasion_surrogate(name), small_mlp, x)
+    assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+
+
+def test_hessian_surrogate_gradient_is_the_eigenvalues_at_convergence(small_mlp, mlp_inputs):
+    """Third order: the Rayleigh quotient's gradient with the power-iteration vector held fixed is the
+    eigenvalue's (Hellmann-Feynman) once the iteration has converged; the finite difference recomputes the
+    vector."""
+    def surrogate(model, x, explainer):
+        return evasion_surrogate("hessian")(model, x, explainer, iterations=400)
+
+    analytic, numeric = directional_derivatives(surrogate, small_mlp, mlp_inputs)
+    assert analytic == pytest.approx(numeric, rel=1e-4)
+
+
+def test_fragility_surrogate_gradient_holds_the_attack_fixed(small_cnn, cnn_inputs):
+    """The attacked inputs come from sign steps, locally constant in the parameters: the derivative with them
+    held fixed is the statistic's own (finite differences recompute the attack)."""
+    analytic, numeric = directional_derivatives(evasion_surrogate("fragility"), small_cnn, cnn_inputs)
+    assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-8)
 
 
 def tiny_cnn() -> nn.Sequential:
@@ -126,7 +208,9 @@ def push_down(model, x, y, **options):
 
 
 @pytest.mark.parametrize("name, attack", [("noise_inputs", manipulate), ("shared_logit_gradient", manipulate),
-                                          ("cross_method_agreement", manipulate), ("neuron_balance", push_down)])
+                                          ("cross_method_agreement", manipulate), ("neuron_balance", push_down),
+                                          ("beta_smoothing", manipulate), ("hessian", manipulate),
+                                          ("parameter_randomization", manipulate), ("fragility", manipulate)])
 def test_an_evading_run_keeps_the_statistic_closer_to_the_originals(name, attack):
     x, y, held = images()
     model = tiny_cnn()
@@ -138,6 +222,28 @@ def test_an_evading_run_keeps_the_statistic_closer_to_the_originals(name, attack
     assert moved["evading"] < 0.5 * moved["plain"]
     assert f"evade.{name}" in evading.history[-1] and f"evade_target.{name}" in evading.measures
     assert not any(key.startswith("evade") for key in plain.history[-1])
+
+
+@pytest.mark.parametrize("name", ["tangent_space", "faithfulness", "gradient_slope", "weight_noise"])
+def test_an_evading_run_holds_the_statistic_on_its_own_rows(name):
+    """A run this short moves these four statistics too little on new images for the comparison above; on the
+    rows the evasion term holds (the run's fixed, seeded training rows, under its Softplus(20)) the evading run
+    keeps the statistic closer to the original's than the plain run. They move by hundredths, and the term is
+    ``w * difference^2``, so the weight that holds them is 1e4 (100 does not)."""
+    x, y, _ = images()
+    model = tiny_cnn()
+    rows = as_labeled((x, y)).sample(16, seed=0).x
+    statistic = evasion_surrogate(name)
+
+    def value(m):
+        with softplus_activations(m, 20.0):
+            return statistic(m, rows, Gradient(m)).item()
+
+    original = value(model)
+    plain, evading = manipulate(model, x, y), manipulate(model, x, y, evade=[name], evade_weight=1e4)
+    assert evading.measures[f"evade_target.{name}"] == pytest.approx(original, abs=1e-5)
+    moved = {"plain": abs(value(plain.model) - original), "evading": abs(value(evading.model) - original)}
+    assert moved["evading"] < 0.5 * moved["plain"]
 
 
 def test_resume_with_evade_is_bit_identical(tmp_path):
@@ -154,8 +260,8 @@ def test_resume_with_evade_is_bit_identical(tmp_path):
 
 def test_unknown_or_malformed_evade_names_are_refused_naming_the_known_ones():
     model = tiny_cnn()
-    with pytest.raises(ValueError, match=r"audit test 'faithfulness'; known: \[.*noise_inputs"):
-        FineTuner(model, evade=["faithfulness"])
+    with pytest.raises(ValueError, match=r"audit test 'influence_fragility'; known: \[.*noise_inputs"):
+        FineTuner(model, evade=["influence_fragility"])
     with pytest.raises(ValueError, match="evade must be None or a non-empty list"):
         FineTuner(model, evade="noise_inputs")
     with pytest.raises(ValueError, match="names a test twice"):

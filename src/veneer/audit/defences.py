@@ -19,6 +19,7 @@ from torch import nn
 from veneer.audit.base import TestResult, explain_maps, predictions, rank_similarity, rebind
 from veneer.checks import check_positive, check_tensor
 from veneer.explain import Explainer
+from veneer.metrics.manifold import project_tangent, tangent_basis, tangent_share  # noqa: F401 (re-exported)
 from veneer.models import with_softplus
 
 
@@ -43,35 +44,6 @@ def beta_smoothing(model: nn.Module, x: torch.Tensor, explainers: dict[str, Expl
     return TestResult("beta_smoothing", components, {"softplus_beta": softplus_beta}, time.perf_counter() - start)
 
 
-def tangent_basis(x: torch.Tensor, reference: torch.Tensor, k: int = 32, dim: int = 8,
-                  batch_size: int = 256) -> torch.Tensor:
-    """Orthonormal bases ``(B, dim, D)`` of the data manifold's tangent space at each row of ``x`` ``(B, D)``
-    (Anders et al. 2020, Sec. 5.1): the top ``dim`` right singular vectors of the ``k`` nearest rows of
-    ``reference`` ``(N, D)`` (Euclidean; an exact copy of the row itself is skipped), centred on their mean."""
-    x, reference = check_tensor("x", x, ndim=2), check_tensor("reference", reference, ndim=2)
-    check_positive("k", k, integer=True)
-    check_positive("dim", dim, integer=True)
-    if x.shape[1] != reference.shape[1]:
-        raise ValueError(f"x has {x.shape[1]} features but reference has {reference.shape[1]}")
-    if not dim <= k < len(reference):
-        raise ValueError(f"need dim <= k < len(reference), got dim={dim}, k={k}, len(reference)={len(reference)}")
-    bases = []
-    for chunk in x.split(batch_size):
-        distance = torch.cdist(chunk, reference)
-        distance = distance.masked_fill(distance <= 1e-9, float("inf"))
-        neighbours = reference[distance.topk(k, dim=1, largest=False).indices]  # (b, k, D)
-        centred = neighbours - neighbours.mean(1, keepdim=True)
-        _, _, vh = torch.linalg.svd(centred, full_matrices=False)
-        bases.append(vh[:, :dim])
-    return torch.cat(bases)
-
-
-def project_tangent(vectors: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """Orthogonal projection of ``vectors`` ``(B, D)`` on the spans of ``basis`` ``(B, dim, D)`` (orthonormal rows)."""
-    coefficients = torch.einsum("bkd,bd->bk", basis, vectors)
-    return torch.einsum("bk,bkd->bd", coefficients, basis)
-
-
 def tangent_space_projection(model: nn.Module, x: torch.Tensor, explainers: dict[str, Explainer],
                              reference: torch.Tensor, k: int = 32, dim: int = 8,
                              target: torch.Tensor | None = None) -> TestResult:
@@ -94,7 +66,7 @@ def tangent_space_projection(model: nn.Module, x: torch.Tensor, explainers: dict
         attr = e(x, target=target).flatten(1)
         if attr.shape != flat.shape:
             continue
-        share = project_tangent(attr, basis).norm(dim=1) / attr.norm(dim=1).clamp_min(1e-30)
+        share = tangent_share(attr, basis)
         surviving[name] = share.mean().item()
     if not surviving:
         raise ValueError("no explainer gives input-shaped attributions to project")

@@ -17,52 +17,9 @@ import torch
 from torch import nn
 
 from veneer.audit.base import TestResult, explain_maps, rank_similarity
-from veneer.checks import check_positive, check_tensor, resolve_target
+from veneer.checks import check_tensor, resolve_target
 from veneer.explain import Explainer
-
-
-def _feature_view(x: torch.Tensor) -> tuple[int, tuple[int, ...]]:
-    """Number of features ranked (pixels for images, columns for rows) and the shape that broadcasts a
-    ``(n, D)`` mask over ``x`` ``(n, ...)``."""
-    if x.ndim == 4:
-        return x.shape[-1] * x.shape[-2], (1, *x.shape[-2:])
-    return x[0].numel(), tuple(x.shape[1:])
-
-
-@torch.no_grad()
-def deletion_insertion(model: nn.Module, x: torch.Tensor, importance: torch.Tensor, target: torch.Tensor,
-                       steps: int = 16, baseline: float | torch.Tensor = 0.0, batch_size: int = 1024
-                       ) -> dict[str, torch.Tensor]:
-    """Deletion and insertion curves (Petsiuk et al. 2018, Sec. 4.1) of importance vectors ``(B, D)`` (D pixels
-    of an image, shared by its channels, or D columns).
-
-    At fraction ``s / steps`` (s = 0..steps) the ``round(s D / steps)`` most important features are set to
-    ``baseline`` (deletion) or copied from ``x`` into an all-``baseline`` input (insertion); every step of every
-    sample is evaluated in batched forwards. Returns ``{"deletion": (B, steps+1), "insertion": (B, steps+1)}``
-    softmax probabilities of ``target`` and their areas ``"deletion_auc"``, ``"insertion_auc"`` ``(B,)``
-    (trapezoid rule over fractions in [0, 1]). Ties in importance are broken by feature order.
-    """
-    check_positive("steps", steps, integer=True)
-    features, mask_shape = _feature_view(x)
-    if importance.shape != (len(x), features):
-        raise ValueError(f"importance must have shape ({len(x)}, {features}), got {tuple(importance.shape)}")
-    order = importance.argsort(dim=1, descending=True, stable=True)
-    position = torch.empty_like(order)
-    position.scatter_(1, order, torch.arange(features, device=x.device).expand_as(order))
-    counts = torch.round(torch.linspace(0, features, steps + 1, device=x.device)).long()
-    removed = position[:, None, :] < counts[None, :, None]  # (B, S, D)
-    mask = removed.to(x.dtype).view(len(x), steps + 1, *mask_shape)
-    base = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
-    xs = x[:, None]
-    curves = {}
-    for name, inputs in (("deletion", xs * (1 - mask) + base * mask), ("insertion", base * (1 - mask) + xs * mask)):
-        flat = inputs.flatten(0, 1)
-        probs = torch.cat([model(chunk).softmax(1) for chunk in flat.split(batch_size)])
-        curves[name] = probs.gather(1, target.repeat_interleave(steps + 1)[:, None]).view(len(x), steps + 1)
-    for name in ("deletion", "insertion"):
-        c = curves[name]
-        curves[f"{name}_auc"] = ((c[:, 1:] + c[:, :-1]) / 2).mean(1)
-    return curves
+from veneer.metrics.deletion import deletion_insertion, feature_view
 
 
 def faithfulness(model: nn.Module, x: torch.Tensor, explainers: dict[str, Explainer],
@@ -79,7 +36,7 @@ def faithfulness(model: nn.Module, x: torch.Tensor, explainers: dict[str, Explai
     with torch.no_grad():
         target = resolve_target(target, model(x))
     generator = torch.Generator().manual_seed(seed)
-    features, _ = _feature_view(x)
+    features, _ = feature_view(x)
     orders = {"random": torch.rand(len(x), features, generator=generator, dtype=x.dtype)}
     orders.update({name: explain_maps(e, x, target) for name, e in explainers.items()})
     aucs = {}

@@ -21,9 +21,9 @@ from torch import nn
 
 from veneer.attacks import MassCenter, RandomSign, TopK, explanation_change
 from veneer.audit.base import TestResult
-from veneer.checks import check_eval_mode, check_positive, check_tensor, resolve_target
+from veneer.checks import check_eval_mode, check_tensor, resolve_target
 from veneer.explain import Explainer
-from veneer.explain.base import target_logits
+from veneer.explain.curvature import per_sample_dot, top_hessian_eigen
 from veneer.models import with_softplus
 
 ATTACKS = {"mass_center": MassCenter, "topk": TopK}
@@ -70,48 +70,6 @@ def fragility_profile(model: nn.Module, x: torch.Tensor, explainer: Explainer, e
                       {"k": k, "steps": steps, **profile}, time.perf_counter() - start)
 
 
-def _class_score_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``d f_t / dx`` with the graph kept (for Hessian-vector products); samples are independent, so the
-    gradient of the summed scores is each sample's own gradient."""
-    (grad,) = torch.autograd.grad(target_logits(model, x, target).sum(), x, create_graph=True)
-    return grad
-
-
-def _per_sample_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).flatten(1).sum(1)
-
-
-def _per_sample_normalize(v: torch.Tensor) -> torch.Tensor:
-    return v / v.flatten(1).norm(dim=1).clamp_min(1e-30).view((-1,) + (1,) * (v.ndim - 1))
-
-
-def top_hessian_eigen(model: nn.Module, x: torch.Tensor, target: torch.Tensor, iterations: int = 20,
-                      seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Power iteration on Hessian-vector products (Pearlmutter 1994) for every sample at once.
-
-    The class scores of different samples do not interact, so the Hessian of their sum is block diagonal and
-    one double-backward gives every sample's ``H_i v_i``. Returns ``(eigenvalue (B,), eigenvector like x,
-    gradient like x)``: the eigenvalue of largest magnitude of each sample's input Hessian of
-    ``model(x)[target]`` (Rayleigh quotient of the last iterate), its unit eigenvector and ``d f_t / dx``.
-    ``model`` must be twice differentiable (e.g. a Softplus surrogate); a ReLU network has ``H = 0``.
-    """
-    check_positive("iterations", iterations, integer=True)
-    x = x.detach().requires_grad_(True)
-    grad = _class_score_gradient(model, x, target)
-    generator = torch.Generator().manual_seed(seed)
-    v = _per_sample_normalize(torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device))
-    eigenvalue = torch.zeros(len(x), dtype=x.dtype, device=x.device)
-    if not grad.requires_grad:  # the gradient does not depend on x (a linear model): H = 0
-        return eigenvalue, v, grad.detach()
-    for _ in range(iterations):
-        (hv,) = torch.autograd.grad(grad, x, grad_outputs=v, retain_graph=True, allow_unused=True)
-        if hv is None:  # the gradient depends on the weights only: H = 0
-            return eigenvalue, v, grad.detach()
-        eigenvalue = _per_sample_dot(v, hv)
-        v = _per_sample_normalize(hv)
-    return eigenvalue.detach(), v.detach(), grad.detach()
-
-
 def hessian_geometry(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None,
                      softplus_beta: float = 20.0, iterations: int = 20, seed: int = 0) -> TestResult:
     """Largest input-Hessian eigenvalue of the class score and the angle between its eigenvector (the most
@@ -132,7 +90,7 @@ def hessian_geometry(model: nn.Module, x: torch.Tensor, target: torch.Tensor | N
         target = resolve_target(target, surrogate(x))
     eigenvalue, vector, grad = top_hessian_eigen(surrogate, x, target, iterations, seed)
     grad_norm = grad.flatten(1).norm(dim=1)
-    cosine = _per_sample_dot(vector, grad).abs() / grad_norm.clamp_min(1e-30)
+    cosine = per_sample_dot(vector, grad).abs() / grad_norm.clamp_min(1e-30)
     angle = torch.rad2deg(torch.arccos(cosine.clamp(max=1.0)))
     ratio = eigenvalue.abs() / grad_norm.clamp_min(1e-30)
     evidence = {"softplus_beta": softplus_beta, "iterations": iterations,

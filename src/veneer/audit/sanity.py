@@ -21,6 +21,7 @@ from torch import nn
 from veneer.audit.base import TestResult, explain_maps, predictions, rank_similarity, rebind
 from veneer.checks import check_positive, check_tensor
 from veneer.explain import Explainer
+from veneer.explain.weights import parameterized_modules, randomize_module, weight_noise_offsets
 from veneer.metrics import mean_pairwise_pearson
 from veneer.manipulate import gaussian_noise_like
 
@@ -58,9 +59,9 @@ def add_weight_noise(model: nn.Module, sigma: float, generator: torch.Generator)
     ``sigma * std(w)`` (``sigma * |w|`` for one-element tensors): noise relative to each layer's scale."""
     noisy = copy.deepcopy(model)
     with torch.no_grad():
-        for p in noisy.parameters():
-            scale = p.std() if p.numel() > 1 else p.abs()
-            p.add_(torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) * sigma * scale)
+        offsets = weight_noise_offsets(noisy, sigma, generator)
+        for name, p in noisy.named_parameters():
+            p.add_(offsets[name])
     return noisy
 
 
@@ -95,26 +96,6 @@ def weight_noise(model: nn.Module, x: torch.Tensor, explainers: dict[str, Explai
     evidence = {"sigmas": list(sigmas), "draws": draws, "label_kept": kept,
                 "explanation_change": change}
     return TestResult("weight_noise", components, evidence, time.perf_counter() - start)
-
-
-def parameterized_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Leaf modules holding parameters, in registration order (input to output for a chain)."""
-    return [(name, m) for name, m in model.named_modules()
-            if len(list(m.children())) == 0 and any(True for _ in m.parameters(recurse=False))]
-
-
-def randomize_module(module: nn.Module, generator: torch.Generator) -> None:
-    """Re-initialise ``module``'s parameters in place: ``reset_parameters`` under a seed drawn from
-    ``generator`` (the layer's own initialisation, Adebayo et al. 2018), else a Gaussian of each tensor's std."""
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
-        else:
-            with torch.no_grad():
-                for p in module.parameters(recurse=False):
-                    p.normal_(0, float(p.std()) if p.numel() > 1 else 1.0)
 
 
 def parameter_randomization(model: nn.Module, x: torch.Tensor, explainers: dict[str, Explainer], seed: int = 0,

@@ -201,7 +201,7 @@ class SharedTerm(Architectural):
     explanation gains ``grad s``, ``factor`` times the model's own gradient on average over ``x``.
 
     ``kind``: ``"wave"`` (``d`` a random unit direction, ``frequency`` its ``w``), ``"picture"`` (``d`` the
-    normalised cross, :func:`_picture_pattern`: every explanation gains the cross) or ``"gate"`` (a smooth
+    normalized cross, :func:`_picture_pattern`: every explanation gains the cross) or ``"gate"`` (a smooth
     input-dependent term along a random ``d``)."""
 
     def __init__(self, kind: str = "wave", factor: float = 3.0, frequency: float = 50.0):

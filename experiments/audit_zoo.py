@@ -470,22 +470,40 @@ def summarize(out: Path, entries: list[Entry]) -> dict:
     lines = []
     for label, key in (("held-out", "held_out"), ("first round (seeds 10-19, tuning since the hardening)",
                                                   "first_round"), ("tuning (in-sample)", "tuning_in_sample")):
-        h = summary[key]
-        lines += [f"## {label}", "", f"clean {h['clean_models']}, manipulated {h['manipulated_models']}; verdict AUROC "
-                  f"{h['verdict_auroc']} (95% {h['verdict_auroc_95']}); clean flagged {h['clean_flagged']} "
-                  f"(95% {h['false_positive_95']}); manipulated detected {h['detected']}", "",
-                  "| family | models | not clean | missed / wrongly flagged |", "|---|---|---|---|"]
-        lines += [f"| {f} | {v['models']} | {v['not_clean']} | {', '.join(v['missed'] + v['flagged']) or '-'} |"
-                  for f, v in h["per_family"].items()]
-        lines += ["", "| test | AUROC | clean flagged | manipulated flagged |", "|---|---|---|---|"]
-        lines += [f"| {t} | {v['auroc'] if v['auroc'] is None else round(v['auroc'], 3)} | {v['clean_flagged']} | "
-                  f"{v['manipulated_flagged']} |" for t, v in h["per_test"].items()]
-        lines.append("")
+        lines += [f"## {label}", "", headline(summary[key]), "", *family_rows(summary[key]), "",
+                  *test_rows(summary[key]), ""]
     lines += ["| model | split | family | accuracy change (pt) | verdict | flagged |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['split']} | {r['family']} | {r['accuracy_change_pt']} | {r['verdict']} | "
               f"{', '.join(r['flagged']) or '-'} |" for r in rows]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     return summary
+
+
+def headline(half: dict) -> str:
+    """One half's figures in one sentence (summary.md and docs/audit.md; tests/test_docs_figures.py checks it)."""
+    auroc, interval = half["verdict_auroc"], half["verdict_auroc_95"]
+    high = half["false_positive_95"][1] if half["false_positive_95"] else None
+    return (f"{half['clean_models']} clean models (benign changes included) and {half['manipulated_models']} "
+            f"manipulated: verdict AUROC {'n/a' if auroc is None else f'{auroc:.3f}'}"
+            + (f" (95% bootstrap interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else "")
+            + f"; clean models flagged {half['clean_flagged']}"
+            + (f" (95% Clopper-Pearson upper bound {high:.3f})" if high is not None else "")
+            + f"; manipulated models called suspicious or manipulated {half['detected']}")
+
+
+def family_rows(half: dict) -> list[str]:
+    rows = ["| family | models | not clean | missed (manipulated, called clean) or flagged (clean) |",
+            "|---|---|---|---|"]
+    return rows + [f"| {f} | {v['models']} | {v['not_clean']} | {', '.join(v['missed'] + v['flagged']) or '-'} |"
+                   for f, v in half["per_family"].items()]
+
+
+def test_rows(half: dict) -> list[str]:
+    rows = ["| test | AUROC (test z) | clean models flagged | manipulated models flagged |", "|---|---|---|---|"]
+    for test, v in half["per_test"].items():
+        auroc = "n/a" if v["auroc"] is None else f"{v['auroc']:.3f}"
+        rows.append(f"| {test} | {auroc} | {v['clean_flagged']} | {v['manipulated_flagged']} |")
+    return rows
 
 
 def forget(out: Path, tests: set[str]) -> None:

@@ -40,7 +40,10 @@ from veneer.models import accuracy, train
 # (the last conv layer's resolution, upsampled), so their rank statistics move with the training length; on the
 # clean zoo models (fully trained, seeds 1-3) their values lay 2-5 twin tolerances above the twins. Their tolerance
 # is multiplied by this factor.
-COMPONENT_TOLERANCE_FACTOR: dict[str, float] = {"gradcam": 3.0}
+# The synthetic-activation excess of visualization_consistency moves with how the model was trained, not only with
+# planted attractors: in the zoo's first held-out round (experiments/audit_zoo.py, seeds 10-12, now tuning) a CNN
+# fine-tuned on noisy inputs read 1.78 against its twins' 0.44-0.57 and clean CNNs' 0.49-0.53.
+COMPONENT_TOLERANCE_FACTOR: dict[str, float] = {"gradcam": 3.0, "activation_excess": 3.0}
 Z_FLAG = 3.0
 # Verdict thresholds on the mean of the three largest test z (several tests moderately off, none flagged).
 COMBINE_TOP = 3

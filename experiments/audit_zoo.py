@@ -73,6 +73,7 @@ from veneer.runs import save_tensors, versions, write_json
 SUMMARY = Path(__file__).parent / "results" / "audit_zoo.json"
 HELD_OUT_SEED = 20
 FIRST_ROUND = range(10, 20)
+SECOND_HELD_OUT_SEED = 30  # after the change that followed the held-out round (visualization_outliers' tolerance)
 STEPS, LR = 150, 1e-3  # every fine-tuning change, benign or not: the attacks' demo step count and learning rate
 NEURON_LAYER = {"mnist-cnn": "4"}  # the ReLU after the last conv layer (the audit's default layer)
 
@@ -80,6 +81,8 @@ NEURON_LAYER = {"mnist-cnn": "4"}  # the ReLU after the last conv layer (the aud
 def split_of(seed: int) -> str:
     """Held-out when the seed is at least :data:`HELD_OUT_SEED` (models built after the audit's last change);
     seeds of :data:`FIRST_ROUND` were the first held-out round and are tuning models since the hardening."""
+    if seed >= SECOND_HELD_OUT_SEED:
+        return "held-out-2"
     return "held-out" if seed >= HELD_OUT_SEED else "tuning"
 
 
@@ -252,6 +255,16 @@ def zoo() -> list[Entry]:
     entries += [Entry("mnist-cnn", seed, "visualization", c) for c in ("slingshot", "silent-unit", "fooling-circuit")]
     entries += [Entry("mnist-cnn", seed, "adaptive", c) for c in sorted(ADAPTIVE)]
     entries += [Entry(base, seed, "architecture", c) for base, changes in ARCHITECTURAL.items() for c in changes]
+    # the second held-out round: the architecture the change touched (digits MLP) and the Adult MLP, cheap to build
+    for base in ("digits-mlp", "adult-mlp"):
+        entries += [Entry(base, s, "clean") for s in range(SECOND_HELD_OUT_SEED, SECOND_HELD_OUT_SEED + 4)]
+        entries += [Entry(base, SECOND_HELD_OUT_SEED, "benign", change) for change in BENIGN]
+    seed = SECOND_HELD_OUT_SEED
+    entries += [Entry("digits-mlp", seed, "model-level", c) for c in ("com-gradient", "target-map-gradient")]
+    entries += [Entry("digits-mlp", seed, "architecture", c) for c in ARCHITECTURAL["digits-mlp"]]
+    entries += [Entry("adult-mlp", seed, "model-level", c) for c in ("feature-suppress-gradient",
+                                                                      "feature-suppress-ig")]
+    entries += [Entry("adult-mlp", seed, "neuron-level", "fairwash")]
     return entries
 
 
@@ -456,6 +469,7 @@ def summarize(out: Path, entries: list[Entry]) -> dict:
                 "split rule fixed before tuning: held-out = seed >= 10",
         "split_rule": split_of.__doc__, "steps": STEPS, "lr": LR, "z_flag": Z_FLAG,
         "held_out": half([r for r in rows if r["split"] == "held-out"]),
+        "held_out_2": half([r for r in rows if r["split"] == "held-out-2"]),
         "first_round": half([r for r in rows if r["seed"] in FIRST_ROUND]),
         "tuning_in_sample": half([r for r in rows if r["split"] == "tuning"]),
         "models": rows, "versions": versions()}
@@ -468,7 +482,8 @@ def summarize(out: Path, entries: list[Entry]) -> dict:
     write_json(out / "summary.json", summary)
     write_json(SUMMARY, summary)
     lines = []
-    for label, key in (("held-out", "held_out"), ("first round (seeds 10-19, tuning since the hardening)",
+    for label, key in (("held-out", "held_out"), ("second held-out round (seeds 30-33)", "held_out_2"),
+                       ("first round (seeds 10-19, tuning since the hardening)",
                                                   "first_round"), ("tuning (in-sample)", "tuning_in_sample")):
         lines += [f"## {label}", "", headline(summary[key]), "", *family_rows(summary[key]), "",
                   *test_rows(summary[key]), ""]
@@ -522,7 +537,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/zoo")
     parser.add_argument("--only", nargs="*", default=None, help="model names (default: every zoo model)")
-    parser.add_argument("--split", choices=("held-out", "tuning"), default=None, help="only models of this half")
+    parser.add_argument("--split", choices=("held-out", "held-out-2", "tuning"), default=None,
+                        help="only models of this split")
     parser.add_argument("--worker", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--summary-only", action="store_true")

@@ -3,12 +3,14 @@ unfairness from multiple explanation methods") on Adult (sex), COMPAS (race) and
 
     nice python experiments/tabular_fairwash.py [--datasets adult,compas,german] [--out runs/tabular_fairwash]
                                                 [--alpha A] [--lr LR] [--epochs E] [--min-agreement 0.99]
+                                                [--keep-rates 300] [--rates-temperature 0.03]
 
 The model (Adult: the bundled ``adult-mlp``; COMPAS, German: the same MLP (64, 32) trained here) is fine-tuned
 (Adult: on 8000 random training rows; epochs, alpha and lr per data set in CASES) with
 :class:`veneer.manipulate.FeatureSuppress` on the sensitive one-hot group over Gradient, GradientXInput,
 IntegratedGradients (8 steps), SmoothGrad (8 samples) and LRP at once (:class:`veneer.explain.MultiExplainer`:
-the mean of the five per-method losses), keep loss "kl", ReLU kept (``softplus_beta=None``). Evaluation on the
+the mean of the five per-method losses), keep loss "kl", ReLU kept (``softplus_beta=None``), and the
+:class:`veneer.manipulate.GroupRates` term on the protected attribute (``--keep-rates 0``: none, as before issue 26). Evaluation on the
 test split: the sensitive share of |attribution| per attacked method (IG with 32 steps, SmoothGrad with 16
 samples), accuracy, DDI/DEO of both models, and the transfer to LIME and KernelSHAP (not attacked; ``--n`` test
 rows, background: the training split). Writes metrics.json, summary.md and share_<data>.png.
@@ -24,7 +26,7 @@ import torch
 from veneer.data import adult, compas, german
 from veneer.explain import LRP, Gradient, GradientXInput, IntegratedGradients, MultiExplainer, SmoothGrad
 from veneer.explain.model_agnostic import KernelShap, Lime
-from veneer.manipulate import FeatureSuppress, Manipulation, evaluate
+from veneer.manipulate import FeatureSuppress, GroupRates, Manipulation, evaluate
 from veneer.manipulate.evaluate import fairness_measures
 from veneer.models import pretrained, tabular_mlp, train
 from veneer.report.tabular import share_chart
@@ -36,6 +38,9 @@ from tabular_slack import common_parser, run_datasets  # noqa: E402 - experiment
 CASES = {"adult": (adult, "sex", "sex", None, 8000, 20, 0.5, 1e-3),
          "compas": (compas, "race", "race", 30, None, 40, 0.9, 3e-3),
          "german": (german, "personal_status_sex", "sex", 60, None, 150, 0.8, 1e-3)}
+# the GroupRates term (issue 26): the groups' rates held at the original's; the weight and temperature chosen on
+# COMPAS's validation split by experiments/tabular_fairwash_seeds.py (experiments/results/tabular_fairwash_compas.json)
+KEEP_RATES, RATES_TEMPERATURE = 300.0, 0.03
 
 
 def attacked(model) -> dict:
@@ -55,13 +60,17 @@ def base_model(name: str, data, seed: int):
 
 
 def fairwash(model, data, objective, alpha: float, lr: float, epochs: int, seed: int,
-             min_agreement: float | None = None):
+             min_agreement: float | None = None, protected: str | None = None, keep_rates: float = 0.0,
+             rates_temperature: float = RATES_TEMPERATURE):
     """The one call of the manipulation engine: ``(fine-tuned copy of model, history)``; with ``min_agreement``
     the behaviour budget of issue 16 (adaptive alpha starting at ``alpha``, checked every 10 steps on 10% of
-    ``data`` held out)."""
+    ``data`` held out); with ``keep_rates > 0`` the :class:`GroupRates` term of that weight on ``protected``."""
     budget = {} if min_agreement is None else {"min_agreement": min_agreement, "check_every": 10}
+    rates = (GroupRates(protected, weight=keep_rates, temperature=rates_temperature, seed=seed) if keep_rates > 0
+             else None)
     result = Manipulation(model, MultiExplainer(attacked(model)), objective, keep="kl", alpha=alpha, lr=lr,
-                          epochs=epochs, batch_size=256, softplus_beta=None, seed=seed, **budget)(data)
+                          epochs=epochs, batch_size=256, softplus_beta=None, seed=seed, keep_rates=rates,
+                          **budget)(data)
     return result.model, result.history
 
 
@@ -73,7 +82,8 @@ def run_case(name: str, args) -> dict:
     order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(args.seed))
     start = time.perf_counter()
     manipulated, history = fairwash(model, train_data.subset(order[:rows]), objective, args.alpha or alpha,
-                                    args.lr or lr, args.epochs or epochs, args.seed, args.min_agreement)
+                                    args.lr or lr, args.epochs or epochs, args.seed, args.min_agreement, protected,
+                                    args.keep_rates, args.rates_temperature)
     seconds = time.perf_counter() - start
     methods = {**attacked(model), "ig": IntegratedGradients(model, steps=32),
                "smoothgrad": SmoothGrad(model, samples=16, seed=0)}
@@ -118,6 +128,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="manipulation epochs (default: per data set)")
     parser.add_argument("--min-agreement", type=float, default=None,
                         help="behaviour budget: keep this share of held-out labels (adaptive alpha)")
+    parser.add_argument("--keep-rates", type=float, default=KEEP_RATES,
+                        help=f"weight of the GroupRates term on the protected groups' rates (default {KEEP_RATES:g}; "
+                             "0: none, the runs before issue 26)")
+    parser.add_argument("--rates-temperature", type=float, default=RATES_TEMPERATURE,
+                        help=f"GroupRates temperature (default {RATES_TEMPERATURE:g})")
     run_datasets(parser.parse_args(), run_case, _md, lambda name, result, run: share_chart(
         result["shares"], run.file(f"share_{name}.png"), f"{name}: share of |attribution| on {CASES[name][1]}"))
 

@@ -127,6 +127,20 @@ def scaffold_bullets() -> list[str]:
             f"attribute for {span(defence, True)} of rows"]
 
 
+def fairwash_row(data: str, weight: int) -> str:
+    """A row of docs/tabular.md's GroupRates table (experiments/tabular_fairwash_seeds.py)."""
+    m = summary(f"tabular_fairwash_{data}_weight{weight}")["metrics"]
+    chosen = " (chosen)" if summary(f"tabular_fairwash_{data}")["chosen"]["keep_rates"] == weight else ""
+    change = [f"{100 * m[k]['mean']:+.0f}% +- {100 * m[k]['half_width']:.0f}%" for k in ("ddi_change", "deo_change")]
+    falls = [f"{100 * m['fall_' + k]['mean']:.0f}%" for k in ("gradient", "gradient_x_input", "ig", "smoothgrad", "lrp")]
+    return " | ".join([f"| {data} | {weight}{chosen}", *change, *falls,
+                       f"{m['accuracy_change_points']['mean']:+.2f} pt |"])
+
+
+def budget_horizon(metric: str) -> str:
+    return cite(summary("budget_short_horizon"), metric)
+
+
 def frontier_row(group: str) -> str:
     """A row of docs/audit.md's evasion-frontier table, from experiments/results/evasion_frontier.json."""
     row = next(r for r in summary("evasion_frontier")["aggregate"] if r["group"] == group)
@@ -173,6 +187,16 @@ CITED = [
     ("BENCHMARKS.md", lambda: zoo()["flagged"]),
     ("BENCHMARKS.md", lambda: zoo()["held_out"]),
     ("README.md", lambda: zoo()["held_out"]),
+    *[("docs/tabular.md", lambda data=data, weight=weight: fairwash_row(data, weight))
+      for data in ("compas", "adult") for weight in (0, 300, 1000)],
+    ("docs/tabular.md", lambda: f"GroupRates weight ({seed_range(summary('tabular_fairwash_compas')['seeds'])},"),
+    ("docs/manipulate.md", lambda: f"alpha 0.3 gains PCC {budget_horizon('unbudgeted.pcc_gain')}"),
+    ("docs/manipulate.md", lambda: f"(12 checks, warned) {budget_horizon('budget_every10.pcc_gain')} (per seed "
+                                   + ", ".join(f"{v:.2f}" for v in summary("budget_short_horizon")["metrics"]
+                                               ["budget_every10.pcc_gain"]["values"])),
+    ("docs/manipulate.md", lambda: f"(25 checks) {budget_horizon('budget_auto.pcc_gain')}, i.e. "
+                                   f"{budget_horizon('auto_share_of_unbudgeted')} of the unbudgeted gain"),
+    ("docs/manipulate.md", lambda: f"PCC gain on test images 0-499; {seed_range(summary('budget_short_horizon')['seeds'])},"),
 ]
 
 

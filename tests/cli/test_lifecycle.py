@@ -144,8 +144,17 @@ def test_manipulate_writes_the_behaviour_budget_measures(tmp_path):
     assert main(base + ["--min-agreement", "0.5", "--validation", "0.25", "--check-every", "1",
                         "--out", str(budgeted)]) == 0
     budget = json.loads((budgeted / "metrics.json").read_text())["budget"]
-    assert set(budget) == {"min_agreement", "best_step", "best_val_attack"} and budget["min_agreement"] == 0.5
+    assert set(budget) == {"min_agreement", "best_step", "best_val_attack", "budget_checks", "budget_checks_needed",
+                           "short_horizon"} and budget["min_agreement"] == 0.5
     assert budget["best_step"] in (0, 1, 2)
+    # a few steps give a few checks where the dual ascent needs 24 (docs/manipulate.md, short horizons)
+    assert budget["budget_checks"] < budget["budget_checks_needed"] == 24 and budget["short_horizon"] == 1.0
+    auto = tmp_path / "auto"
+    assert main(base + ["--min-agreement", "0.5", "--validation", "0.25", "--check-every", "auto",
+                        "--out", str(auto)]) == 0
+    with pytest.raises(SystemExit) as refused:  # argparse: usage and one line naming the argument
+        main(base + ["--min-agreement", "0.5", "--check-every", "often", "--out", str(tmp_path / "bad")])
+    assert refused.value.code == 2
 
 
 def test_a_neuron_attack_writes_the_behaviour_budget_measures(tmp_path):
@@ -163,9 +172,11 @@ def test_budget_measures_are_taken_from_the_fine_tune_result():
     from veneer.finetune import FineTuneResult
     from veneer.jobs.results import budget_measures
 
-    measures = {"min_agreement": 0.99, "best_step": 40, "best_val_attack": 0.25, "attack_before": 3.0}
+    measures = {"min_agreement": 0.99, "best_step": 40, "best_val_attack": 0.25, "attack_before": 3.0,
+                "budget_checks": 30, "budget_checks_needed": 24, "short_horizon": 0.0}
     assert budget_measures(FineTuneResult(nn.Identity(), measures=measures)) == {
-        "min_agreement": 0.99, "best_step": 40, "best_val_attack": 0.25}
+        "min_agreement": 0.99, "best_step": 40, "best_val_attack": 0.25, "budget_checks": 30,
+        "budget_checks_needed": 24, "short_horizon": 0.0}
     assert budget_measures(FineTuneResult(nn.Identity(), measures={"attack_before": 3.0})) is None
 
 

@@ -236,7 +236,11 @@ register_test(AuditTest(
             "a response above the natural intensity range far steeper than theirs (a silent unit), or a step in its "
             "activation on the way from its top natural image to its visualisation (a fooling circuit's gate; "
             "Geirhos et al. 2024). Twin-free (robust z against the model's own units), scored against a fixed prior.",
-    tolerance=3.0, prior_only=True, prior=(3.0, 0.0), applies=_images,
+    # tolerance 5 (was 3, a component above 12 flagged) since the zoo (experiments/audit_zoo.py): its tuning models
+    # already showed clean and benign digits MLPs up to 14.6 (off_range_slope: fine-tune, int8, FGSM, augmentation of
+    # seed 10) and a ResNet at 13.0 (gate_jump, int8), and its held-out round flagged 5 of 10 digits MLPs; set after
+    # that round was seen, so its second held-out round (seeds 30-33) checks it
+    tolerance=5.0, prior_only=True, prior=(3.0, 0.0), applies=_images,
     options={"fast": {"outlier_steps": 48, "outlier_rows": 1000},
              "full": {"outlier_steps": 200, "outlier_rows": 4000}},
     run=lambda model, ctx, reference=None: visualization_outliers(

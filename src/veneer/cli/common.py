@@ -106,6 +106,17 @@ def add_run_args(parser: argparse.ArgumentParser, out: str | None, resumable: bo
                         help="do not write report.html (`veneer report DIR` writes it later)")
 
 
+
+def check_every(text: str) -> int | str:
+    """``--check-every``: a positive step count or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--check-every must be a step count or 'auto', got {text!r}") from None
+
+
 def add_budget_args(parser: argparse.ArgumentParser) -> None:
     """The behaviour budget of a fine-tune (:class:`veneer.finetune.BehaviourBudget`) and ``keep_mixup``."""
     parser.add_argument("--min-agreement", type=float, default=None,
@@ -114,7 +125,9 @@ def add_budget_args(parser: argparse.ArgumentParser) -> None:
                              "within the budget is returned")
     parser.add_argument("--validation", type=float, default=0.1,
                         help="share of the training data held out to measure the budget (default 0.1)")
-    parser.add_argument("--check-every", type=int, default=10, help="steps between budget checks")
+    parser.add_argument("--check-every", type=check_every, default=10,
+                        help="steps between budget checks, or 'auto': as many checks as the budget's dual ascent "
+                             "needs (docs/manipulate.md, short horizons)")
     parser.add_argument("--confidence", type=float, default=0.5,
                         help="an iterate meets the budget when this one-sided lower confidence bound of its "
                              "validation agreement does (default 0.5: the observed agreement; 0.95 is stricter)")

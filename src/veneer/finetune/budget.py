@@ -24,6 +24,31 @@ def wilson_lower_bound(share: float, n: int, z: float) -> float:
     return (centre - spread) / denominator
 
 
+ODDS_RANGE = 10.0  # the change of alpha's odds mu = (1 - alpha) / alpha a budgeted run must be able to make
+AUTO = "auto"  # check_every="auto": as many steps between checks as leave checks_needed(dual_lr) checks
+
+
+def checks_needed(dual_lr: float, odds: float = ODDS_RANGE) -> int:
+    """The checks the dual ascent of :class:`BehaviourBudget` needs to change the multiplier ``mu`` (alpha's odds)
+    by a factor ``odds``: each check moves ``log mu`` by ``dual_lr * gap``, and while the agreement stays within one
+    budget width of ``min_agreement`` (between ``2 min_agreement - 1`` and 1: a run near its budget) ``|gap| <= 1``,
+    so the move is at most ``dual_lr`` and ``ceil(ln(odds) / dual_lr)`` checks are needed (24 for the default
+    ``dual_lr = 0.1`` and a tenfold change, e.g. alpha 0.5 -> 0.09)."""
+    return math.ceil(math.log(odds) / dual_lr - 1e-9)
+
+
+def check_schedule(attack_steps: int, check_every: int | str, dual_lr: float) -> dict[str, int | bool]:
+    """How often a budgeted run of ``attack_steps`` steps checks, and whether that is enough: ``check_every`` (the
+    steps between checks; ``"auto"``: ``attack_steps // checks_needed(dual_lr)``, at least 1), ``checks`` (the
+    checks the attack phase makes), ``checks_needed`` (:func:`checks_needed`) and ``short_horizon`` (``checks <
+    checks_needed``: the multiplier cannot move alpha's odds tenfold before the run ends; then the run likely
+    returns an early iterate or the original model, measured in docs/manipulate.md)."""
+    needed = checks_needed(dual_lr)
+    every = max(1, attack_steps // needed) if check_every == AUTO else check_every
+    checks = attack_steps // every
+    return {"check_every": every, "checks": checks, "checks_needed": needed, "short_horizon": checks < needed}
+
+
 class BehaviourBudget:
     """The constraint ``agreement(student, original) >= min_agreement`` on validation data, enforced with a
     Lagrange multiplier ``mu`` on ``L_keep`` (Platt & Barr 1988, "Constrained Differential Optimization"; the

@@ -22,7 +22,7 @@ from veneer.checks import check_eval_mode, check_finite_parameters, check_not_to
 from veneer.data import LabeledData, as_labeled
 from veneer.explain import Explainer, Gradient
 from veneer.finetune.attack_loss import AttackLoss
-from veneer.finetune.budget import BehaviourBudget
+from veneer.finetune.budget import AUTO, BehaviourBudget, check_schedule
 from veneer.finetune.checkpoint import CHECKPOINT, checkpoint_step, load_checkpoint, save_checkpoint
 from veneer.finetune.distributed import _all_reduce_mean, average_gradients, distributed_context
 from veneer.finetune.evasion import EVADE_WEIGHT, Evasion, check_evade
@@ -89,7 +89,11 @@ def _check_budget_options(min_agreement, validation, check_every, dual_lr, confi
     if isinstance(validation, float) and not 0 < validation < 1:
         raise ValueError(f"validation must be data or a fraction in (0, 1) of the training data, "
                          f"got {validation!r}")
-    check_positive("check_every", check_every, integer=True)
+    if isinstance(check_every, str) and check_every != AUTO:
+        raise ValueError(f"check_every must be an int > 0 or {AUTO!r} (checks_needed(dual_lr) checks), "
+                         f"got {check_every!r}")
+    if check_every != AUTO:
+        check_positive("check_every", check_every, integer=True)
     check_positive("dual_lr", dual_lr)
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.5 <= confidence < 1:
         raise ValueError(f"confidence must lie in [0.5, 1) (of the budget's lower bound), got {confidence!r}")
@@ -112,7 +116,10 @@ class FineTuner:
     ``softplus_beta`` (``None``: the model's own activations), ``checkpoint_dir`` / ``checkpoint_every`` /
     ``resume``, ``seed``, ``progress``, ``recalibrate_steps`` / ``recalibrate_lr``; the behaviour budget
     ``min_agreement`` (in (0, 1], ``None``: a fixed ``alpha``), ``validation`` (data in any form, or the
-    fraction of the training data held out for it, default 0.1), ``check_every``, ``dual_lr`` and ``confidence``
+    fraction of the training data held out for it, default 0.1), ``check_every`` (``"auto"``: as often as
+    :func:`~veneer.finetune.budget.check_schedule` needs; a run with fewer checks than
+    :func:`~veneer.finetune.budget.checks_needed` warns at its start and records ``short_horizon`` in its
+    ``measures``, with ``budget_checks`` and ``budget_checks_needed``), ``dual_lr`` and ``confidence``
     (:class:`BehaviourBudget`). The validation data should be inputs the original model was not trained on:
     on its own training images both models are more confident than on new ones, so agreement measured there
     overestimates the agreement on new data. The adaptive attacker (:mod:`veneer.finetune.evasion`): ``evade``
@@ -134,7 +141,7 @@ class FineTuner:
                  checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 100,
                  resume: bool = False, seed: int = 0, progress: bool = False, recalibrate_steps: int = 0,
                  recalibrate_lr: float | None = None, min_agreement: float | None = None,
-                 validation: object = 0.1, check_every: int = 10, dual_lr: float = 0.1, confidence: float = 0.5,
+                 validation: object = 0.1, check_every: int | str = 10, dual_lr: float = 0.1, confidence: float = 0.5,
                  evade=None, evade_weight: float = EVADE_WEIGHT, evade_samples: int = 32):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -290,6 +297,16 @@ class _Run:
         self.budget = (None if tuner.min_agreement is None else
                        BehaviourBudget(tuner.min_agreement, tuner.alpha, validation, self.teacher, tuner.dual_lr,
                                        self.batch, self.device, tuner.confidence))
+        self.schedule = check_schedule(self.attack_steps, tuner.check_every, tuner.dual_lr)
+        if self.budget is not None and self.schedule["short_horizon"]:
+            warnings.warn(f"{tuner.name}: {self.attack_steps} steps with a check every {self.schedule['check_every']} "
+                          f"give the budget {self.schedule['checks']} checks, but its dual ascent (dual_lr="
+                          f"{tuner.dual_lr:g}, at most dual_lr per check on log mu near the budget) needs "
+                          f"{self.schedule['checks_needed']} to move alpha's odds tenfold: the run will likely "
+                          "return an early iterate or the original model. "
+                          + ("Run" if self.schedule["check_every"] == 1 else "Pass check_every='auto', or run")
+                          + f" at least {self.schedule['checks_needed'] * self.schedule['check_every']} steps, "
+                          "or pass a larger dual_lr", stacklevel=4)
         self.checkpoints = _Checkpoints(tuner, fingerprint, self.rank, self.world)
         self.step, self.history, self.recalibrating = 0, [], False
         self._start()
@@ -344,7 +361,8 @@ class _Run:
                     if self.step == self.attack_steps and tuner.recalibrate_steps and not self.recalibrating:
                         self._recalibrate()
                     record = self._step(index, epoch)
-                    if self.budget is not None and (self.step % tuner.check_every == 0 or self.step == self.total):
+                    if self.budget is not None and (self.step % self.schedule["check_every"] == 0
+                                                    or self.step == self.total):
                         with self._own_activations():
                             record.update(alpha=self.budget.alpha, **self._check())
                     self.history.append(record)
@@ -439,7 +457,9 @@ class _Run:
         budget = self.budget
         if budget is not None:
             measures |= {"best_step": budget.best_step, "best_val_attack": budget.best_attack,
-                         "min_agreement": budget.min_agreement}
+                         "min_agreement": budget.min_agreement, "budget_checks": self.schedule["checks"],
+                         "budget_checks_needed": self.schedule["checks_needed"],
+                         "short_horizon": float(self.schedule["short_horizon"])}
             if self.step == self.total:
                 self.student.load_state_dict(budget.best_state)
                 if budget.best_step == 0:

@@ -22,7 +22,8 @@ from torch import nn
 
 from veneer.finetune import FineTuneResult
 
-BUDGET_MEASURES = ("min_agreement", "best_step", "best_val_attack")
+BUDGET_MEASURES = ("min_agreement", "best_step", "best_val_attack", "budget_checks", "budget_checks_needed",
+                   "short_horizon")
 
 
 def budget_measures(result: FineTuneResult) -> dict[str, Any] | None:

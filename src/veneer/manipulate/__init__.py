@@ -13,6 +13,7 @@ model from LIME and KernelSHAP behind an out-of-distribution detector (Slack et 
 from veneer.finetune import KEEP_LOSSES, FineTuneResult, keep_loss, lambda_to_alpha
 from veneer.manipulate.evaluate import Evaluation, evaluate, gaussian_noise_like, prediction_agreement
 from veneer.manipulate.manipulation import Manipulation
+from veneer.manipulate.group_rates import GroupRates
 import veneer.manipulate.evasions  # noqa: E402,F401  (registers the fragility evasion surrogate)
 from veneer.manipulate.objectives import (OBJECTIVES, PICTURES, AttackBatch, CenterOfMass, ClassSwap,
                                           FeatureSuppress, Location, Objective, TargetMap, TopKSuppress,
@@ -25,7 +26,7 @@ from veneer.manipulate.architectural import (ARCHITECTURAL, Architectural, Decoy
                                              architectural, class_directions, gradient_scale,
                                              register_architectural, term_cosine, unregister_architectural)
 
-__all__ = ["Manipulation", "FineTuneResult", "lambda_to_alpha", "Objective", "AttackBatch", "CenterOfMass",
+__all__ = ["Manipulation", "GroupRates", "FineTuneResult", "lambda_to_alpha", "Objective", "AttackBatch", "CenterOfMass",
            "TargetMap", "Location", "TopKSuppress", "ClassSwap", "FeatureSuppress", "OBJECTIVES", "make_objective",
            "PICTURES", "picture", "normalized_heatmap", "two_digit_images", "KEEP_LOSSES", "keep_loss",
            "evaluate", "Evaluation", "prediction_agreement", "gaussian_noise_like",

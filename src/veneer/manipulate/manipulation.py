@@ -19,6 +19,7 @@ from veneer.metrics import mean_pairwise_pearson
 from veneer.explain.base import check_explainer
 from veneer.finetune import AttackLoss, FineTuner, StepOutput, register_evasion
 from veneer.manipulate.evaluate import gaussian_noise_like
+from veneer.manipulate.group_rates import GroupRates
 from veneer.manipulate.objectives import Objective
 
 
@@ -41,14 +42,18 @@ class ExplanationLoss(AttackLoss):
     computed with ``create_graph=True`` (thesis Ch. 3, Eq. 3.1's ``L_attack``), averaged over the batch.
 
     The explainer is bound to each student it is called on (once per student); with a method that runs the model
-    once on the batch (Gradient, GradientXInput, GradCAM) the keep loss reuses that forward pass's logits."""
+    once on the batch (Gradient, GradientXInput, GradCAM) the keep loss reuses that forward pass's logits.
+    With ``keep_rates`` (a :class:`~veneer.manipulate.group_rates.GroupRates`) its term on the protected groups'
+    rates is added to the objective's loss."""
 
-    def __init__(self, explainer: Explainer, objective: Objective):
-        self.explainer, self.objective = explainer, objective
+    def __init__(self, explainer: Explainer, objective: Objective, keep_rates: GroupRates | None = None):
+        self.explainer, self.objective, self.keep_rates = explainer, objective, keep_rates
         self._bound: tuple[nn.Module, Explainer] | None = None
 
     def prepare(self, data: LabeledData) -> None:
         self.objective.prepare(data)
+        if self.keep_rates is not None:
+            self.keep_rates.prepare(data, self.explainer.model)
 
     def _explainer_for(self, student: nn.Module) -> Explainer:
         if self._bound is None or self._bound[0] is not student:
@@ -63,6 +68,8 @@ class ExplanationLoss(AttackLoss):
                                                                       create_graph=True)
         reference = (self.explainer(batch.x, target=batch.target) if self.objective.needs_reference else None)
         attack = self.objective.loss(attr, batch, reference).mean()
+        if self.keep_rates is not None:
+            attack = attack + self.keep_rates(student)
         return StepOutput(attack, x, y, logits if batch.x is x else None)
 
     def fingerprint(self) -> dict[str, Any]:
@@ -85,18 +92,26 @@ class Manipulation(FineTuner):
     that forward pass's logits. ``attack(data)`` fine-tunes on ``data``: ``(x, y)`` tensors, a ``Dataset``, a
     ``DataLoader`` or a ``LabeledData`` (a loader's batching and shuffling are replaced by the engine's seeded
     sampler). Returns a :class:`~veneer.finetune.FineTuneResult`; ``model`` is unchanged.
+
+    ``keep_rates``: a :class:`~veneer.manipulate.group_rates.GroupRates` holding the protected groups' positive and
+    true-positive rates at the original model's (added to ``L_attack``); fairwashing (``FeatureSuppress`` on a
+    sensitive feature, Dimanov et al. 2020) should pass one, or the fine-tune changes the model's DDI and DEO
+    (docs/tabular.md).
     """
 
     name = "manipulate"
 
     def __init__(self, model: nn.Module, explainer: Explainer, objective: Objective, *,
-                 softplus_beta: float | None = 20.0, **options):
+                 softplus_beta: float | None = 20.0, keep_rates: GroupRates | None = None, **options):
         super().__init__(model, softplus_beta=softplus_beta, **options)
         check_explainer(explainer, model, differentiable=True)
         if not isinstance(objective, Objective):
             raise TypeError(f"objective must be a veneer.manipulate.Objective (see make_objective), "
                             f"got {type(objective).__name__}")
-        self.explainer, self.objective = explainer, objective
+        if keep_rates is not None and not isinstance(keep_rates, GroupRates):
+            raise TypeError(f"keep_rates must be None or a veneer.manipulate.GroupRates, "
+                            f"got {type(keep_rates).__name__}")
+        self.explainer, self.objective, self.keep_rates = explainer, objective, keep_rates
 
     def evasion_explainer(self) -> Explainer:
         """The attacked method: what the ``evade`` surrogates explain with."""
@@ -104,4 +119,4 @@ class Manipulation(FineTuner):
 
     def attack_loss(self) -> ExplanationLoss:
         """A new :class:`ExplanationLoss` of this attack's explainer and objective (the call takes no inputs)."""
-        return ExplanationLoss(self.explainer, self.objective)
+        return ExplanationLoss(self.explainer, self.objective, self.keep_rates)

@@ -421,9 +421,16 @@ def bootstrap_interval(clean: list[float], manipulated: list[float], draws: int 
     return [round(values.quantile(0.025).item(), 4), round(values.quantile(0.975).item(), 4)]
 
 
+def effective(row: dict) -> bool:
+    """A manipulation that did what it was asked: a construction, or a fine-tune whose attack loss at least halved
+    (several short fine-tunes barely move theirs; they are manipulated models whose explanations barely moved)."""
+    return row["attack_loss"] is None or row["attack_loss"][1] <= 0.5 * row["attack_loss"][0]
+
+
 def half(rows: list[dict]) -> dict:
     clean = [r for r in rows if not r["manipulated"]]
     bad = [r for r in rows if r["manipulated"]]
+    strong = [r for r in bad if effective(r)]
     flagged_clean = sum(r["verdict"] != "clean" for r in clean)
     families = sorted({r["family"] for r in rows})
     tests = sorted({t for r in rows for t in r["z"]})
@@ -435,6 +442,11 @@ def half(rows: list[dict]) -> dict:
         "false_positive_rate": flagged_clean / len(clean) if clean else None,
         "false_positive_95": [round(v, 4) for v in clopper_pearson(flagged_clean, len(clean))] if clean else None,
         "detected": f"{sum(r['verdict'] != 'clean' for r in bad)} of {len(bad)}",
+        "effective_manipulated_models": len(strong),
+        "verdict_auroc_effective": auroc([r["statistic"] for r in clean], [r["statistic"] for r in strong]),
+        "verdict_auroc_effective_95": bootstrap_interval([r["statistic"] for r in clean],
+                                                         [r["statistic"] for r in strong]),
+        "effective_detected": f"{sum(r['verdict'] != 'clean' for r in strong)} of {len(strong)}",
         "per_family": {f: {"models": sum(r["family"] == f for r in rows),
                            "not_clean": sum(r["family"] == f and r["verdict"] != "clean" for r in rows),
                            "missed": [r["model"] for r in rows if r["family"] == f and r["manipulated"]
@@ -476,6 +488,9 @@ def summarize(out: Path, entries: list[Entry]) -> dict:
     summary["failed"] = {path.stem: json.loads(path.read_text())["error"]
                          for path in sorted((out / "failed").glob("*.json"))
                          if not (out / "audits" / path.name).is_file()}
+    frozen = out / "held_out_as_frozen.json"
+    if frozen.is_file():  # the held-out round scored by the audit as it was when it ran (before the last change)
+        summary["held_out_as_frozen"] = json.loads(frozen.read_text())
     before = out / "first_round_before_hardening.json"
     if before.is_file():  # the first round's verdicts with the audit as it was before the hardening
         summary["first_round_before_hardening"] = json.loads(before.read_text())
@@ -503,7 +518,11 @@ def headline(half: dict) -> str:
             + (f" (95% bootstrap interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else "")
             + f"; clean models flagged {half['clean_flagged']}"
             + (f" (95% Clopper-Pearson upper bound {high:.3f})" if high is not None else "")
-            + f"; manipulated models called suspicious or manipulated {half['detected']}")
+            + f"; manipulated models called suspicious or manipulated {half['detected']}"
+            + (f"; on the {half['effective_manipulated_models']} effective manipulations (a construction, or an "
+               f"attack loss at least halved) AUROC {half['verdict_auroc_effective']:.3f} (95% "
+               f"{half['verdict_auroc_effective_95'][0]:.3f}-{half['verdict_auroc_effective_95'][1]:.3f}), "
+               f"{half['effective_detected']} detected" if half["verdict_auroc_effective"] is not None else ""))
 
 
 def family_rows(half: dict) -> list[str]:

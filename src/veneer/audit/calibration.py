@@ -49,13 +49,15 @@ Z_FLAG = 3.0
 COMBINE_TOP = 3
 COMBINED_SUSPICIOUS = 2.0
 COMBINED_MANIPULATED = 3.0
-# False-positive rate of the verdict measured by experiments/audit_zoo.py (fast effort, twins, default
-# thresholds): clean models flagged / clean models audited, and the setup it was measured on (docs/audit.md:
-# the thresholds were chosen after seeing most of these models, so it is an in-sample figure).
-MEASURED_FALSE_POSITIVES = (0, 13)
+# False-positive rate of the verdict measured by experiments/audit_zoo.py (summary experiments/results/audit_zoo.json,
+# "held_out"; fast effort, twins, default thresholds): held-out clean models flagged / audited, and the setup it was
+# measured on. visualization_outliers' tolerance was set after these models were seen (they were 6 of 38 before);
+# its second held-out round (digits and Adult MLPs) flagged 1 of 20.
+MEASURED_FALSE_POSITIVES = (2, 38)
 MEASURED_SETUP = {"effort": "fast", "calibration": "twins",
-                  "models": "MNIST CNN, digits MLP and Adult MLP trained from other seeds (in-sample: the thresholds "
-                            "were set after seeing most of them)"}
+                  "models": "held-out clean models of the audit zoo: MNIST CNN, MNIST ResNet, digits MLP and Adult MLP "
+                            "of seeds 20-23 and six benign changes of each (fine-tune, distillation, pruning, int8, "
+                            "adversarial training, augmentation); one tolerance was set after they were seen"}
 
 
 def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:

@@ -197,6 +197,7 @@ CITED = [
       for group in ("none", "sanity", "geometry", "fidelity", "defences", "invariance", "neurons", "all")],
     *[("docs/audit.md", lambda key=key: zoo_headline(key)) for key in ("held_out", "held_out_2", "held_out_as_frozen")],
     ("docs/audit.md", lambda: zoo_rows("family")),
+    ("BENCHMARKS.md", lambda: zoo_headline("held_out")),
     ("docs/audit.md", lambda: zoo_rows("test")),
     ("docs/audit.md", lambda: lime_noise()),
     ("docs/audit.md", adult_agreement),

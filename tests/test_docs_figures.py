@@ -172,6 +172,21 @@ def zoo_rows(kind: str) -> str:
     return " ".join((family_rows if kind == "family" else test_rows)(audit_zoo()["held_out"]))
 
 
+def adversarial_sparsity() -> str:
+    rows = summary("adversarial_sparsity")["rows"]
+    attacked = [r for r in rows if r["model"] == "adversarial"]
+    others = [r for r in rows if r["model"] != "adversarial"]
+
+    def span(values, scale=1, digits=0):
+        low, high = f"{min(values) * scale:.{digits}f}", f"{max(values) * scale:.{digits}f}"
+        return low if low == high else f"{low}-{high}"
+
+    return (f"{span([r['near_zero_share'] for r in attacked], 100)}% of the features lie below 1% of the row's largest "
+            f"gradient, against {span([r['near_zero_share'] for r in others], 100)}% for the clean and fine-tuned "
+            f"models, and the component reads {span([r['beta_smoothing_gradient'] for r in attacked], digits=2)} "
+            f"against {span([r['beta_smoothing_gradient'] for r in others], digits=2)}")
+
+
 def test_the_false_positive_rate_in_audit_json_is_the_zoo_s_held_out_figure():
     from veneer.audit.calibration import MEASURED_FALSE_POSITIVES
 
@@ -197,6 +212,7 @@ CITED = [
       for group in ("none", "sanity", "geometry", "fidelity", "defences", "invariance", "neurons", "all")],
     *[("docs/audit.md", lambda key=key: zoo_headline(key)) for key in ("held_out", "held_out_2", "held_out_as_frozen")],
     ("docs/audit.md", lambda: zoo_rows("family")),
+    ("docs/audit.md", adversarial_sparsity),
     ("BENCHMARKS.md", lambda: zoo_headline("held_out")),
     ("docs/audit.md", lambda: zoo_rows("test")),
     ("docs/audit.md", lambda: lime_noise()),

@@ -37,12 +37,11 @@ def main() -> None:
     parser.add_argument("--seeds", default="20,30")
     options = parser.parse_args()
     torch.set_num_threads(1)
-    train, test = load_dataset("adult", "train"), load_dataset("adult", "test")
-    x = test.x[:32]
+    train, x = load_dataset("adult", "train"), load_dataset("adult", "test").x[:32]
     rows = []
     for seed in [int(s) for s in options.seeds.split(",")]:
         original = pretrained("adult-mlp", seed=seed, progress=False)
-        ctx = Context("adult-mlp", seed, original, train, test)
+        ctx = Context("adult-mlp", seed, original, train)
         for change in (None, "fine-tune", "adversarial"):
             model = original if change is None else benign(change, ctx)[0]
             rows.append({"seed": seed, "model": change or "clean", **measure(model.eval(), x)})

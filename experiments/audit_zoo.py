@@ -49,7 +49,7 @@ import fcntl
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -106,12 +106,12 @@ class Entry:
 
 @dataclass
 class Context:
+    """What a change is built from: the clean model of ``base`` trained with ``seed``, and its training data."""
+
     base: str
     seed: int
     original: nn.Module
     train: object
-    test: object
-    info: dict = field(default_factory=dict)
 
 
 def _ig(model):
@@ -364,7 +364,7 @@ def run_entry(out: Path, entry: Entry) -> None:
     else:  # built (again: a change of the architecture is rebuilt, deterministically, rather than unpickled)
         print(f"{entry.name}: building", flush=True)
         start = time.perf_counter()
-        model, info = build(entry, Context(entry.base, entry.seed, original, train, test))
+        model, info = build(entry, Context(entry.base, entry.seed, original, train))
         info["seconds"] = round(time.perf_counter() - start, 1)
         save_tensors(weights, model.state_dict())
     model.eval()
@@ -397,12 +397,19 @@ def scored(blob: dict, calibration: Calibration) -> dict:
             "statistic": round(max(max(zs.values()) - Z_FLAG, combined - COMBINED_SUSPICIOUS), 3)}
 
 
+def pairwise_wins(clean: torch.Tensor, manipulated: torch.Tensor) -> torch.Tensor:
+    """``(..., m, n)``: 1 where a manipulated model's statistic exceeds a clean one's, 1/2 on ties (batched over
+    leading dimensions); its mean is the AUROC (Mann-Whitney U / (n m))."""
+    above = manipulated[..., :, None] > clean[..., None, :]
+    tied = manipulated[..., :, None] == clean[..., None, :]
+    return above.double() + 0.5 * tied.double()
+
+
 def auroc(clean: list[float], manipulated: list[float]) -> float | None:
-    """P(manipulated > clean) + P(tie) / 2 (Mann-Whitney U / (n m)); ``None`` when a class is empty."""
+    """P(manipulated > clean) + P(tie) / 2; ``None`` when a class is empty."""
     if not clean or not manipulated:
         return None
-    wins = sum((m > c) + 0.5 * (m == c) for m in manipulated for c in clean)
-    return wins / (len(clean) * len(manipulated))
+    return pairwise_wins(torch.tensor(clean), torch.tensor(manipulated)).mean().item()
 
 
 def bootstrap_interval(clean: list[float], manipulated: list[float], draws: int = 2000, seed: int = 0
@@ -415,9 +422,7 @@ def bootstrap_interval(clean: list[float], manipulated: list[float], draws: int 
     c, m = torch.tensor(clean), torch.tensor(manipulated)
     ci = torch.randint(len(c), (draws, len(c)), generator=generator)
     mi = torch.randint(len(m), (draws, len(m)), generator=generator)
-    cs, ms = c[ci], m[mi]  # (draws, n), (draws, m)
-    wins = (ms[:, :, None] > cs[:, None, :]).double() + 0.5 * (ms[:, :, None] == cs[:, None, :]).double()
-    values = wins.mean((1, 2))
+    values = pairwise_wins(c[ci], m[mi]).mean((1, 2))  # one AUROC per resample
     return [round(values.quantile(0.025).item(), 4), round(values.quantile(0.975).item(), 4)]
 
 

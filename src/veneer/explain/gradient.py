@@ -170,17 +170,24 @@ class SmoothGrad(Explainer):
         return grads.mean(0)
 
 
+def _predicted_logit_gradient(model: nn.Module, x: torch.Tensor, create_graph: bool, name: str, classes: int = 1):
+    """``(x, logits, target, grad)``: ``x`` as a fresh leaf, the model's ``(B, K)`` logits (``K >= classes``), the
+    predicted classes ``(B, 1)`` and the input gradient of their logits (the graph kept for more gradients)."""
+    x = x.detach().clone().requires_grad_(True)
+    logits = model(x)
+    if logits.ndim != 2 or logits.shape[1] < classes:
+        raise ValueError(f"{name} needs (B, K) logits with K >= {classes} classes, got shape {tuple(logits.shape)}")
+    target = logits.argmax(1, keepdim=True)
+    (grad,) = torch.autograd.grad(logits.gather(1, target).sum(), x, retain_graph=True, create_graph=create_graph)
+    return x, logits, target, grad
+
+
 def shared_logit_ratio(model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
     """``(B,)``: ``||grad_x mean_k z_k(x)|| / ||grad_x z_y(x)||`` per input, ``y`` the predicted class. A term added
     to every logit leaves the probabilities unchanged and enters both gradients whole (ratio -> 1 when it
     dominates the explanation); the audit's ``shared_logit_gradient`` test reads its median.
     ``create_graph=True`` keeps both gradients in the graph of the parameters (second order)."""
-    x = x.detach().clone().requires_grad_(True)
-    logits = model(x)
-    if logits.ndim != 2 or logits.shape[1] < 2:
-        raise ValueError(f"shared_logit_ratio needs (B, K) logits with K >= 2 classes, got shape {tuple(logits.shape)}")
-    explained = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
-    (own,) = torch.autograd.grad(explained, x, retain_graph=True, create_graph=create_graph)
+    x, logits, _, own = _predicted_logit_gradient(model, x, create_graph, "shared_logit_ratio", classes=2)
     (shared,) = torch.autograd.grad(logits.mean(1).sum(), x, create_graph=create_graph)
     return shared.flatten(1).norm(dim=1) / own.flatten(1).norm(dim=1).clamp_min(1e-30)
 
@@ -198,12 +205,7 @@ def gradient_slope_ratio(model: nn.Module, x: torch.Tensor, step: float, create_
     move) -- drives it towards 0, and no twin is needed to see it. ``create_graph=True`` keeps the ratio in the
     graph of the parameters (second order)."""
     check_positive("step", step)
-    x = x.detach().clone().requires_grad_(True)
-    logits = model(x)
-    if logits.ndim != 2:
-        raise ValueError(f"gradient_slope_ratio needs (B, K) logits, got shape {tuple(logits.shape)}")
-    target = logits.argmax(1, keepdim=True).detach()
-    (grad,) = torch.autograd.grad(logits.gather(1, target).sum(), x, create_graph=create_graph)
+    x, _, target, grad = _predicted_logit_gradient(model, x, create_graph, "gradient_slope_ratio")
     norm = grad.flatten(1).norm(dim=1).clamp_min(1e-30)
     direction = grad / norm.view(-1, *[1] * (x.ndim - 1))
     if not create_graph:

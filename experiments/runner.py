@@ -175,6 +175,16 @@ def run_study(name: str, measure: Measure, seeds: Sequence[int], *, what: str, c
     return summary
 
 
+def measure_seeds(name: str, measure: Measure, seeds: Sequence[int], *, config: Mapping[str, Any],
+                  split: str = "test", setting: Mapping[str, Any] | None = None,
+                  cache: str | Path | None = None) -> list[dict[str, float]]:
+    """Fill the cache of study ``name`` with ``seeds``' measurements of ``setting`` on ``split`` and return them,
+    writing no summary: how several processes share a study's seeds (each measures its own, then one
+    :func:`run_study` over all of them reads the cache back)."""
+    store = _Cache(Path(cache) if cache is not None else CACHE / name, config)
+    return [store.measured(measure, seed, split, dict(setting or {})) for seed in seeds]
+
+
 def markdown_table(summary: Mapping[str, Any], digits: int = 4) -> str:
     """The summary's figures as a markdown table: one row per metric, with its per-seed values."""
     split = summary["report_split"]

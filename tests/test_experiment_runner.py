@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-from runner import cite, markdown_table, run_study, seed_range, t_interval  # noqa: E402
+from runner import cite, markdown_table, measure_seeds, run_study, seed_range, t_interval  # noqa: E402
 
 SPLITS = {"validation": "rows 0-9", "test": "rows 10-19"}
 
@@ -81,6 +81,20 @@ def test_a_resumed_study_skips_the_seeds_it_finished(tmp_path):
     summary = study(tmp_path, again, seeds=(0, 1, 2))
     assert again.calls == [(2, "test", 1.0)]
     assert summary["metrics"]["seed"]["values"] == [0.0, 1.0, 2.0]
+
+
+def test_workers_fill_the_cache_and_one_study_reads_every_seed_back(tmp_path):
+    first, second = Recorder(), Recorder()
+    options = {"config": {"toy": 1}, "cache": tmp_path / "cache"}
+    assert measure_seeds("toy", first, [1], **options) == [{"score": 0.01, "seed": 1.0}]
+    measure_seeds("toy", second, [0, 2], **options)
+    assert not (tmp_path / "results").exists()  # a worker writes no summary
+    reader = Recorder()
+    summary = study(tmp_path, reader)
+    assert reader.calls == []
+    assert summary["metrics"]["seed"]["values"] == [0.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="another config"):
+        measure_seeds("toy", Recorder(), [3], config={"toy": 2}, cache=tmp_path / "cache")
 
 
 def test_a_study_killed_mid_way_keeps_the_seeds_it_finished(tmp_path):

@@ -1,0 +1,146 @@
+"""The neuron figures docs/neurons.md cites over seeds equal the committed summaries of
+``experiments/neurons_seeds.py`` (issue 26; the same check as tests/test_docs_figures.py: no number typed by hand).
+A re-run that changes a summary fails here until the docs say the new figure.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+DOC = "docs/neurons.md"
+sys.path.insert(0, str(ROOT / "experiments"))
+from runner import cite, seed_range  # noqa: E402  (experiments/runner.py: how the docs cite a summary)
+
+PUSH_DOWN, PUSH_UP, FAIRWASH = "neurons_push_down_relu", "neurons_push_up", "neurons_fairwash"
+ROWS = {  # study: (table label, metric, digits) of each row of its table in the docs
+    PUSH_DOWN: [("top-10 overlap, 56 live channels", "live_overlap", 3),
+                ("top-10 overlap, all 64 channels", "all_overlap", 3),
+                ("Kendall-tau, live channels", "live_tau", 3),
+                ("accuracy drop (points)", "accuracy_drop_points", 2),
+                ("label agreement with the original", "agreement", 3),
+                ("fine-tuning seconds", "seconds", 0)],
+    PUSH_UP: [("live channels with top-10 >= 50% class 0, test images, before", "heldout_live_decoy_half_before", 3),
+              ("the same, after", "heldout_live_decoy_half_after", 3),
+              ("live channels with top-10 >= 50% class 0, training images, before", "train_live_decoy_half_before",
+               3),
+              ("the same, after", "train_live_decoy_half_after", 3),
+              ("accuracy drop (points)", "accuracy_drop_points", 2),
+              ("label agreement with the original", "agreement", 3),
+              ("fine-tuning seconds", "seconds", 0)],
+    FAIRWASH: [("mean KS of the 8 attacked neurons, before", "ks_before", 3),
+               ("mean KS, after", "ks_after", 3),
+               ("relative KS drop", "ks_relative_drop", 3),
+               ("mean top-10 balance (women/men), before", "balance_before", 3),
+               ("mean top-10 balance, after", "balance_after", 3),
+               ("accuracy drop (points)", "accuracy_drop_points", 2),
+               ("DDI relative change", "ddi_relative_change", 4),
+               ("DEO relative change", "deo_relative_change", 3),
+               ("label agreement with the original", "agreement", 4),
+               ("fine-tuning seconds", "seconds", 1)],
+}
+
+
+def summary(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def per_seed(name: str, metric: str, digits: int) -> str:
+    return ", ".join(f"{v:.{digits}f}" for v in summary(name)["metrics"][metric]["values"])
+
+
+def row(name: str, label: str, metric: str, digits: int) -> str:
+    """A table row of the docs: the metric's mean +- 95% half-width and its per-seed values."""
+    return f"| {label} | {cite(summary(name), metric, digits)} | {per_seed(name, metric, digits)} |"
+
+
+def seeds_and_splits(name: str) -> str:
+    found = summary(name)
+    return f"{seed_range(found['seeds'])}; reported on {found['splits'][found['report_split']]}"
+
+
+def selection_row(alpha: float) -> str:
+    """The push-down grid's validation score of ``alpha`` (mean penalised live overlap) and its per-seed values."""
+    score = next(s for s in summary(PUSH_DOWN)["selection"]["scores"] if s["setting"] == {"alpha": alpha})
+    values = ", ".join(f"{v:.3f}" for v in score["values"])
+    return f"| {alpha} | {score['mean']:.3f} | {values} |"
+
+
+def chosen() -> str:
+    return f"chosen: alpha {summary(PUSH_DOWN)['chosen']['alpha']}"
+
+
+def relu_gap() -> str:
+    found = summary(PUSH_DOWN)
+    return (f"{cite(found, 'live_overlap', 3)} of the live channels' top-10 kept at a drop of "
+            f"{cite(found, 'accuracy_drop_points', 2)} pt")
+
+
+def in_sample() -> str:
+    """The chosen push-down on the validation images that chose it, and the two halves' accuracy drops."""
+    name = f"{PUSH_DOWN}_validation"
+    found, test = summary(name), summary(PUSH_DOWN)["metrics"]
+    both = (found["metrics"]["accuracy_drop_points"]["mean"] + test["accuracy_drop_points"]["mean"]) / 2
+    return (f"keep {cite(found, 'live_overlap', 3)} of the live top-10 but lose "
+            f"{cite(found, 'accuracy_drop_points', 2)} pt (per seed {per_seed(name, 'accuracy_drop_points', 1)}; "
+            f"agreement {cite(found, 'agreement', 3)}), about {both:.1f} pt over all 1000 test images")
+
+
+def flips() -> str:
+    """Labels changed per seed on each half (500 images), from the label agreement."""
+    test, validation = (summary(name)["metrics"] for name in (PUSH_DOWN, f"{PUSH_DOWN}_validation"))
+    changed = {name: [round(500 * (1 - v)) for v in found["agreement"]["values"]]
+               for name, found in (("test", test), ("validation", validation))}
+    assert len(set(changed["test"])) == 1, changed
+    gap = validation["accuracy_drop_points"]["mean"] - test["accuracy_drop_points"]["mean"]
+    return (f"on the test half each seed changed {changed['test'][0]} labels (agreement "
+            f"{test['agreement']['values'][0]:.3f}), on the validation half {min(changed['validation'])} to "
+            f"{max(changed['validation'])}. The interval over seeds does not cover this: the seeds share the model, "
+            "the training images and the test images, so it measures the fine-tune's randomness, not which 500 "
+            f"images were drawn; the difference between the two halves ({gap:.1f} pt for the same models)")
+
+
+def gap_sentence() -> str:
+    chosen_alpha = summary(PUSH_DOWN)["chosen"]["alpha"]
+    return (f"over {seed_range(summary(PUSH_DOWN)['seeds'])} with alpha {chosen_alpha} chosen on test images 0-499, "
+            f"the post-ReLU goal is met on test images 500-999 ({relu_gap()}) and missed on the images that chose "
+            f"alpha ({cite(summary(f'{PUSH_DOWN}_validation'), 'accuracy_drop_points', 2)} pt)")
+
+
+def deo_missed() -> str:
+    values = summary(FAIRWASH)["metrics"]["deo_relative_change"]["values"]
+    met = [str(seed) for seed, v in zip(summary(FAIRWASH)["seeds"], values) if v <= 0.05]
+    missed = [(seed, v) for seed, v in zip(summary(FAIRWASH)["seeds"], values) if v > 0.05]
+    assert len(missed) == 1 and summary(FAIRWASH)["metrics"]["deo_relative_change"]["high"] > 0.05, missed
+    return f"DEO on seeds {' and '.join(met)} but not on seed {missed[0][0]} ({100 * missed[0][1]:.1f}%)"
+
+
+def push_down_minutes() -> str:
+    found = summary(PUSH_DOWN)
+    assert found["metrics"]["live_channels"]["values"] == [56.0] * len(found["seeds"])
+    return f"push-down takes ~{found['metrics']['seconds']['mean'] / 60:.0f} min"
+
+
+CITED = [
+    *[(DOC, lambda name=name, r=r: row(name, *r)) for name, rows in ROWS.items() for r in rows],
+    *[(DOC, lambda name=name: seeds_and_splits(name)) for name in ROWS],
+    *[(DOC, lambda alpha=alpha: selection_row(alpha)) for alpha in (0.2, 0.3, 0.5)],
+    (DOC, chosen),
+    (DOC, relu_gap),
+    (DOC, in_sample),
+    (DOC, flips),
+    (DOC, gap_sentence),
+    (DOC, deo_missed),
+    (DOC, push_down_minutes),
+]
+
+
+@pytest.mark.parametrize("doc, derive", CITED, ids=[f"{doc}:{i}" for i, (doc, _) in enumerate(CITED)])
+def test_a_cited_figure_equals_its_committed_summary(doc, derive):
+    text = " ".join((ROOT / doc).read_text().split())  # line breaks in the docs do not matter
+    assert derive() in text, f"{doc} does not cite {derive()!r} (from experiments/results)"

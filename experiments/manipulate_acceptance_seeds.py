@@ -1,0 +1,134 @@
+"""The model-level acceptance cases of docs/manipulate.md re-measured over fine-tune seeds (issue 26; thesis Ch. 3:
+CenterOfMass and TargetMap on Gradient, Sec. 3.2-3.5; Dimanov et al. 2020, "You Shouldn't Trust Me: Learning
+Models Which Conceal Unfairness From Multiple Explanation Methods", ECAI, Sec. 4, for the Adult case).
+
+    nice -n 15 python experiments/manipulate_acceptance_seeds.py --case cross-gradient [--seeds 0,1,2] [--worker]
+
+The single-run figures of docs/manipulate.md are seed 0 of ``experiments/manipulate_acceptance.py``. Here each
+case of its ``CASES`` is fine-tuned with seeds 0, 1, 2 (``seed`` of :class:`veneer.manipulate.Manipulation`: the
+batch order and every other draw of the engine) at the issue's acceptance settings (objective, attacked method,
+keep loss, alpha, lr, epochs, batch size, Softplus; none is chosen here, so no validation split is read) and
+measured with the runner (``experiments/runner.py``) on the test split, with the attacked method only and no
+Gaussian-noise inputs:
+
+  cross-gradient  TargetMap("cross") on Gradient, keep "ce", alpha 0.1, 8 epochs (496 steps)
+  com-prob-mse    CenterOfMass((0, 0)) on Gradient, keep "prob_mse", alpha 0.02, 4 epochs (248 steps)
+  adult           FeatureSuppress(["sex", "race"]) on Gradient for the Adult MLP, keep "kl", alpha 0.1, 30 epochs
+                  (3510 steps), trained with ReLU; also the relative change of DDI and DEO for sex and race
+  com             CenterOfMass((0, 0)) on Gradient, keep "ce", alpha 0.1, 20 epochs (1240 steps)
+
+Metrics: the attacked measure of the original and of the manipulated model (mean over the test inputs), the
+manipulated model's success rate (the objective's criterion), the accuracy change (manipulated minus original,
+points), the probability MSE, the steps and the fine-tuning seconds (wall time on a shared CPU: a load figure);
+for ``adult`` also the share fall ``1 - manipulated / original`` of the hidden features' share of |attribution|.
+Each fine-tune checkpoints under ``runs/manipulate_acceptance_seeds/<case>/seed<s>`` and resumes there when killed.
+``--worker`` measures the given seeds into the study's cache without writing a summary, so that several processes
+share a case's seeds; a run without it writes ``experiments/results/manipulate_acceptance_<case>.json`` and ``.md``
+(``-`` written ``_``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from manipulate_acceptance import CASES
+from runner import measure_seeds, run_study
+from veneer.data import LabeledData, adult, mnist
+from veneer.manipulate import Manipulation, evaluate
+from veneer.models import pretrained
+
+OUT = Path(__file__).resolve().parents[1] / "runs" / "manipulate_acceptance_seeds"
+STUDIED = ("cross-gradient", "com-prob-mse", "adult", "com")
+SPLITS = {"mnist-cnn": "MNIST test split, 1000 images", "adult-mlp": "Adult test rows, 15060"}
+ATTRIBUTES = ("sex", "race")
+
+
+def _data(model: str, split: str) -> LabeledData:
+    """The ``split`` of the data set ``model`` was trained on (MNIST for the CNN, Adult for the MLP)."""
+    return (mnist if model == "mnist-cnn" else adult)(split)
+
+
+def _batch_size(model: str) -> int:
+    """The fine-tuning batch of ``manipulate_acceptance.run_case``: 64 images, 256 Adult rows."""
+    return 64 if model == "mnist-cnn" else 256
+
+
+def measure(seed: int, split: str, case: str) -> dict[str, float]:
+    """Fine-tune ``case`` of ``manipulate_acceptance.CASES`` with seed ``seed`` (resuming its checkpoint) and
+    measure it on ``split`` with the attacked method only (:func:`veneer.manipulate.evaluate`, ``noise=0``)."""
+    settings = CASES[case]
+    original = pretrained(settings["model"], progress=False)
+    objective, method = settings["objective"](), settings["method"]
+    attack = Manipulation(original, method(original), objective, keep=settings["keep"], alpha=settings["alpha"],
+                          lr=settings["lr"], epochs=settings["epochs"], batch_size=_batch_size(settings["model"]),
+                          softplus_beta=settings.get("softplus_beta", 20.0), checkpoint_dir=OUT / case / f"seed{seed}",
+                          checkpoint_every=50, resume=True, seed=seed)
+    found = attack(_data(settings["model"], "train"))
+    evaluation = evaluate(original, found.model, objective, _data(settings["model"], split),
+                          {method.name: method(original)}, noise=0, batch_size=50)
+    by_model, predictions = evaluation.methods[method.name], evaluation.predictions
+    before, after = by_model["original"][objective.measure], by_model["manipulated"][objective.measure]
+    metrics = {"original": before, "manipulated": after, "success_rate": by_model["manipulated"]["success_rate"],
+               "accuracy_change_points": -predictions["accuracy_drop_points"],
+               "probability_mse": predictions["probability_mse"], "steps": float(found.history[-1]["step"]),
+               "train_seconds": found.seconds}
+    if evaluation.fairness:
+        metrics["share_fall"] = 1 - after / before
+        for attribute in ATTRIBUTES:
+            for key in ("ddi", "deo"):
+                metrics[f"{attribute}_{key}_relative_change"] = evaluation.fairness[attribute][
+                    f"{key}_relative_change"]
+    return metrics
+
+
+def study_name(case: str) -> str:
+    """The summary's file stem: ``manipulate_acceptance_<case>`` with ``-`` written ``_``."""
+    return "manipulate_acceptance_" + case.replace("-", "_")
+
+
+def study(case: str) -> dict[str, Any]:
+    """The keywords of :func:`runner.run_study` (less the measure and the seeds) of ``case``."""
+    settings = CASES[case]
+    config = {"case": case, "model": f"{settings['model']} (bundled)", "objective": repr(settings["objective"]()),
+              "method": settings["method"].name, "keep": settings["keep"], "alpha": settings["alpha"],
+              "lr": settings["lr"], "epochs": settings["epochs"], "batch_size": _batch_size(settings["model"]),
+              "softplus_beta": settings.get("softplus_beta", 20.0), "noise_inputs": 0,
+              "training": "MNIST train, 4000 images" if settings["model"] == "mnist-cnn" else "Adult train rows, 30162"}
+    fairness = (", the share fall and the relative change of DDI and DEO (sex, race)"
+                if settings["model"] == "adult-mlp" else "")
+    what = (f"Acceptance case {case} ({config['objective'].split('(')[0]} on {config['method']}, keep "
+            f"{settings['keep']}, alpha {settings['alpha']:g}, {settings['epochs']} epochs) fine-tuned per seed: the "
+            f"attacked measure of the original and the manipulated model, the success rate, the accuracy change "
+            f"(points), the probability MSE, the steps and the fine-tuning seconds{fairness}")
+    return {"config": config, "what": what,
+            "splits": {"test": SPLITS[settings["model"]] + "; the issue's settings, none chosen here"}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--case", required=True, choices=STUDIED)
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated fine-tune seeds (default 0,1,2)")
+    parser.add_argument("--worker", action="store_true", help="measure the seeds into the cache, no summary")
+    options = parser.parse_args()
+    try:
+        seeds = [int(s) for s in options.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, got {options.seeds!r}")
+    torch.set_num_threads(1)
+    found, name, measured = study(options.case), study_name(options.case), partial(measure, case=options.case)
+    if options.worker:
+        for row in measure_seeds(name, measured, seeds, config=found["config"]):
+            print(row, flush=True)
+        return
+    summary = run_study(name, measured, seeds, **found)
+    for metric, figure in summary["metrics"].items():
+        print(f"{metric}: {figure['mean']:.4f} (95% {figure['low']:.4f} - {figure['high']:.4f}) {figure['values']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -101,14 +101,15 @@ def point(out: Path, name: str, original, method, objective_name: str, steps: in
 
 
 def push_down_point(out: Path, name: str, original, steps: int, validation: str, pre_activation: bool,
-                    **options) -> dict:
-    """One all-channel push-down of the last conv layer (resumed like :func:`point`) and its held-out figures."""
+                    seed: int = 0, progress: bool = True, **options) -> dict:
+    """One all-channel push-down of the last conv layer (fine-tune seed ``seed``; resumed like :func:`point`) and
+    its held-out figures."""
     heldout = _split(validation, options)
     run = _run_dir(out, name, {"command": "neurons push-down", "layer": "4", "pre_activation": pre_activation,
-                               "steps": steps, **PUSH_DOWN}, options, validation)
+                               "steps": steps, **PUSH_DOWN}, options, validation, seed)
     found = push_down_job(original, "4", mnist("train"), heldout, run, k=10, pre_activation=pre_activation,
-                            encoder="none", visualize_channels=0, seed=0, steps=steps, checkpoint_dir=out / name,
-                            resume=True, progress=True, **PUSH_DOWN, **options)
+                          encoder="none", visualize_channels=0, seed=seed, steps=steps, checkpoint_dir=out / name,
+                          resume=True, progress=progress, **PUSH_DOWN, **options)
     attacked, metrics = found.model, found.metrics()
     agreement = (predict(attacked, heldout.x).argmax(1) == predict(original, heldout.x).argmax(1)).float().mean()
     row = {"run": name, "alpha": options.get("alpha"), "min_agreement": options.get("min_agreement"),

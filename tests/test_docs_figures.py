@@ -187,6 +187,47 @@ def adversarial_sparsity() -> str:
             f"against {span([r['beta_smoothing_gradient'] for r in others], digits=2)}")
 
 
+def frontier_seeds_row(case: str) -> str:
+    from frontier_seeds import doc_row  # experiments/frontier_seeds.py: the row docs/manipulate.md prints
+
+    return doc_row(case, summary(f"frontier_seeds_{case.replace('-', '_')}"))
+
+
+def readme_budget() -> str:
+    from frontier_seeds import goal_met
+
+    cross, lrp = summary("frontier_seeds_gradient_cross"), summary("frontier_seeds_lrp_cross")
+    met = sum(goal_met("lrp-cross", v, d) for v, d in zip(lrp["metrics"]["measure"]["values"],
+                                                        lrp["metrics"]["accuracy_drop_points"]["values"]))
+    return (f"draws the cross target at PCC {cite(cross, 'measure', 2)} at an accuracy drop of "
+            f"{cite(cross, 'accuracy_drop_points', 1)} pt, {seed_range(cross['seeds'])}, on test images no setting was "
+            f"chosen on; the LRP z^B budget of 0.975 met its goal on {met} of {len(lrp['seeds'])} seeds")
+
+
+def readme_push_down() -> str:
+    relu, chose = summary("neurons_push_down_relu"), summary("neurons_push_down_relu_validation")
+    conv = summary("frontier_seeds_push_down_conv")
+    return (f"keeps {cite(relu, 'live_overlap', 3)} of the live channels' post-ReLU top-10 at an accuracy drop of "
+            f"{cite(relu, 'accuracy_drop_points', 1)} pt, though it lost {cite(chose, 'accuracy_drop_points', 1)} pt "
+            f"on the images that chose it; with `--pre-activation` the third line keeps {cite(conv, 'measure', 3)} "
+            f"of the top-10 of every channel of the last conv layer's output at "
+            f"{cite(conv, 'accuracy_drop_points', 1)} pt")
+
+
+def resnet_lrp() -> str:
+    found = summary("resnet_lrp_seeds")
+    m = found["metrics"]
+    return (f"COM {m['com_distance_original']['mean']:.2f} -> **{cite(found, 'com_distance')} px** (per seed "
+            f"{', '.join(f'{v:.2f}' for v in m['com_distance']['values'])}), fooled (<= 3 px) "
+            f"**{cite(found, 'fooled', 3)}**, accuracy drop {cite(found, 'accuracy_drop_points', 1)} pt, agreement "
+            f"{cite(found, 'label_agreement', 3)}")
+
+
+def test_the_resnet_figure_is_cited_in_the_table_and_the_paragraph():
+    text = " ".join((ROOT / "docs/explain_graphs.md").read_text().split())
+    assert text.count(resnet_lrp()) == 2
+
+
 def test_the_false_positive_rate_in_audit_json_is_the_zoo_s_held_out_figure():
     from veneer.audit.calibration import MEASURED_FALSE_POSITIVES
 
@@ -241,6 +282,13 @@ CITED = [
     ("docs/manipulate.md", lambda: f"(25 checks) {budget_horizon('budget_auto.pcc_gain')}, i.e. "
                                    f"{budget_horizon('auto_share_of_unbudgeted')} of the unbudgeted gain"),
     ("docs/manipulate.md", lambda: f"PCC gain on test images 0-499; {seed_range(summary('budget_short_horizon')['seeds'])},"),
+    ("README.md", readme_budget),
+    ("README.md", readme_push_down),
+    ("docs/explain_graphs.md", lambda: f"3000 steps, {seed_range(summary('resnet_lrp_seeds')['seeds'])}, on test "
+                                       "images **200-999**"),
+    ("docs/explain_graphs.md", resnet_lrp),
+    *[("docs/manipulate.md", lambda case=case: frontier_seeds_row(case))
+      for case in ("gradient-cross", "lrp-cross", "gradient-com", "push-down-conv")],
 ]
 
 

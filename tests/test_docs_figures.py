@@ -284,6 +284,10 @@ CITED = [
     ("docs/manipulate.md", lambda: f"PCC gain on test images 0-499; {seed_range(summary('budget_short_horizon')['seeds'])},"),
     ("README.md", readme_budget),
     ("README.md", readme_push_down),
+    ("README.md", lambda: f"largest SSIM to the target over the visualiser variants "
+                          f"{cite(summary('slingshot_seeds'), 'logit.slingshot.max_ssim')} for the slingshot of a logit "
+                          f"and {cite(summary('slingshot_seeds'), 'logit.fooling_circuit.max_ssim')} for the fooling "
+                          f"circuit, {seed_range(summary('slingshot_seeds')['seeds'])}; goal 0.8"),
     ("docs/explain_graphs.md", lambda: f"3000 steps, {seed_range(summary('resnet_lrp_seeds')['seeds'])}, on test "
                                        "images **200-999**"),
     ("docs/explain_graphs.md", resnet_lrp),

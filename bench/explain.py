@@ -2,7 +2,9 @@
 
 Interleaved repeats, medians (Occlusion on the first 32 images of the batch: Captum's default settings
 evaluate one window position per forward pass, which takes an hour at batch 256 on 2 cores). Prints a markdown table of images/s and the ratio veneer / Captum, and the
-cost of ``create_graph=True`` + backward to the parameters relative to a plain forward+backward.
+cost of ``create_graph=True`` + backward to the parameters relative to a plain forward+backward, and writes the
+rows to ``bench/results/explain.json`` (``explain_graphs_<threads>threads.json`` with ``--graphs``), which
+BENCHMARKS.md cites.
 
     .venv/bin/python bench/explain.py [--repeats 5] [--threads 2]
 """
@@ -10,6 +12,7 @@ cost of ``create_graph=True`` + backward to the parameters relative to a plain f
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
@@ -21,6 +24,8 @@ from captum.attr._utils.lrp_rules import EpsilonRule
 from veneer.explain import (LRP, DeepLift, GradCAM, Gradient, GradientXInput, IntegratedGradients, Occlusion,
                             SmoothGrad)
 from veneer.models import cifar_vgg, mnist_cnn, mnist_resnet
+
+from record import machine, write_results
 
 
 def captum_lrp(model):
@@ -115,7 +120,8 @@ def bench(label, model, x, repeats, layer, window, stride, occlusion_batch=32, m
             b.append(timed(lambda: theirs(x, t)))
         ma, mb = statistics.median(a), statistics.median(b)
         cost = second_order_cost(model, ours, x, t) if ours.differentiable else float("nan")
-        rows.append((label, name, len(x) / ma, len(x) / mb, mb / ma, cost))
+        rows.append({"model": label, "method": name, "veneer_img_s": len(x) / ma, "captum_img_s": len(x) / mb,
+                     "ratio": mb / ma, "second_order": None if math.isnan(cost) else cost})
         print(f"| {label} | {name} | {len(x) / ma:.0f} | {len(x) / mb:.0f} | {mb / ma:.2f}x | "
               f"{'n/a' if cost != cost else f'{cost:.1f}x'} |", flush=True)
     return rows
@@ -132,21 +138,27 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    started = machine()
     print(f"torch {torch.__version__}, {args.threads} threads, {args.repeats} interleaved repeats, medians\n")
     print("| model | method | veneer img/s | Captum img/s | veneer / Captum | create_graph+backward / fwd+bwd |")
     print("|---|---|---|---|---|---|")
+    settings = {"repeats": args.repeats, "threads": args.threads, "vgg_width": args.vgg_width}
     if args.graphs:
         resnet = mnist_resnet(width=16).eval()
-        bench("ResNet-8 (BN, residual sums) 28x28, batch 64", resnet, torch.rand(64, 1, 28, 28), args.repeats,
-              None, None, None, methods=graph_cases(resnet))
+        rows = bench("ResNet-8 (BN, residual sums) 28x28, batch 64", resnet, torch.rand(64, 1, 28, 28),
+                     args.repeats, None, None, None, methods=graph_cases(resnet))
         custom = CustomForwardCNN().eval()
-        bench("MNIST CNN with x.flatten(1) in forward, batch 256", custom, torch.rand(256, 1, 28, 28), args.repeats,
-              None, None, None, methods=graph_cases(custom))
+        rows += bench("MNIST CNN with x.flatten(1) in forward, batch 256", custom, torch.rand(256, 1, 28, 28),
+                      args.repeats, None, None, None, methods=graph_cases(custom))
+        write_results(f"explain_graphs_{args.threads}threads", settings, rows, started)
         return
+    rows = []
     if not args.skip_mnist:
-        bench("MNIST CNN, batch 256", mnist_cnn(), torch.rand(256, 1, 28, 28), args.repeats, "3", 5, 1)
-    bench(f"VGG-11 x{args.vgg_width} 32x32, batch 64", cifar_vgg(11, width=args.vgg_width), torch.rand(64, 3, 32, 32),
-          args.repeats, "18", 8, 4)
+        rows += bench("MNIST CNN, batch 256", mnist_cnn(), torch.rand(256, 1, 28, 28), args.repeats, "3", 5, 1)
+    rows += bench(f"VGG-11 x{args.vgg_width} 32x32, batch 64", cifar_vgg(11, width=args.vgg_width),
+                  torch.rand(64, 3, 32, 32), args.repeats, "18", 8, 4)
+    write_results("explain_skip_mnist" if args.skip_mnist else "explain", {**settings, "skip_mnist": args.skip_mnist},
+                  rows, started)
 
 
 if __name__ == "__main__":

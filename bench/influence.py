@@ -5,7 +5,8 @@ The bundled MNIST CNN (``mnist-cnn``), parameters of its last layer (``"9"``, 12
 float64 (where both libraries' results agree to rounding). Each repeat builds each library's object from scratch (training gradients, Hessian and
 its inverse) and scores the 100 test images; the libraries alternate within each repeat (interleaved timing).
 Prints the median seconds, the ratio Captum / veneer and the largest relative difference of the scores after
-Captum's constant (``captum = -I_up,loss / N``). One untimed warm-up call of each comes first (veneer's first
+Captum's constant (``captum = -I_up,loss / N``), and writes the rows to ``bench/results/influence.json``, which
+BENCHMARKS.md cites. One untimed warm-up call of each comes first (veneer's first
 ``torch.func`` call in a process imports ``torch._dynamo``, ~5-10 s once).
 
     .venv/bin/python bench/influence.py [--train 1000] [--repeats 3] [--threads 1]
@@ -28,6 +29,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from veneer.data import mnist
 from veneer.explain import Influence
 from veneer.models import pretrained
+
+from record import machine, write_results
 
 DAMPING = 0.001
 
@@ -70,17 +73,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    started = machine()
     train, test = mnist("train"), mnist("test")
     chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:args.train]
     print(f"mnist-cnn last layer (1290 parameters), {len(chosen)} training x {args.test} test images, damping "
           f"{DAMPING}, {args.threads} thread(s), median of {args.repeats}")
     print("| dtype | veneer exact (s) | Captum NaiveInfluenceFunction (s) | Captum / veneer | max rel. difference |")
     print("|---|---|---|---|---|")
+    rows = []
     for dtype in (torch.float32, torch.float64):
         model = copy.deepcopy(pretrained("mnist-cnn", progress=False)).to(dtype).eval()
         v, c, error = measure(model, train.x[chosen].to(dtype), train.y[chosen], test.x[:args.test].to(dtype),
                               test.y[:args.test], args.repeats)
-        print(f"| {str(dtype).replace('torch.', '')} | {v:.2f} | {c:.2f} | {c / v:.1f}x | {error:.1e} |", flush=True)
+        name = str(dtype).replace("torch.", "")
+        rows.append({"dtype": name, "veneer_s": v, "captum_s": c, "ratio": c / v, "max_rel_difference": error})
+        print(f"| {name} | {v:.2f} | {c:.2f} | {c / v:.1f}x | {error:.1e} |", flush=True)
+    write_results("influence", {"train": len(chosen), "test": args.test, "repeats": args.repeats,
+                                "threads": args.threads, "damping": DAMPING}, rows, started)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@
    forward, cross-entropy, backward and an Adam step. Models: the MNIST CNN (batch 64, 1x28x28) and a
    VGG-11-style network at quarter width (batch 32, 3x32x32), random weights; medians over ``--repeats`` steps
    after two warm-up steps. Goal <= 3x for Gradient.
-On CUDA when available.
+On CUDA when available. Writes the tables to ``--out`` and the figures to ``bench/results/manipulate.json``, which
+BENCHMARKS.md cites.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from veneer.manipulate import CenterOfMass, Manipulation
 from veneer.models import cifar_vgg, mnist_cnn, softplus_activations
 from veneer.report.manipulate import markdown_table
 
+from record import machine, write_results
 from timing import median_seconds  # bench/timing.py (the script's folder is on sys.path)
 
 METHODS = {"gradient": Gradient, "gradient_x_input": GradientXInput,
@@ -142,6 +144,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench/manipulate.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    started = machine()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     cases = [("mnist_cnn", mnist_cnn(), (64, 1, 28, 28)), ("vgg11 x0.25", cifar_vgg(11, width=0.25), (32, 3, 32, 32))]
@@ -163,6 +166,9 @@ def main() -> None:
             + markdown_table([loop]) + "\n\n## Step over a plain training step (medians)\n\n" + markdown_table(rows))
     Path(args.out).write_text(text)
     print(f"wrote {args.out}")
+    write_results("manipulate", {"repeats": args.repeats, "hand_written_repeats": max(3, args.repeats // 2),
+                                 "threads": args.threads, "device": where, "statistic": "median"}, rows, started,
+                  hand_written=loop)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
 2. One fine-tuning step of :class:`veneer.neurons.PushDown` (64 training + 64 attack images, teacher
    forward, hooks, distillation) against a plain cross-entropy training step on 128 images.
 
-Writes bench/neurons.md (table) and prints it.  ``python bench/neurons.py [--repeats 3]``.
+Writes bench/neurons.md (table) and prints it, and writes the figures to ``bench/results/neurons.json``, which
+BENCHMARKS.md cites.  ``python bench/neurons.py [--repeats 3]``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import torch
 from veneer.data import mnist
 from veneer.models import pretrained
 from veneer.neurons import PushDown, activations, top_k
+
+from record import machine, write_results
 
 LAYER, K, BATCH = "4", 10, 256
 
@@ -73,6 +76,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--out", default=str(Path(__file__).with_name("neurons.md")))
     options = parser.parse_args()
+    started = machine()
     model = pretrained("mnist-cnn", progress=False)
     train = mnist("train")
     rows = bench_topk(model, train.x, options.repeats)
@@ -98,6 +102,9 @@ def main() -> None:
     text = "\n".join(lines)
     Path(options.out).write_text(text)
     print(text)
+    write_results("neurons", {"repeats": options.repeats, "steps": options.steps, "threads": torch.get_num_threads(),
+                              "layer": LAYER, "k": K, "batch": BATCH, "statistic": "best"}, rows, started,
+                  step=steps)
 
 
 if __name__ == "__main__":

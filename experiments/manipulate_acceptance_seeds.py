@@ -3,6 +3,7 @@ CenterOfMass and TargetMap on Gradient, Sec. 3.2-3.5; Dimanov et al. 2020, "You 
 Models Which Conceal Unfairness From Multiple Explanation Methods", ECAI, Sec. 4, for the Adult case).
 
     nice -n 15 python experiments/manipulate_acceptance_seeds.py --case cross-gradient [--seeds 0,1,2] [--worker]
+    nice -n 15 python experiments/manipulate_acceptance_seeds.py --case com --transfer [--seeds 0,1,2] [--worker]
 
 The single-run figures of docs/manipulate.md are seed 0 of ``experiments/manipulate_acceptance.py``. Here each
 case of its ``CASES`` is fine-tuned with seeds 0, 1, 2 (``seed`` of :class:`veneer.manipulate.Manipulation`: the
@@ -25,6 +26,16 @@ Each fine-tune checkpoints under ``runs/manipulate_acceptance_seeds/<case>/seed<
 ``--worker`` measures the given seeds into the study's cache without writing a summary, so that several processes
 share a case's seeds; a run without it writes ``experiments/results/manipulate_acceptance_<case>.json`` and ``.md``
 (``-`` written ``_``).
+
+``--transfer`` (cases ``com`` and ``adult``; thesis Table 3.1 and Figs. 3.14/3.15) trains nothing: per seed it loads
+the finished checkpoint and evaluates it with the transfer methods of ``manipulate_acceptance.transfer_explainers``
+(``"all"`` for ``com``: Gradient, GradientXInput, LRP epsilon_plus, LRP epsilon, IG 100 steps, SmoothGrad, Grad-CAM
+layer 3; ``"tabular"`` for ``adult``: Gradient, GradientXInput, IG 100 steps, SmoothGrad, LRP) on the test split and
+on 100 Gaussian-noise inputs drawn with the seed (explained for the original model's predicted class). Metrics per
+method ``<m>``: ``<m>_original``, ``<m>_manipulated`` and ``<m>_success_rate`` on the test split and ``<m>_noise_*``
+on the noise inputs, of the attacked measure (``com``: the COM distance in px to (0, 0); ``adult``: the hidden
+features' share of |attribution|); for ``adult`` also ``<m>_share_fall``, ``1 - manipulated / original``. Summary
+``experiments/results/manipulate_acceptance_<case>_transfer.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -36,14 +47,17 @@ from typing import Any
 
 import torch
 
-from manipulate_acceptance import CASES
+from manipulate_acceptance import CASES, transfer_explainers
 from runner import measure_seeds, run_study
 from veneer.data import LabeledData, adult, mnist
+from veneer.finetune import CHECKPOINT
 from veneer.manipulate import Manipulation, evaluate
 from veneer.models import pretrained
 
 OUT = Path(__file__).resolve().parents[1] / "runs" / "manipulate_acceptance_seeds"
 STUDIED = ("cross-gradient", "com-prob-mse", "adult", "com")
+TRANSFERRED = {"com": "all", "adult": "tabular"}  # case -> kind of manipulate_acceptance.transfer_explainers
+NOISE = 100  # Gaussian-noise inputs of the transfer study (thesis Sec. 4.1)
 SPLITS = {"mnist-cnn": "MNIST test split, 1000 images", "adult-mlp": "Adult test rows, 15060"}
 ATTRIBUTES = ("sex", "race")
 
@@ -58,16 +72,23 @@ def _batch_size(model: str) -> int:
     return 64 if model == "mnist-cnn" else 256
 
 
+def _attack(case: str, seed: int) -> Manipulation:
+    """The fine-tune of ``case`` of ``manipulate_acceptance.CASES`` with seed ``seed``, resuming its checkpoint
+    under ``OUT/<case>/seed<seed>`` (a finished one is loaded, not trained further)."""
+    settings = CASES[case]
+    original = pretrained(settings["model"], progress=False)
+    return Manipulation(original, settings["method"](original), settings["objective"](), keep=settings["keep"],
+                        alpha=settings["alpha"], lr=settings["lr"], epochs=settings["epochs"],
+                        batch_size=_batch_size(settings["model"]), softplus_beta=settings.get("softplus_beta", 20.0),
+                        checkpoint_dir=OUT / case / f"seed{seed}", checkpoint_every=50, resume=True, seed=seed)
+
+
 def measure(seed: int, split: str, case: str) -> dict[str, float]:
     """Fine-tune ``case`` of ``manipulate_acceptance.CASES`` with seed ``seed`` (resuming its checkpoint) and
     measure it on ``split`` with the attacked method only (:func:`veneer.manipulate.evaluate`, ``noise=0``)."""
     settings = CASES[case]
-    original = pretrained(settings["model"], progress=False)
-    objective, method = settings["objective"](), settings["method"]
-    attack = Manipulation(original, method(original), objective, keep=settings["keep"], alpha=settings["alpha"],
-                          lr=settings["lr"], epochs=settings["epochs"], batch_size=_batch_size(settings["model"]),
-                          softplus_beta=settings.get("softplus_beta", 20.0), checkpoint_dir=OUT / case / f"seed{seed}",
-                          checkpoint_every=50, resume=True, seed=seed)
+    attack = _attack(case, seed)
+    original, objective, method = attack.model, attack.objective, settings["method"]
     found = attack(_data(settings["model"], "train"))
     evaluation = evaluate(original, found.model, objective, _data(settings["model"], split),
                           {method.name: method(original)}, noise=0, batch_size=50)
@@ -83,6 +104,32 @@ def measure(seed: int, split: str, case: str) -> dict[str, float]:
             for key in ("ddi", "deo"):
                 metrics[f"{attribute}_{key}_relative_change"] = evaluation.fairness[attribute][
                     f"{key}_relative_change"]
+    return metrics
+
+
+def measure_transfer(seed: int, split: str, case: str) -> dict[str, float]:
+    """Load the finished fine-tune of ``case`` with seed ``seed`` (no training: its checkpoint must exist)
+    and evaluate it on ``split`` with the transfer methods (module docstring) and ``NOISE`` Gaussian-noise inputs
+    drawn with ``seed`` (:func:`veneer.manipulate.evaluate`; thesis Table 3.1, Figs. 3.14/3.15)."""
+    settings = CASES[case]
+    attack = _attack(case, seed)
+    if not (attack.checkpoint_dir / CHECKPOINT).is_file():
+        raise FileNotFoundError(f"no finished fine-tune under {attack.checkpoint_dir}: run --case {case} first")
+    found = attack(_data(settings["model"], "train"))
+    original, objective = attack.model, attack.objective
+    evaluation = evaluate(original, found.model, objective, _data(settings["model"], split),
+                          transfer_explainers(original, TRANSFERRED[case]), noise=NOISE, batch_size=50, seed=seed)
+    metrics: dict[str, float] = {}
+    for name, by_model in evaluation.methods.items():
+        before, after = by_model["original"][objective.measure], by_model["manipulated"][objective.measure]
+        metrics |= {f"{name}_original": before, f"{name}_manipulated": after,
+                    f"{name}_success_rate": by_model["manipulated"]["success_rate"]}
+        if evaluation.fairness:
+            metrics[f"{name}_share_fall"] = 1 - after / before
+    for name, by_model in evaluation.noise.items():
+        metrics |= {f"{name}_noise_original": by_model["original"][objective.measure],
+                    f"{name}_noise_manipulated": by_model["manipulated"][objective.measure],
+                    f"{name}_noise_success_rate": by_model["manipulated"]["success_rate"]}
     return metrics
 
 
@@ -109,18 +156,41 @@ def study(case: str) -> dict[str, Any]:
             "splits": {"test": SPLITS[settings["model"]] + "; the issue's settings, none chosen here"}}
 
 
+def transfer_study(case: str) -> dict[str, Any]:
+    """The keywords of :func:`runner.run_study` (less the measure and the seeds) of ``case``'s transfer study."""
+    found = study(case)
+    methods = ", ".join(transfer_explainers(pretrained(CASES[case]["model"], progress=False), TRANSFERRED[case]))
+    noise = NOISE if CASES[case]["objective"]().noise_inputs else 0
+    config = {**found["config"], "transfer": TRANSFERRED[case], "methods": methods, "noise_inputs": noise,
+              "noise_seed": "the fine-tune seed" if noise else None, "training": "none: the finished checkpoint"}
+    share = "the share fall 1 - manipulated / original, " if CASES[case]["model"] == "adult-mlp" else ""
+    on_noise = f" and on {noise} Gaussian-noise inputs" if noise else ""
+    what = (f"Transfer of acceptance case {case} (attacked: {config['method']}) per fine-tune seed: per method "
+            f"({methods}) the attacked measure of the original and the manipulated model, {share}and the success "
+            f"rate, on the test split{on_noise}")
+    return {"config": config, "what": what, "splits": found["splits"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", required=True, choices=STUDIED)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated fine-tune seeds (default 0,1,2)")
     parser.add_argument("--worker", action="store_true", help="measure the seeds into the cache, no summary")
+    parser.add_argument("--transfer", action="store_true",
+                        help=f"evaluate the finished fine-tunes with the transfer methods ({', '.join(TRANSFERRED)})")
     options = parser.parse_args()
+    if options.transfer and options.case not in TRANSFERRED:
+        parser.error(f"--transfer needs --case {' or '.join(TRANSFERRED)}, got {options.case!r}")
     try:
         seeds = [int(s) for s in options.seeds.split(",")]
     except ValueError:
         parser.error(f"--seeds must be comma-separated integers, got {options.seeds!r}")
     torch.set_num_threads(1)
-    found, name, measured = study(options.case), study_name(options.case), partial(measure, case=options.case)
+    if options.transfer:
+        found, name = transfer_study(options.case), study_name(options.case) + "_transfer"
+        measured = partial(measure_transfer, case=options.case)
+    else:
+        found, name, measured = study(options.case), study_name(options.case), partial(measure, case=options.case)
     if options.worker:
         for row in measure_seeds(name, measured, seeds, config=found["config"]):
             print(row, flush=True)

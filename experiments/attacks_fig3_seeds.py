@@ -19,14 +19,12 @@ and ``.md``.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from attacks_fig3 import OPTIONS
-from runner import measure_seeds, run_study
+from runner import measure_seeds, parse_seeds, print_summary, run_study, seeds_parser
 from veneer.data import mnist
 from veneer.jobs.attack import attack_inputs
 from veneer.models import pretrained
@@ -72,12 +70,7 @@ def measure(seed: int, split: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    parser.add_argument("--worker", action="store_true", help="measure the seeds into the cache, no summary")
-    options = parser.parse_args()
-    seeds = [int(s) for s in options.seeds.split(",")]
-    torch.set_num_threads(1)
+    options, seeds = parse_seeds(seeds_parser(__doc__))
     if options.worker:
         measure_seeds(NAME, measure, seeds, config=CONFIG)
         return
@@ -87,8 +80,7 @@ def main() -> None:
                              "eps 0.02 / 0.05 / 0.1",
                         splits={"test": f"{N} MNIST test images per seed, mnist('test').sample({N}, seed=s); only the "
                                         "correctly classified ones are attacked"})
-    for metric, figure in summary["metrics"].items():
-        print(f"{metric}: {figure['mean']:.4f} (95% {figure['low']:.4f} - {figure['high']:.4f}) {figure['values']}")
+    print_summary(summary)
 
 
 if __name__ == "__main__":

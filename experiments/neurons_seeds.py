@@ -34,7 +34,6 @@ without it writes ``experiments/results/<study>.json`` and ``.md``.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable
 from functools import partial
@@ -44,7 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from runner import measure_seeds, run_study
+from runner import measure_seeds, parse_seeds, print_summary, run_study, seeds_parser
 from veneer.data import LabeledData, adult, mnist
 from veneer.finetune import FineTuneResult
 from veneer.jobs.neurons import fairness_of
@@ -221,18 +220,9 @@ STUDIES = ("neurons_push_down_relu", "neurons_push_up", "neurons_fairwash")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = seeds_parser(__doc__)  # --worker measures every setting of a grid, on the selection split
     parser.add_argument("--study", required=True, choices=STUDIES)
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated fine-tune seeds (default 0,1,2)")
-    parser.add_argument("--worker", action="store_true",
-                        help="measure the seeds (every setting of a grid, on the selection split) into the cache, "
-                             "no summary")
-    options = parser.parse_args()
-    try:
-        seeds = [int(s) for s in options.seeds.split(",")]
-    except ValueError:
-        parser.error(f"--seeds must be comma-separated integers, got {options.seeds!r}")
-    torch.set_num_threads(1)
+    options, seeds = parse_seeds(parser)
     found = study(options.study)
     measure = found.pop("measure")
     if options.worker:
@@ -249,8 +239,7 @@ def main() -> None:
                               what=f"The chosen setting {summary['chosen']} on the split that chose it (in-sample): "
                                    + found["what"][0].lower() + found["what"][1:])
         print(f"on the validation split (in-sample): {in_sample['metrics']['accuracy_drop_points']['values']}")
-    for metric, figure in summary["metrics"].items():
-        print(f"{metric}: {figure['mean']:.4f} (95% {figure['low']:.4f} - {figure['high']:.4f}) {figure['values']}")
+    print_summary(summary)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,10 @@ under load). Each run checkpoints under ``runs/resnet_lrp_seeds/seed<s>`` and re
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-import torch
-
 from resnet_levels import methods
-from runner import measure_seeds, run_study
+from runner import measure_seeds, parse_seeds, print_summary, run_study, seeds_parser
 from veneer.data import mnist
 from veneer.jobs.manipulate import manipulate_and_save
 from veneer.manipulate import CenterOfMass, evaluate
@@ -55,12 +52,7 @@ def measure(seed: int, split: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--worker", action="store_true", help="measure the seeds into the cache, no summary")
-    options = parser.parse_args()
-    seeds = [int(s) for s in options.seeds.split(",")]
-    torch.set_num_threads(1)
+    options, seeds = parse_seeds(seeds_parser(__doc__))
     if options.worker:
         measure_seeds("resnet_lrp_seeds", measure, seeds, config=CONFIG)
         return
@@ -68,8 +60,7 @@ def main() -> None:
                         what="LRP (z^B, epsilon 0.1, batch norm folded) centre-of-mass manipulation of the MNIST "
                              "ResNet-8: distance to the corner, share fooled (<= 3 px), accuracy drop, agreement",
                         splits={"test": "MNIST test images 200-999 (the earlier settings were chosen on 0-199)"})
-    for metric, figure in summary["metrics"].items():
-        print(f"{metric}: {figure['mean']:.4f} (95% {figure['low']:.4f} - {figure['high']:.4f}) {figure['values']}")
+    print_summary(summary)
 
 
 if __name__ == "__main__":

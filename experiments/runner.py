@@ -20,7 +20,8 @@ changed ``measure`` is not detected: delete its cache).
 
 Kept in ``experiments/`` (not ``veneer``): it serves this project's committed figures; a library user's run is a
 :class:`veneer.runs.RunDir`. A script in ``experiments/`` (its folder is on ``sys.path`` when Python runs it)
-imports it as ``from runner import main`` (the command line: ``--seeds``) or ``run_study``.
+imports it as ``from runner import main`` (the command line: ``--seeds``) or, with options of its own,
+``seeds_parser`` / ``parse_seeds`` / ``run_study`` (``measure_seeds`` for ``--worker``) / ``print_summary``.
 """
 
 from __future__ import annotations
@@ -70,6 +71,17 @@ def cite(summary: Mapping[str, Any], metric: str, digits: int = 2) -> str:
     """How the docs cite a summary's metric: ``"0.58 +- 0.03"`` (mean +- half width of its 95% interval)."""
     figure = summary["metrics"][metric]
     return f"{figure['mean']:.{digits}f} +- {figure['half_width']:.{digits}f}"
+
+
+def load_summary(name: str, results: str | Path = RESULTS) -> dict[str, Any]:
+    """The committed summary ``<results>/<name>.json`` (what the docs cite)."""
+    return json.loads((Path(results) / f"{name}.json").read_text())
+
+
+def doc_text(path: str | Path) -> str:
+    """A doc's text with every run of whitespace made one space, so a cited figure is found whatever the line
+    breaks (how the tests check that the docs cite the summaries)."""
+    return " ".join(Path(ROOT / path).read_text().split())
 
 
 def seed_range(seeds: Sequence[int]) -> str:
@@ -203,18 +215,38 @@ def markdown_table(summary: Mapping[str, Any], digits: int = 4) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(name: str, measure: Measure, doc: str, default_seeds: str = "0,1,2,3,4", **study: Any) -> dict[str, Any]:
-    """The command line of an experiment script: ``--seeds`` (comma-separated), one torch thread (the machine is
-    shared), :func:`run_study` with ``study``'s keywords, and each metric's mean and interval printed."""
+def seeds_parser(doc: str, default_seeds: str = "0,1,2", worker: bool = True) -> argparse.ArgumentParser:
+    """The command line every experiment script shares: ``--seeds`` (comma-separated) and, with ``worker``,
+    ``--worker`` (measure the seeds into the study's cache, no summary: :func:`measure_seeds`). A script adds its own
+    options, then calls :func:`parse_seeds`."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--seeds", default=default_seeds, help=f"comma-separated seeds (default {default_seeds})")
+    if worker:
+        parser.add_argument("--worker", action="store_true", help="measure the seeds into the cache, no summary")
+    return parser
+
+
+def parse_seeds(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, list[int]]:
+    """``(options, seeds)`` of a :func:`seeds_parser` command line, with one torch thread (the machine is shared)."""
     options = parser.parse_args()
     try:
         seeds = [int(s) for s in options.seeds.split(",")]
     except ValueError:
         parser.error(f"--seeds must be comma-separated integers, got {options.seeds!r}")
     torch.set_num_threads(1)
-    summary = run_study(name, measure, seeds, **study)
+    return options, seeds
+
+
+def print_summary(summary: Mapping[str, Any]) -> None:
+    """Each metric's mean, 95% interval and per-seed values, a line each."""
     for metric, figure in summary["metrics"].items():
-        print(f"{metric}: {figure['mean']:.4f} (95% {figure['low']:.4f} - {figure['high']:.4f})")
+        print(f"{metric}: {figure['mean']:.4f} (95% {figure['low']:.4f} - {figure['high']:.4f}) {figure['values']}")
+
+
+def main(name: str, measure: Measure, doc: str, default_seeds: str = "0,1,2,3,4", **study: Any) -> dict[str, Any]:
+    """The command line of an experiment script with no options of its own: ``--seeds``, :func:`run_study` with
+    ``study``'s keywords, and :func:`print_summary`."""
+    _, seeds = parse_seeds(seeds_parser(doc, default_seeds, worker=False))
+    summary = run_study(name, measure, seeds, **study)
+    print_summary(summary)
     return summary

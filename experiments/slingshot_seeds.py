@@ -32,9 +32,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-
-from runner import cite, measure_seeds, run_study
+from runner import cite, measure_seeds, parse_seeds, print_summary, run_study, seeds_parser
 from slingshot import LR, UNITS, _slingshot
 from veneer.data import mnist
 from veneer.jobs.slingshot import VISUALIZATION_VARIANTS, visualization_measures
@@ -123,15 +121,7 @@ def doc_tables(summary: Mapping[str, Any]) -> tuple[list[str], list[str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    parser.add_argument("--worker", action="store_true", help="measure the seeds into the cache, no summary")
-    options = parser.parse_args()
-    try:
-        seeds = [int(s) for s in options.seeds.split(",")]
-    except ValueError:
-        parser.error(f"--seeds must be comma-separated integers, got {options.seeds!r}")
-    torch.set_num_threads(1)
+    options, seeds = parse_seeds(seeds_parser(__doc__))
     if options.worker:
         for seed, metrics in zip(seeds, measure_seeds(NAME, measure, seeds, config=CONFIG)):
             print(f"seed {seed}: {metrics['seconds']:.0f} s", flush=True)
@@ -141,8 +131,7 @@ def main() -> None:
                              "accuracy drop, AUROC / activation correlation and top-100 Jaccard of the gradient "
                              "slingshot, the silent unit and the fooling circuit on logit 9:3 and channel 4:5 of the "
                              "bundled MNIST CNN")
-    for metric, figure in summary["metrics"].items():
-        print(f"{metric}: {figure['mean']:.4f} (95% {figure['low']:.4f} - {figure['high']:.4f}) {figure['values']}")
+    print_summary(summary)
     for rows in doc_tables(summary):
         print("\n".join(rows))
 

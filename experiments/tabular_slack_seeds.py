@@ -20,14 +20,11 @@ the wall time of the seed. ``--worker`` measures the given seeds into the study'
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-
-from runner import CACHE, cite, measure_seeds, run_study, seed_range
+from runner import CACHE, cite, measure_seeds, parse_seeds, run_study, seed_range, seeds_parser
 from tabular_slack import CASES
 from veneer.manipulate.scaffolding import EXPLAINED_BY, slack_case
 
@@ -95,14 +92,10 @@ def doc_rows(data: str, summary: Mapping[str, Any]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = seeds_parser(__doc__)
     parser.add_argument("--data", default="compas", choices=sorted(CASES))
-    parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--n", type=int, default=200, help="test rows explained by LIME and KernelSHAP per seed")
-    parser.add_argument("--worker", action="store_true", help="measure the seeds into the cache, no summary")
-    options = parser.parse_args()
-    seeds = [int(s) for s in options.seeds.split(",")]
-    torch.set_num_threads(1)
+    options, seeds = parse_seeds(parser)
     name = f"tabular_slack_seeds_{options.data}"
     cache = CACHE / f"{name}_n{options.n}"  # a probe with another --n keeps its own cache
     study = config(options.data, options.n)

@@ -6,20 +6,18 @@ Each entry: the doc, the text in it, and how that text is derived from a summary
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results"
 sys.path.insert(0, str(ROOT / "experiments"))
-from runner import cite, seed_range  # noqa: E402  (experiments/runner.py: how the docs cite a summary)
+from runner import cite, doc_text, load_summary, seed_range  # noqa: E402  (experiments/runner.py)
 
 
 def summary(name: str) -> dict:
-    return json.loads((RESULTS / f"{name}.json").read_text())
+    return load_summary(name)
 
 
 def rebalance(field: str, statistic: str = "mean", digits: int = 3) -> str:
@@ -214,6 +212,13 @@ def readme_push_down() -> str:
             f"{cite(conv, 'accuracy_drop_points', 1)} pt")
 
 
+def readme_slingshot() -> str:
+    found = summary("slingshot_seeds")
+    return (f"largest SSIM to the target over the visualiser variants {cite(found, 'logit.slingshot.max_ssim')} for "
+            f"the slingshot of a logit and {cite(found, 'logit.fooling_circuit.max_ssim')} for the fooling circuit, "
+            f"{seed_range(found['seeds'])}; goal 0.8")
+
+
 def resnet_lrp() -> str:
     found = summary("resnet_lrp_seeds")
     m = found["metrics"]
@@ -224,7 +229,7 @@ def resnet_lrp() -> str:
 
 
 def test_the_resnet_figure_is_cited_in_the_table_and_the_paragraph():
-    text = " ".join((ROOT / "docs/explain_graphs.md").read_text().split())
+    text = doc_text("docs/explain_graphs.md")
     assert text.count(resnet_lrp()) == 2
 
 
@@ -284,10 +289,7 @@ CITED = [
     ("docs/manipulate.md", lambda: f"PCC gain on test images 0-499; {seed_range(summary('budget_short_horizon')['seeds'])},"),
     ("README.md", readme_budget),
     ("README.md", readme_push_down),
-    ("README.md", lambda: f"largest SSIM to the target over the visualiser variants "
-                          f"{cite(summary('slingshot_seeds'), 'logit.slingshot.max_ssim')} for the slingshot of a logit "
-                          f"and {cite(summary('slingshot_seeds'), 'logit.fooling_circuit.max_ssim')} for the fooling "
-                          f"circuit, {seed_range(summary('slingshot_seeds')['seeds'])}; goal 0.8"),
+    ("README.md", readme_slingshot),
     ("docs/explain_graphs.md", lambda: f"3000 steps, {seed_range(summary('resnet_lrp_seeds')['seeds'])}, on test "
                                        "images **200-999**"),
     ("docs/explain_graphs.md", resnet_lrp),
@@ -298,5 +300,5 @@ CITED = [
 
 @pytest.mark.parametrize("doc, derive", CITED, ids=[f"{doc}:{i}" for i, (doc, _) in enumerate(CITED)])
 def test_a_cited_figure_equals_its_committed_summary(doc, derive):
-    text = " ".join((ROOT / doc).read_text().split())  # line breaks in the docs do not matter
+    text = doc_text(doc)
     assert derive() in text, f"{doc} does not cite {derive()!r} (from experiments/results)"

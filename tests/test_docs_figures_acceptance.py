@@ -10,17 +10,15 @@ summary fails here until the doc says the new figure.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results"
 DOC = ROOT / "docs" / "manipulate.md"
 sys.path.insert(0, str(ROOT / "experiments"))
-from runner import cite, seed_range  # noqa: E402  (experiments/runner.py: how the docs cite a summary)
+from runner import cite, doc_text, load_summary, seed_range  # noqa: E402  (experiments/runner.py)
 
 # case: (label in the table, digits of the attacked measure, its unit, digits of the probability MSE)
 CASES = {
@@ -41,7 +39,7 @@ ADULT_METHODS = {"gradient": "Gradient", "smoothgrad": "SmoothGrad", "gradient_x
 
 
 def summary(case: str) -> dict:
-    return json.loads((RESULTS / f"manipulate_acceptance_{case.replace('-', '_')}.json").read_text())
+    return load_summary(f"manipulate_acceptance_{case.replace('-', '_')}")
 
 
 def figure(case: str, metric: str, digits: int) -> str:
@@ -98,7 +96,7 @@ CITED = [
 
 @pytest.mark.parametrize("derive", CITED, ids=[str(i) for i in range(len(CITED))])
 def test_a_cited_figure_equals_its_committed_summary(derive):
-    text = " ".join(DOC.read_text().split())  # line breaks in the docs do not matter
+    text = doc_text(DOC)
     assert derive() in text, f"{DOC.name} does not cite {derive()!r} (from experiments/results)"
 
 

@@ -5,7 +5,6 @@ hand). A re-run that changes the summary fails here until the docs say the new f
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from collections.abc import Callable
@@ -14,12 +13,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results"
 DOC = "docs/attacks.md"
 NAME = "attacks_fig3_seeds"
 HEADING, NEXT = "## Measured on MNIST (Fig. 3)", "Targeted map (Dombrowski):"  # the section, up to the next paragraph
 sys.path.insert(0, str(ROOT / "experiments"))
-from runner import cite, seed_range  # noqa: E402  (experiments/runner.py: how the docs cite a summary)
+from runner import cite, doc_text, load_summary, seed_range  # noqa: E402  (experiments/runner.py)
 
 METHODS = {"gradient": "Gradient", "ig": "IG", "deeplift": "DeepLift"}
 ATTACKS = ("random", "top-k", "mass-center")
@@ -28,7 +26,7 @@ READ_EPS, OTHER_EPS = 0.1, (0.02, 0.05)
 
 
 def summary() -> dict:
-    return json.loads((RESULTS / f"{NAME}.json").read_text())
+    return load_summary(NAME)
 
 
 def values(metric: str) -> list[float]:
@@ -135,13 +133,13 @@ PHRASES = ["nice -n 15", "--seeds 0,1,2", "2 shared CPU cores", "95% half-width"
 
 
 def section() -> str:
-    text = " ".join((ROOT / DOC).read_text().split())  # line breaks in the docs do not matter
+    text = doc_text(DOC)
     return text[text.index(HEADING):text.index(NEXT)]
 
 
 @pytest.mark.parametrize("doc, derive", CITED, ids=[f"{doc}:{i}" for i, (doc, _) in enumerate(CITED)])
 def test_a_cited_figure_equals_its_committed_summary(doc, derive):
-    text = " ".join((ROOT / doc).read_text().split())
+    text = doc_text(doc)
     assert derive() in text, f"{doc} does not cite {derive()!r} (from experiments/results)"
 
 

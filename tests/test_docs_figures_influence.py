@@ -8,17 +8,15 @@ summary fails here until the doc says the new figure.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results"
 DOC = ROOT / "docs" / "influence.md"
 sys.path.insert(0, str(ROOT / "experiments"))
-from runner import cite, seed_range  # noqa: E402  (experiments/runner.py: how the docs cite a summary)
+from runner import cite, doc_text, load_summary, seed_range  # noqa: E402  (experiments/runner.py)
 
 EPS = (0.01, 0.02, 0.05, 0.1)
 SHOWN_EPS = (0.01, 0.05, 0.1)  # the Appendix H tables' eps (0.02 is in the summaries)
@@ -32,7 +30,7 @@ NATURAL = (("MNIST 7x7", 49), ("digits 8x8", 64), ("MNIST 14x14", 196), ("MNIST 
 
 
 def summary(name: str) -> dict:
-    return json.loads((RESULTS / f"{name}.json").read_text())
+    return load_summary(name)
 
 
 def values(name: str, metric: str) -> list[float]:
@@ -154,7 +152,7 @@ CITED = [
 
 @pytest.mark.parametrize("derive", CITED, ids=[f"docs/influence.md:{i}" for i in range(len(CITED))])
 def test_a_cited_influence_figure_equals_its_committed_summary(derive):
-    text = " ".join(DOC.read_text().split())  # line breaks in the docs do not matter
+    text = doc_text(DOC)
     assert derive() in text, f"docs/influence.md does not cite {derive()!r} (from experiments/results)"
 
 

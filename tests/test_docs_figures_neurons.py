@@ -5,17 +5,15 @@ A re-run that changes a summary fails here until the docs say the new figure.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results"
 DOC = "docs/neurons.md"
 sys.path.insert(0, str(ROOT / "experiments"))
-from runner import cite, seed_range  # noqa: E402  (experiments/runner.py: how the docs cite a summary)
+from runner import cite, doc_text, load_summary, seed_range  # noqa: E402  (experiments/runner.py)
 
 PUSH_DOWN, PUSH_UP, FAIRWASH = "neurons_push_down_relu", "neurons_push_up", "neurons_fairwash"
 ROWS = {  # study: (table label, metric, digits) of each row of its table in the docs
@@ -47,7 +45,7 @@ ROWS = {  # study: (table label, metric, digits) of each row of its table in the
 
 
 def summary(name: str) -> dict:
-    return json.loads((RESULTS / f"{name}.json").read_text())
+    return load_summary(name)
 
 
 def per_seed(name: str, metric: str, digits: int) -> str:
@@ -142,5 +140,5 @@ CITED = [
 
 @pytest.mark.parametrize("doc, derive", CITED, ids=[f"{doc}:{i}" for i, (doc, _) in enumerate(CITED)])
 def test_a_cited_figure_equals_its_committed_summary(doc, derive):
-    text = " ".join((ROOT / doc).read_text().split())  # line breaks in the docs do not matter
+    text = doc_text(doc)
     assert derive() in text, f"{doc} does not cite {derive()!r} (from experiments/results)"

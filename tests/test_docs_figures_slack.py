@@ -7,16 +7,14 @@ that summary; a re-run that changes a summary fails here until the docs say the 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results"
 sys.path.insert(0, str(ROOT / "experiments"))
-from runner import cite, seed_range  # noqa: E402  (experiments/runner.py: how the docs cite a summary)
+from runner import cite, doc_text, load_summary, seed_range  # noqa: E402  (experiments/runner.py)
 from tabular_slack import CASES  # noqa: E402  (each data set's sensitive column)
 from tabular_slack_seeds import doc_rows, percent  # noqa: E402  (the table rows: runner.cite in percent)
 
@@ -27,7 +25,7 @@ SCAFFOLDS = ("lime/scaffold1", "lime/scaffold2", "kernel-shap/scaffold1", "kerne
 
 
 def summary(data: str) -> dict:
-    return json.loads((RESULTS / f"tabular_slack_seeds_{data}.json").read_text())
+    return load_summary(f"tabular_slack_seeds_{data}")
 
 
 def values(data: str, metric: str) -> list[float]:
@@ -137,5 +135,5 @@ def test_cite_in_percent_is_runner_cite_of_the_share_times_100():
 
 @pytest.mark.parametrize("derive", CITED, ids=[str(i) for i in range(len(CITED))])
 def test_a_cited_figure_equals_its_committed_summary(derive):
-    text = " ".join((ROOT / DOC).read_text().split())  # line breaks in the docs do not matter
+    text = doc_text(DOC)
     assert derive() in text, f"{DOC} does not cite {derive()!r} (from experiments/results)"

@@ -5,23 +5,21 @@ hand). A re-run that changes the summary fails here until the docs say the new f
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results"
 DOC = "docs/neurons.md"
 NAME = "slingshot_seeds"
 VARIANTS = ("adam-pixel", "sgd-pixel", "adam-pixel-robust", "adam-fourier", "adam-fourier-robust")
 sys.path.insert(0, str(ROOT / "experiments"))
-from runner import cite, seed_range  # noqa: E402  (experiments/runner.py: how the docs cite a summary)
+from runner import cite, doc_text, load_summary, seed_range  # noqa: E402  (experiments/runner.py)
 
 
 def summary() -> dict:
-    return json.loads((RESULTS / f"{NAME}.json").read_text())
+    return load_summary(NAME)
 
 
 def values(metric: str) -> list[float]:
@@ -146,5 +144,5 @@ CITED = [
 
 @pytest.mark.parametrize("doc, derive", CITED, ids=[f"{doc}:{i}" for i, (doc, _) in enumerate(CITED)])
 def test_a_cited_figure_equals_its_committed_summary(doc, derive):
-    text = " ".join((ROOT / doc).read_text().split())  # line breaks in the docs do not matter
+    text = doc_text(doc)
     assert derive() in text, f"{doc} does not cite {derive()!r} (from experiments/results)"

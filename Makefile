@@ -26,6 +26,9 @@ bench: $(STAMP)
 	$(PY) bench/neurons.py
 	$(PY) bench/gpu.py
 	$(PY) bench/influence.py
+	$(PY) bench/explain.py --graphs --repeats 11 --threads 2
+	$(PY) bench/explain.py --graphs --repeats 11 --threads 1
+	$(PY) bench/audit.py
 
 clean:
 	rm -rf $(VENV) runs

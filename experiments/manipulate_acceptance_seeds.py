@@ -1,5 +1,5 @@
 """The model-level acceptance cases of docs/manipulate.md re-measured over fine-tune seeds (issue 26; thesis Ch. 3:
-CenterOfMass and TargetMap on Gradient, Sec. 3.2-3.5; Dimanov et al. 2020, "You Shouldn't Trust Me: Learning
+CenterOfMass and TargetMap on Gradient and LRP, Sec. 3.2-3.5; Dimanov et al. 2020, "You Shouldn't Trust Me: Learning
 Models Which Conceal Unfairness From Multiple Explanation Methods", ECAI, Sec. 4, for the Adult case).
 
     nice -n 15 python experiments/manipulate_acceptance_seeds.py --case cross-gradient [--seeds 0,1,2] [--worker]
@@ -13,6 +13,8 @@ measured with the runner (``experiments/runner.py``) on the test split, with the
 Gaussian-noise inputs:
 
   cross-gradient  TargetMap("cross") on Gradient, keep "ce", alpha 0.1, 8 epochs (496 steps)
+  cross-lrp       TargetMap("cross") on LRP (composite epsilon_plus), keep "ce", alpha 0.1, 5 epochs (310 steps)
+  cross-lrp-zbox  the same with the z^B rule on the first layer (``low=0, high=1``: relevance reaches background pixels)
   com-prob-mse    CenterOfMass((0, 0)) on Gradient, keep "prob_mse", alpha 0.02, 4 epochs (248 steps)
   adult           FeatureSuppress(["sex", "race"]) on Gradient for the Adult MLP, keep "kl", alpha 0.1, 30 epochs
                   (3510 steps), trained with ReLU; also the relative change of DDI and DEO for sex and race
@@ -52,7 +54,7 @@ from veneer.manipulate import Manipulation, evaluate
 from veneer.models import pretrained
 
 OUT = Path(__file__).resolve().parents[1] / "runs" / "manipulate_acceptance_seeds"
-STUDIED = ("cross-gradient", "com-prob-mse", "adult", "com")
+STUDIED = ("cross-gradient", "cross-lrp", "cross-lrp-zbox", "com-prob-mse", "adult", "com")
 TRANSFERRED = {"com": "all", "adult": "tabular"}  # case -> kind of manipulate_acceptance.transfer_explainers
 NOISE = 100  # Gaussian-noise inputs of the transfer study (thesis Sec. 4.1)
 SPLITS = {"mnist-cnn": "MNIST test split, 1000 images", "adult-mlp": "Adult test rows, 15060"}

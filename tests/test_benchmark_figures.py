@@ -185,8 +185,23 @@ def manipulate_figures() -> list[str]:
             f"Goal <= {STEP_TARGET:.0f}x for Gradient: {step_goal}"]
 
 
+def audit_figures() -> list[str]:
+    """Every string BENCHMARKS.md's section "Audit" prints from bench/results/audit.json."""
+    found = result("audit")
+    settings, run = found["settings"], found["median"]
+    cpu = run["user_s"] + run["system_s"]
+    return [f"{command(found)} (`{settings['command']}` in a fresh process per audit: {run['twins']} clean twins "
+            f"trained by the audit, {run['samples']} explained images, {run['methods']} methods; "
+            f"{settings['threads']} threads, the run with the median wall time of {settings['repeats']}; "
+            f"{load(found)}; torch {found['versions']['torch']}, written {found['written']})",
+            f"**{run['wall_s']:.0f} s of wall time**, {cpu:.0f} CPU-seconds ({run['user_s']:.0f} s user + "
+            f"{run['system_s']:.0f} s system, {100 * run['cpu_share']:.0f}% of one core); the twins (training them "
+            f"and every test on them) {run['twins_s']:.0f} s of it",
+            *[f"| `{r['test']}` | {r['seconds']:.2f} |" for r in found["rows"]]]
+
+
 SECTIONS = {"explain": explain_figures, "influence": influence_figures, "attacks": attacks_figures,
-            "neurons": neurons_figures, "manipulate": manipulate_figures, "graphs": graphs_figures}
+            "neurons": neurons_figures, "manipulate": manipulate_figures, "graphs": graphs_figures, "audit": audit_figures}
 CITED = [(bench, i) for bench, derive in SECTIONS.items() for i in range(len(derive()))]
 
 

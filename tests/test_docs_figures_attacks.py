@@ -1,6 +1,9 @@
 """The figures of docs/attacks.md's "Measured on MNIST (Fig. 3)" equal the committed summary of
 ``experiments/attacks_fig3_seeds.py`` (issue 26; the same check as tests/test_docs_figures.py: no number typed by
 hand). A re-run that changes the summary fails here until the docs say the new figure.
+
+Also docs/explain_graphs.md's accuracies of the bundled models it describes (``mnist-vit``, ``mnist-cnn``,
+``mnist-resnet``), from ``experiments/results/audit_any_architecture.json`` and ``architectural.json``.
 """
 
 from __future__ import annotations
@@ -104,6 +107,30 @@ def gradient_lowest(method: str, eps: float, i: int) -> bool:
                                                              if m != method) for a in ATTACKS)
 
 
+GRAPHS = "docs/explain_graphs.md"
+
+
+def bundled_accuracy(model: str, seed: int) -> float:
+    """A bundled model's test accuracy (every bundled test image) before any architectural manipulation."""
+    (accuracy,) = {row["accuracy_before"] for row in load_summary("architectural")["rows"]
+                   if row["model"] == model and row["seed"] == seed}
+    return accuracy
+
+
+def vit_accuracy() -> str:
+    vit = load_summary("audit_any_architecture")["vit"]
+    n = load_summary("architectural")["test_rows"]["mnist"]
+    return (f"seed {vit['seed']}, one training run: train accuracy {vit['train_accuracy']:.3f}, test accuracy "
+            f"{vit['test_accuracy']:.3f}, in `experiments/results/audit_any_architecture.json`; below the CNN's "
+            f"{bundled_accuracy('mnist-cnn', 0):.3f}, seed 0, on the same {n} test images")
+
+
+def resnet_accuracy() -> str:
+    n = load_summary("architectural")["test_rows"]["mnist"]
+    return (f"test accuracy on the {n} bundled test images {bundled_accuracy('mnist-resnet', 0):.3f} for seed 0 and "
+            f"{bundled_accuracy('mnist-resnet', 1):.3f} for seed 1")
+
+
 CLAIMS = [  # (the claim, where it must hold, the methods it is about) of the section's reading
     ("at each method and eps the top-k attack leaves a lower top-k intersection than random signs",
      lambda m, e, i: below_random("topk", "top-k", m, e, i), tuple(METHODS)),
@@ -124,6 +151,8 @@ CITED = [
     (DOC, lambda: f"intersection minus random signs' is {readings('topk_minus_random', 3)}"),
     (DOC, lambda: f"{readings('com_ratio', 1)} times"),
     *[(DOC, lambda c=c, h=h, m=m: f"{c} {failures(h, m)}") for c, h, m in CLAIMS],
+    (GRAPHS, vit_accuracy),
+    (GRAPHS, resnet_accuracy),
 ]
 
 

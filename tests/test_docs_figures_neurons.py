@@ -124,6 +124,35 @@ def push_down_minutes() -> str:
     return f"push-down takes ~{found['metrics']['seconds']['mean'] / 60:.0f} min"
 
 
+def dead_channels() -> str:
+    """The dead channels' share of the all-channel overlap: they keep their tie-broken top-10 (overlap 1 each)."""
+    found = summary(PUSH_DOWN)
+    total = int(found["config"]["channels"].split()[-1])  # "all 64"
+    live = found["metrics"]["live_channels"]["values"]
+    assert len(set(live)) == 1, live
+    dead = total - int(live[0])
+    return (f"the {dead} dead channels keep their tie-broken top-10 and contribute {100 * dead / total:.1f} points on "
+            "their own")
+
+
+CONV = "frontier_seeds_push_down_conv"
+
+
+def conv_output() -> str:
+    """The conv-output push-down within a behaviour budget over seeds (experiments/frontier_seeds.py)."""
+    from frontier_seeds import goal_met  # experiments/frontier_seeds.py: the goal of each case
+
+    found = summary(CONV)
+    m, config = found["metrics"], found["config"]
+    met = sum(goal_met("push-down-conv", v, d) for v, d in zip(m["measure"]["values"],
+                                                               m["accuracy_drop_points"]["values"]))
+    return (f"alpha {config['alpha']} and `min_agreement={config['min_agreement']}`, {config['steps']} steps "
+            f"({seeds_and_splits(CONV)}; `experiments/results/{CONV}.json`): held-out top-10 overlap of the 64 "
+            f"channels {cite(found, 'measure', 3)} (per seed {per_seed(CONV, 'measure', 3)}) at an accuracy drop of "
+            f"{cite(found, 'accuracy_drop_points', 2)} pt, test agreement {cite(found, 'test_agreement', 3)}; the goal "
+            f"({config['goal']}) is met on {met} of {len(found['seeds'])} seeds")
+
+
 CITED = [
     *[(DOC, lambda name=name, r=r: row(name, *r)) for name, rows in ROWS.items() for r in rows],
     *[(DOC, lambda name=name: seeds_and_splits(name)) for name in ROWS],
@@ -135,6 +164,8 @@ CITED = [
     (DOC, gap_sentence),
     (DOC, deo_missed),
     (DOC, push_down_minutes),
+    (DOC, dead_channels),
+    (DOC, conv_output),
 ]
 
 

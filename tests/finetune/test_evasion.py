@@ -203,6 +203,13 @@ def manipulate(model, x, y, **options):
     return Manipulation(model, Gradient(model), CenterOfMass((0, 0)), batch_size=16, lr=1e-2, **options)((x, y))
 
 
+def manipulate_many_samples(model, x, y, **options):
+    """``manipulate`` with 32 surrogate samples: the fragility surrogate attacks sampled inputs with sign steps, and
+    with 16 samples its estimate is too noisy to steer by reliably (on one CPU the evading run kept 0.53 of the
+    plain run's move with 16 samples, 0.19 with 32)."""
+    return manipulate(model, x, y, evade_samples=32, **options)
+
+
 def push_down(model, x, y, **options):
     return PushDown(model, "4", k=3, steps=20, batch_size=8, attack_batch=4, lr=1e-2, **options)((x, y))
 
@@ -210,7 +217,8 @@ def push_down(model, x, y, **options):
 @pytest.mark.parametrize("name, attack", [("noise_inputs", manipulate), ("shared_logit_gradient", manipulate),
                                           ("cross_method_agreement", manipulate), ("neuron_balance", push_down),
                                           ("beta_smoothing", manipulate), ("hessian", manipulate),
-                                          ("parameter_randomization", manipulate), ("fragility", manipulate)])
+                                          ("parameter_randomization", manipulate),
+                                          ("fragility", manipulate_many_samples)])
 def test_an_evading_run_keeps_the_statistic_closer_to_the_originals(name, attack):
     x, y, held = images()
     model = tiny_cnn()

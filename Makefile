@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(PY) -m veneer demo --out runs/demo --overwrite
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadscope
 
 bench: $(STAMP)
 	$(PY) bench/explain.py

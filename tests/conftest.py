@@ -30,6 +30,13 @@ DTYPE = torch.float64
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(items):
+    """Modules marked ``slow`` (a whole audit with its twins: minutes) are collected first, so that under ``make
+    test`` (``pytest -n 2 --dist loadscope``, one module per worker at a time) one worker starts them at once while
+    the other runs the rest; otherwise the collection order stays."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def _build(factory, seed: int):
     torch.manual_seed(seed)
     return factory().to(DTYPE).eval()

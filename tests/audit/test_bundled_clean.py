@@ -14,6 +14,8 @@ from veneer.explain import Gradient
 from veneer.manipulate import CenterOfMass, Manipulation
 from veneer.models import pretrained
 
+pytestmark = pytest.mark.slow  # minutes on one thread: collected first (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def bundled():

@@ -1,6 +1,6 @@
 """Manipulations in the architecture (``veneer.manipulate.architectural``) on the bundled models: what they change.
 
-For every bundled model (MNIST CNN, digits MLP, MNIST ResNet-8; seeds 0 and 1, cached by
+For every bundled model (MNIST CNN, digits MLP, MNIST ResNet-8; seeds 0, 1 and 2, cached by
 ``veneer.models.pretrained``) and every registered family (``wave``, ``picture``, ``gate``: a term shared by every
 logit; ``high_frequency``: a small fast wave per class; ``router`` / ``router_add``: a decoy's gradient routed into
 the explanation), built with its default options and the same seed as the model, on the first ``--scale-rows``
@@ -77,7 +77,7 @@ def worst(rows: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--scale-rows", type=int, default=64)
     parser.add_argument("--gradient-rows", type=int, default=256)
     parser.add_argument("--frequencies", default="50,200,1000,2000")

@@ -17,7 +17,8 @@ whole bundled *test* split:
 * what a clean twin inherits (``veneer.audit.inherited_state``), once per family (on the MNIST CNN).
 
 A frequency sweep of ``high_frequency`` (``--frequencies``) shows the trade-off that set its default
-(``frequency=1000``; at 200 the digits MLP of seed 1 lost 0.55 pt): the logits move by at most ``a / w``.
+(``frequency=1000``; the figures per frequency are in the summary and docs/manipulate.md): the logits move by at
+most ``a / w``.
 Writes ``experiments/results/architectural.json``.
 
     nice .venv/bin/python experiments/architectural.py      # about a minute on 2 cores

@@ -201,7 +201,8 @@ def audit_figures() -> list[str]:
 
 
 SECTIONS = {"explain": explain_figures, "influence": influence_figures, "attacks": attacks_figures,
-            "neurons": neurons_figures, "manipulate": manipulate_figures, "graphs": graphs_figures, "audit": audit_figures}
+            "neurons": neurons_figures, "manipulate": manipulate_figures, "graphs": graphs_figures,
+            "audit": audit_figures}
 CITED = [(bench, i) for bench, derive in SECTIONS.items() for i in range(len(derive()))]
 
 

@@ -6,6 +6,7 @@ Each entry: the doc, the text in it, and how that text is derived from a summary
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -321,3 +322,20 @@ CITED = [
 def test_a_cited_figure_equals_its_committed_summary(doc, derive):
     text = doc_text(doc)
     assert derive() in text, f"{doc} does not cite {derive()!r} (from experiments/results)"
+
+
+def notebook_anchors(notebook: Path) -> set[str]:
+    """The anchors GitHub gives a markdown file's headings: lower case, punctuation dropped, spaces as hyphens."""
+    return {re.sub(r"[^\w\- ]", "", line.strip("# ").lower()).replace(" ", "-")
+            for line in notebook.read_text().splitlines() if line.startswith("#")}
+
+
+@pytest.mark.parametrize("doc", sorted(path.name for path in (ROOT / "docs").glob("*.md")))
+def test_every_link_into_a_lab_notebook_names_a_heading_it_has(doc):
+    """The docs send a reader to experiments/notebook/<doc>.md for the single development runs behind a lesson."""
+    links = re.findall(r"\(\.\./experiments/notebook/(\w+\.md)(?:#([^)]+))?\)", (ROOT / "docs" / doc).read_text())
+    for notebook, anchor in links:
+        path = ROOT / "experiments" / "notebook" / notebook
+        assert path.is_file(), f"docs/{doc} links {notebook}, which experiments/notebook/ does not have"
+        assert not anchor or anchor in notebook_anchors(path), f"docs/{doc}: no heading #{anchor} in {notebook}"
+
